@@ -1,0 +1,39 @@
+"""Settings, read from the environment (prefix ``METERQL_``) or passed in.
+
+Settings are always handed to :func:`meterql.app.create_app`; nothing reads
+them from a module global, so tests and several apps in one process never
+share state by accident.
+"""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class FreePlan(BaseSettings):
+    """Limits shown when an account has no live subscription (the seeds' defaults)."""
+
+    model_config = SettingsConfigDict(env_prefix="METERQL_FREE_", extra="ignore")
+
+    api_call_limit: int = Field(default=10_000, ge=0)
+    conversation_limit: int = Field(default=1_000, ge=0)
+    instance_limit: int = Field(default=1, ge=0)
+    max_sites_per_node: int = Field(default=25, ge=0)
+    token_allowance: int = Field(default=100_000, ge=0)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="METERQL_", extra="ignore")
+
+    database_url: str = "sqlite+aiosqlite:///./meterql.db"
+    # Where the trial-status route sends people to upgrade.
+    upgrade_url: str = "/billing"
+    free_plan: FreePlan = Field(default_factory=FreePlan)
+    # SQLite waits this long for a competing writer before giving up.
+    sqlite_busy_timeout_ms: int = Field(default=5_000, ge=0)
+    # Connection pool for server databases (ignored by SQLite).
+    pool_size: int = Field(default=10, ge=1)
+    max_overflow: int = Field(default=10, ge=0)
+    # Echo SQL to the log (debugging only).
+    echo_sql: bool = False

@@ -1,0 +1,1 @@
+"""The store: tables, engine, migrations and every SQL statement meterql runs."""

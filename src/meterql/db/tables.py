@@ -1,0 +1,151 @@
+"""The tables. Amounts are integers: nano-USD for money, cents for plan prices."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    ForeignKey,
+    ForeignKeyConstraint,
+    Index,
+    MetaData,
+    String,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from meterql.db.types import BigIntPK, UTCDateTime
+
+# Stable constraint names, so migrations can refer to them on both backends.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_N_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+ID = String(200)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+class Account(Base):
+    __tablename__ = "accounts"
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class ApiToken(Base):
+    """A bearer token, stored as its SHA-256 hash: the clear text is never kept."""
+
+    __tablename__ = "api_tokens"
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    # Comma-separated, sorted: "ingest,read".
+    scopes: Mapped[str] = mapped_column(String(200))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class Instance(Base):
+    __tablename__ = "instances"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account_id"), primary_key=True
+    )
+    instance_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    hostname: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(50), default="unknown")
+
+
+class ModelPrice(Base):
+    """An LLM and its current price. Events keep the cost computed at ingest."""
+
+    __tablename__ = "models"
+
+    model: Mapped[str] = mapped_column(ID, primary_key=True)
+    provider: Mapped[str] = mapped_column(String(100), default="")
+    input_nanos_per_mtok: Mapped[int] = mapped_column(BigInteger)
+    output_nanos_per_mtok: Mapped[int] = mapped_column(BigInteger)
+
+
+class Tier(Base):
+    __tablename__ = "tiers"
+
+    tier_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    tier_slug: Mapped[str] = mapped_column(String(100), default="")
+    product_name: Mapped[str] = mapped_column(String(200), default="")
+    plan_name: Mapped[str] = mapped_column(String(200), default="")
+    price_cents: Mapped[int] = mapped_column(BigInteger, default=0)
+    billing_cycle: Mapped[str] = mapped_column(String(50), default="")
+    api_call_limit: Mapped[int] = mapped_column(BigInteger, default=0)
+    conversation_limit: Mapped[int] = mapped_column(BigInteger, default=0)
+    instance_limit: Mapped[int] = mapped_column(BigInteger, default=0)
+    max_sites_per_node: Mapped[int] = mapped_column(BigInteger, default=0)
+    token_allowance: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class Subscription(Base):
+    """An account on a tier; one row per (account, tier), renewed in place."""
+
+    __tablename__ = "subscriptions"
+    __table_args__ = (UniqueConstraint("account_id", "tier_id"),)
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
+    tier_id: Mapped[str] = mapped_column(ForeignKey("tiers.tier_id"))
+    status: Mapped[str] = mapped_column(String(20))
+    current_period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    current_period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    trial_ends_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+
+class WebhostNode(Base):
+    __tablename__ = "webhost_nodes"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account_id"), primary_key=True
+    )
+    node_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    hosted_sites: Mapped[int] = mapped_column(BigInteger, default=0)
+
+
+class UsageEvent(Base):
+    """One model request. ``(account_id, event_id)`` is the idempotency key, forever.
+
+    ``day`` is the UTC date of ``occurred_at``, written at ingest so that daily
+    grouping is a plain column on every backend.
+    """
+
+    __tablename__ = "usage_events"
+    __table_args__ = (
+        UniqueConstraint("account_id", "event_id"),
+        ForeignKeyConstraint(
+            ["account_id", "instance_id"], ["instances.account_id", "instances.instance_id"]
+        ),
+        Index("ix_usage_events_account_occurred", "account_id", "occurred_at"),
+        Index(
+            "ix_usage_events_account_instance_occurred", "account_id", "instance_id", "occurred_at"
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
+    event_id: Mapped[str] = mapped_column(ID)
+    instance_id: Mapped[str] = mapped_column(ID)
+    model: Mapped[str] = mapped_column(ID)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    day: Mapped[date] = mapped_column(Date)
+    tokens_in: Mapped[int] = mapped_column(BigInteger)
+    tokens_out: Mapped[int] = mapped_column(BigInteger)
+    end_user_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    conversation_id: Mapped[str | None] = mapped_column(ID, nullable=True)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger)

@@ -1,0 +1,273 @@
+"""Every write: catalogue and account upserts, token changes, usage events.
+
+``record_events`` is the one function that turns usage records into rows; the
+import file, the GraphQL mutation and ``POST /v1/usage/events`` all call it,
+inside a transaction their caller owns, so a batch is all-or-nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Insert, Table, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from meterql.db.tables import (
+    Account,
+    ApiToken,
+    Instance,
+    ModelPrice,
+    Subscription,
+    Tier,
+    UsageEvent,
+    WebhostNode,
+)
+from meterql.money import event_cost_nanos, usd_to_nanos
+from meterql.records import AccountRecord, EventRecord, ModelRecord, TierRecord
+
+# Rows per INSERT: well under SQLite's 32,766 bound parameters at 12 columns.
+EVENT_CHUNK = 1_000
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_token() -> str:
+    return "mq_" + secrets.token_urlsafe(32)
+
+
+def _insert(session: AsyncSession, table: Table) -> Insert:
+    # ON CONFLICT is spelled the same on both backends but lives in each dialect.
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(table)
+    return sqlite.insert(table)
+
+
+async def _upsert(
+    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+) -> None:
+    if not rows:
+        return
+    stmt: Any = _insert(session, table)
+    updates = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
+    stmt = (
+        stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
+        if updates
+        else stmt.on_conflict_do_nothing(index_elements=list(keys))
+    )
+    await session.execute(stmt, list(rows))
+
+
+async def upsert_models(session: AsyncSession, records: Sequence[ModelRecord]) -> None:
+    rows = [
+        {
+            "model": r.model,
+            "provider": r.provider,
+            "input_nanos_per_mtok": usd_to_nanos(r.input_usd_per_mtok),
+            "output_nanos_per_mtok": usd_to_nanos(r.output_usd_per_mtok),
+        }
+        for r in records
+    ]
+    await _upsert(session, ModelPrice.__table__, rows, ["model"])  # type: ignore[arg-type]
+
+
+async def upsert_tiers(session: AsyncSession, records: Sequence[TierRecord]) -> None:
+    rows = [r.model_dump() for r in records]
+    await _upsert(session, Tier.__table__, rows, ["tier_id"])  # type: ignore[arg-type]
+
+
+async def ensure_accounts(session: AsyncSession, account_ids: Iterable[str]) -> None:
+    now = datetime.now(UTC)
+    rows = [{"account_id": a, "created_at": now} for a in sorted(set(account_ids))]
+    await _upsert(session, Account.__table__, rows, ["account_id"])  # type: ignore[arg-type]
+
+
+async def upsert_account(session: AsyncSession, record: AccountRecord) -> None:
+    """Apply an account with its tokens, instances, subscriptions and nodes."""
+    account_id = record.account_id
+    await ensure_accounts(session, [account_id])
+    now = datetime.now(UTC)
+    await _upsert(
+        session,
+        ApiToken.__table__,  # type: ignore[arg-type]
+        [
+            {
+                "account_id": account_id,
+                "token_hash": hash_token(t.token),
+                "scopes": format_scopes(t.scopes),
+                "created_at": now,
+            }
+            for t in record.tokens
+        ],
+        ["token_hash"],
+    )
+    await _upsert(
+        session,
+        Instance.__table__,  # type: ignore[arg-type]
+        [{"account_id": account_id, **i.model_dump()} for i in record.instances],
+        ["account_id", "instance_id"],
+    )
+    await _upsert(
+        session,
+        Subscription.__table__,  # type: ignore[arg-type]
+        [{"account_id": account_id, **s.model_dump()} for s in record.subscriptions],
+        ["account_id", "tier_id"],
+    )
+    await _upsert(
+        session,
+        WebhostNode.__table__,  # type: ignore[arg-type]
+        [{"account_id": account_id, **n.model_dump()} for n in record.webhost_nodes],
+        ["account_id", "node_id"],
+    )
+
+
+async def known_accounts(session: AsyncSession, account_ids: Iterable[str]) -> set[str]:
+    wanted = set(account_ids)
+    if not wanted:
+        return set()
+    result = await session.scalars(
+        select(Account.account_id).where(Account.account_id.in_(wanted))
+    )
+    return set(result)
+
+
+async def known_tiers(session: AsyncSession, tier_ids: Iterable[str]) -> set[str]:
+    wanted = set(tier_ids)
+    if not wanted:
+        return set()
+    result = await session.scalars(select(Tier.tier_id).where(Tier.tier_id.in_(wanted)))
+    return set(result)
+
+
+def format_scopes(scopes: Iterable[str]) -> str:
+    return ",".join(sorted(set(scopes)))
+
+
+async def create_token(session: AsyncSession, account_id: str, scopes: Sequence[str]) -> str:
+    """Create a token and return it in clear: the only time it is ever seen."""
+    await ensure_accounts(session, [account_id])
+    token = new_token()
+    session.add(
+        ApiToken(
+            account_id=account_id,
+            token_hash=hash_token(token),
+            scopes=format_scopes(scopes),
+            created_at=datetime.now(UTC),
+        )
+    )
+    await session.flush()
+    return token
+
+
+async def revoke_token(session: AsyncSession, token: str) -> bool:
+    result = await session.execute(
+        update(ApiToken)
+        .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
+        .values(revoked_at=datetime.now(UTC))
+    )
+    return bool(getattr(result, "rowcount", 0))
+
+
+@dataclass(frozen=True, slots=True)
+class IngestResult:
+    accepted: int
+    duplicates: int
+    unpriced: int  # accepted events whose model had no price (cost 0)
+
+    def __add__(self, other: IngestResult) -> IngestResult:
+        return IngestResult(
+            self.accepted + other.accepted,
+            self.duplicates + other.duplicates,
+            self.unpriced + other.unpriced,
+        )
+
+
+EMPTY_RESULT = IngestResult(0, 0, 0)
+
+
+async def record_events(
+    session: AsyncSession, events: Sequence[EventRecord], account_id: str | None = None
+) -> IngestResult:
+    """Write validated events; an event already stored is counted as a duplicate.
+
+    ``account_id`` overrides the records' own (live ingest uses the token's
+    account). Unknown instances are registered; the price at this moment is
+    kept with each event, so later price changes never rewrite history.
+    """
+    total = EMPTY_RESULT
+    for start in range(0, len(events), EVENT_CHUNK):
+        total += await _record_chunk(session, events[start : start + EVENT_CHUNK], account_id)
+    return total
+
+
+async def _record_chunk(
+    session: AsyncSession, events: Sequence[EventRecord], account_id: str | None
+) -> IngestResult:
+    unique: dict[tuple[str, str], EventRecord] = {}
+    for event in events:
+        owner = account_id or event.account_id
+        assert owner is not None, "events need an account"
+        unique.setdefault((owner, event.event_id), event)
+    if not unique:
+        return EMPTY_RESULT
+
+    prices = {
+        row.model: (row.input_nanos_per_mtok, row.output_nanos_per_mtok)
+        for row in await session.scalars(
+            select(ModelPrice).where(ModelPrice.model.in_({e.model for e in unique.values()}))
+        )
+    }
+    instances = sorted({(owner, e.instance_id) for (owner, _), e in unique.items()})
+    await session.execute(
+        _insert(session, Instance.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
+        [
+            {"account_id": a, "instance_id": i, "hostname": "", "status": "unknown"}
+            for a, i in instances
+        ],
+    )
+
+    rows = []
+    unpriced_by_key: set[tuple[str, str]] = set()
+    for (owner, event_id), e in unique.items():
+        if e.cost_usd is not None:
+            cost = usd_to_nanos(e.cost_usd, exact=False)
+        elif e.model in prices:
+            cost = event_cost_nanos(e.tokens_in, e.tokens_out, *prices[e.model])
+        else:
+            cost = 0
+            unpriced_by_key.add((owner, event_id))
+        occurred_at = e.timestamp.astimezone(UTC)
+        rows.append(
+            {
+                "account_id": owner,
+                "event_id": event_id,
+                "instance_id": e.instance_id,
+                "model": e.model,
+                "occurred_at": occurred_at,
+                "day": occurred_at.date(),
+                "tokens_in": e.tokens_in,
+                "tokens_out": e.tokens_out,
+                "end_user_id": e.end_user_id,
+                "conversation_id": e.conversation_id,
+                "cost_nanos": cost,
+            }
+        )
+    stmt = (
+        _insert(session, UsageEvent.__table__)  # type: ignore[arg-type]
+        .on_conflict_do_nothing(index_elements=["account_id", "event_id"])
+        .returning(UsageEvent.__table__.c.account_id, UsageEvent.__table__.c.event_id)
+    )
+    inserted = {(row[0], row[1]) for row in await session.execute(stmt, rows)}
+    return IngestResult(
+        accepted=len(inserted),
+        duplicates=len(events) - len(inserted),
+        unpriced=len(unpriced_by_key & inserted),
+    )

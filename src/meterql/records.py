@@ -1,0 +1,174 @@
+"""Validated input records: what the import file, GraphQL and REST ingest accept.
+
+One set of pydantic models for every way data gets in, so a value that one
+path refuses is refused by all of them with the same message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictInt,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
+
+from meterql.money import PrecisionError, usd_to_nanos
+
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
+Text = Annotated[str, StringConstraints(max_length=255)]
+Count = Annotated[StrictInt, Field(ge=0, le=2**62)]
+SubscriptionStatus = Literal["trialing", "active", "past_due", "canceled", "expired"]
+Scope = Literal["read", "ingest"]
+LIVE_STATUSES: tuple[str, ...] = ("trialing", "active", "past_due")
+
+
+def _nano_exact(value: Decimal) -> Decimal:
+    try:
+        usd_to_nanos(value, exact=True)
+    except PrecisionError as error:
+        raise ValueError(str(error)) from None
+    return value
+
+
+Usd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 9), AfterValidator(_nano_exact)]
+# A reported cost may carry more digits than a nano-dollar; it is rounded half-up.
+ReportedUsd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 9, allow_inf_nan=False)]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelRecord(Record):
+    model: Id
+    provider: Text = ""
+    input_usd_per_mtok: Usd
+    output_usd_per_mtok: Usd
+
+
+class TierRecord(Record):
+    tier_id: Id
+    tier_slug: Text = ""
+    product_name: Text = ""
+    plan_name: Text = ""
+    price_cents: Count = 0
+    billing_cycle: Text = ""
+    api_call_limit: Count = 0
+    conversation_limit: Count = 0
+    instance_limit: Count = 0
+    max_sites_per_node: Count = 0
+    token_allowance: Count = 0
+
+
+class TokenRecord(Record):
+    token: Annotated[str, StringConstraints(min_length=8, max_length=500)]
+    scopes: Annotated[list[Scope], Field(min_length=1)] = ["read"]
+
+
+class InstanceRecord(Record):
+    instance_id: Id
+    hostname: Text = ""
+    status: Annotated[str, StringConstraints(max_length=50)] = "unknown"
+
+
+class SubscriptionRecord(Record):
+    tier_id: Id
+    status: SubscriptionStatus
+    current_period_start: AwareDatetime
+    current_period_end: AwareDatetime
+    trial_ends_at: AwareDatetime | None = None
+
+    @model_validator(mode="after")
+    def _period_is_forward(self) -> SubscriptionRecord:
+        if self.current_period_end <= self.current_period_start:
+            raise ValueError("current_period_end must be after current_period_start")
+        return self
+
+
+class NodeRecord(Record):
+    node_id: Id
+    hosted_sites: Count = 0
+
+
+class AccountRecord(Record):
+    account_id: Id
+    tokens: list[TokenRecord] = []
+    instances: list[InstanceRecord] = []
+    subscriptions: list[SubscriptionRecord] = []
+    webhost_nodes: list[NodeRecord] = []
+
+
+class EventRecord(Record):
+    """A usage event; ``account_id`` is required in a file and absent on live ingest."""
+
+    account_id: Id | None = None
+    event_id: Id
+    instance_id: Id
+    model: Id
+    timestamp: AwareDatetime
+    tokens_in: Count
+    tokens_out: Count
+    end_user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    conversation_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    cost_usd: ReportedUsd | None = None
+
+
+def json_path(prefix: str, loc: Sequence[int | str]) -> str:
+    """``("usage_events", 3, "tokens_in")`` → ``$.usage_events[3].tokens_in``."""
+    path = prefix
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}"
+    return path
+
+
+def first_error(error: ValidationError, prefix: str) -> tuple[str, str]:
+    """The JSON path and message of the first problem pydantic found."""
+    detail = error.errors(include_url=False)[0]
+    return json_path(prefix, detail["loc"]), detail["msg"]
+
+
+def error_entries(error: ValidationError, loc_prefix: Sequence[int | str]) -> list[dict[str, Any]]:
+    """pydantic's error entries with ``loc`` rooted at ``loc_prefix`` (FastAPI's shape)."""
+    entries = []
+    for detail in error.errors(include_url=False, include_context=True):
+        entry: dict[str, Any] = {
+            "type": detail["type"],
+            "loc": [*loc_prefix, *detail["loc"]],
+            "msg": detail["msg"],
+            "input": detail["input"],
+        }
+        if "ctx" in detail:
+            entry["ctx"] = {key: _jsonable(value) for key, value in detail["ctx"].items()}
+        entries.append(entry)
+    return entries
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return str(value)
+
+
+__all__ = [
+    "LIVE_STATUSES",
+    "AccountRecord",
+    "EventRecord",
+    "ModelRecord",
+    "NodeRecord",
+    "SubscriptionRecord",
+    "TierRecord",
+    "TokenRecord",
+    "error_entries",
+    "first_error",
+    "json_path",
+]

@@ -1,0 +1,1 @@
+"""Resolvers: check arguments, read through ``meterql.db``, build schema types."""

@@ -1,0 +1,102 @@
+"""Run a route's prepared document in-process and turn the result into HTTP."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from importlib import resources
+from inspect import isawaitable
+from typing import Any
+
+import strawberry
+from graphql import DocumentNode, ExecutionResult, execute, parse, validate
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from meterql.context import Context, Services, authenticated_context
+from meterql.errors import MeterqlError
+from meterql.responses import error_response, internal_error_response
+from meterql.rest_compat.params import coerce
+from meterql.rest_compat.routes import CompatRoute
+
+logger = logging.getLogger("meterql.rest_compat")
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class DocumentError(RuntimeError):
+    """A fixed document does not validate against the schema: refuse to start."""
+
+
+@dataclass(frozen=True)
+class PreparedRoute:
+    route: CompatRoute
+    document: DocumentNode
+
+
+def load_document(name: str) -> str:
+    return (resources.files("meterql.rest_compat") / "documents" / name).read_text("utf-8")
+
+
+def prepare(schema: strawberry.Schema, routes: Sequence[CompatRoute]) -> list[PreparedRoute]:
+    """Parse and validate every document once, at start-up."""
+    prepared = []
+    for route in routes:
+        document = parse(load_document(route.document))
+        errors = validate(schema._schema, document)
+        if errors:
+            raise DocumentError(f"{route.document}: {'; '.join(e.message for e in errors)}")
+        prepared.append(PreparedRoute(route, document))
+    return prepared
+
+
+async def run_document(
+    schema: strawberry.Schema,
+    document: DocumentNode,
+    context: Context,
+    variables: dict[str, Any],
+) -> ExecutionResult:
+    # graphql-core directly: the document is already parsed and validated, so
+    # Strawberry's per-request parse/validate/extension work would be waste.
+    result = execute(
+        schema._schema,
+        document,
+        context_value=context,
+        variable_values=variables,
+        execution_context_class=schema.execution_context_class,
+    )
+    if isawaitable(result):
+        result = await result
+    assert isinstance(result, ExecutionResult)
+    return result
+
+
+def result_response(result: ExecutionResult) -> Response:
+    if result.errors:
+        error = result.errors[0]
+        original = error.original_error
+        if isinstance(original, MeterqlError):
+            return error_response(original)
+        logger.error("compat document failed: %s", error.message, exc_info=original)
+        return internal_error_response()
+    assert result.data is not None
+    return JSONResponse(result.data["body"])
+
+
+def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
+    async def endpoint(request: Request) -> Response:
+        try:
+            # FastAPI resolved the security dependency before validating
+            # parameters: a bad token wins over a bad `days`.
+            context = await authenticated_context(
+                services, request.headers.get("authorization")
+            )
+            variables = coerce(request.query_params, prepared.route.params)
+        except MeterqlError as error:
+            return error_response(error)
+        result = await run_document(services.schema, prepared.document, context, variables)
+        return result_response(result)
+
+    endpoint.__name__ = prepared.route.document.removesuffix(".graphql")
+    return endpoint

@@ -1,0 +1,32 @@
+"""The route table: one row per legacy ``/v1`` route."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from meterql.rest_compat.params import QueryParam, days, optional_str
+from meterql.windows import CHART_DAYS, METRICS_DAYS
+
+
+@dataclass(frozen=True)
+class CompatRoute:
+    path: str
+    document: str  # a file in rest_compat/documents/, whose root field is aliased `body`
+    params: tuple[QueryParam, ...] = ()
+    method: str = "GET"
+
+
+ROUTES: tuple[CompatRoute, ...] = (
+    CompatRoute("/v1/metrics/summary", "metrics_summary.graphql", (days(METRICS_DAYS),)),
+    CompatRoute("/v1/metrics/instances", "metrics_instances.graphql", (days(METRICS_DAYS),)),
+    CompatRoute("/v1/metrics/models", "metrics_models.graphql", (days(METRICS_DAYS),)),
+    CompatRoute("/v1/metrics/usage", "metrics_usage.graphql", (days(METRICS_DAYS),)),
+    CompatRoute("/v1/billing", "billing.graphql"),
+    CompatRoute("/v1/billing/trial-status", "billing_trial_status.graphql"),
+    CompatRoute("/v1/billing/usage", "billing_usage.graphql"),
+    CompatRoute(
+        "/v1/billing/usage/chart",
+        "billing_usage_chart.graphql",
+        (days(CHART_DAYS), optional_str("instance_id", "instanceId")),
+    ),
+)

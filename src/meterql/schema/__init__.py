@@ -1,0 +1,84 @@
+"""The one GraphQL schema: root fields, scalars and extensions."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import strawberry
+from graphql import GraphQLError
+from strawberry.extensions import MaskErrors
+from strawberry.schema.config import StrawberryConfig
+from strawberry.types import ExecutionContext
+
+from meterql.errors import MeterqlError
+from meterql.resolvers import billing as billing_resolvers
+from meterql.resolvers import metrics as metrics_resolvers
+from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
+from meterql.schema.metrics import (
+    InstanceUsageList,
+    MetricsSummary,
+    ModelBreakdown,
+    UsageTimeseries,
+)
+from meterql.schema.scalars import SCALAR_MAP
+
+logger = logging.getLogger("meterql.graphql")
+
+
+@strawberry.type
+class Query:
+    metrics_summary: MetricsSummary = strawberry.field(
+        resolver=metrics_resolvers.metrics_summary, description="Totals over the last `days` (7..90)."
+    )
+    instance_usage: InstanceUsageList = strawberry.field(
+        resolver=metrics_resolvers.instance_usage, description="Usage per instance over `days` (7..90)."
+    )
+    model_breakdown: ModelBreakdown = strawberry.field(
+        resolver=metrics_resolvers.model_breakdown, description="Usage per model over `days` (7..90)."
+    )
+    usage_timeseries: UsageTimeseries = strawberry.field(
+        resolver=metrics_resolvers.usage_timeseries, description="Daily usage over `days` (7..90)."
+    )
+    billing: Billing = strawberry.field(
+        resolver=billing_resolvers.billing, description="The plan and the billing period's usage."
+    )
+    trial_status: TrialStatus = strawberry.field(resolver=billing_resolvers.trial_status)
+    billing_usage: BillingUsage = strawberry.field(
+        resolver=billing_resolvers.billing_usage,
+        description="The billing period's usage against the allowance, per instance.",
+    )
+    usage_chart: UsageChart = strawberry.field(
+        resolver=billing_resolvers.usage_chart,
+        description="Daily usage over `days` (1..366), of the account or one instance.",
+    )
+
+
+def is_expected(error: GraphQLError) -> bool:
+    """Errors a client may see: our own, and GraphQL's own (syntax, validation, variables)."""
+    original = error.original_error
+    return original is None or isinstance(original, MeterqlError | GraphQLError) or (
+        # Variable coercion happens before execution: its errors carry no path
+        # and describe the client's input, never our internals.
+        error.path is None
+    )
+
+
+class MeterqlSchema(strawberry.Schema):
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        # Expected failures are answers, not incidents: log only the rest,
+        # with their tracebacks, before MaskErrors hides them from the client.
+        for error in errors:
+            if not is_expected(error):
+                logger.error("unexpected error in GraphQL execution", exc_info=error.original_error)
+
+
+def build_schema(**kwargs: Any) -> strawberry.Schema:
+    return MeterqlSchema(
+        query=Query,
+        config=StrawberryConfig(scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
+        extensions=[MaskErrors(should_mask_error=lambda error: not is_expected(error))],
+        **kwargs,
+    )

@@ -1,0 +1,76 @@
+"""Scalars whose wire form is part of the contract.
+
+``Decimal``  money: a string with exactly 4 places, rounded half-up on output
+             (``"12.3400"``); parsed from a string, never from a float.
+``DateTime`` an instant, always written in UTC with a ``Z`` suffix.
+``BigInt``   a JSON integer beyond GraphQL's 32-bit ``Int`` (token counts grow fast).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal, InvalidOperation
+from typing import NewType
+
+import strawberry
+
+from meterql.money import format_usd
+
+
+def _parse_decimal(value: object) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        # Floats have already lost exactness by the time they reach us.
+        raise ValueError("Decimal values are sent as strings, e.g. \"0.0125\"")
+    try:
+        parsed = Decimal(value)
+    except InvalidOperation:
+        raise ValueError(f"not a decimal number: {value!r}") from None
+    if not parsed.is_finite():
+        raise ValueError("Decimal values must be finite")
+    return parsed
+
+
+def format_instant(value: datetime) -> str:
+    text = value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    return text + "Z"
+
+
+def _parse_instant(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("DateTime values are ISO 8601 strings")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("DateTime values need a time zone, e.g. 2026-11-01T00:00:00Z")
+    return parsed.astimezone(UTC)
+
+
+def _parse_bigint(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("BigInt values are JSON integers")
+    return value
+
+
+BigInt = NewType("BigInt", int)
+
+# Passed as ``StrawberryConfig(scalar_map=...)``: these replace Strawberry's
+# own Decimal and DateTime, whose wire forms differ from the contract's.
+SCALAR_MAP = {
+    Decimal: strawberry.scalar(
+        name="Decimal",
+        description='Exact decimal USD; written with 4 places, half-up ("12.3400").',
+        serialize=format_usd,
+        parse_value=_parse_decimal,
+    ),
+    datetime: strawberry.scalar(
+        name="DateTime",
+        description="An instant in ISO 8601, UTC, with a Z suffix (2026-11-01T00:00:00Z).",
+        serialize=format_instant,
+        parse_value=_parse_instant,
+    ),
+    BigInt: strawberry.scalar(
+        name="BigInt",
+        description="An integer that may exceed 32 bits, written as a JSON number.",
+        serialize=int,
+        parse_value=_parse_bigint,
+    ),
+}

@@ -1,0 +1,102 @@
+"""Time windows: ``days=N`` ranges, calendar months, and the argument bounds.
+
+A window of ``days=N`` is the N UTC calendar days ending today, inclusive.
+Storage filters on ``[start, end)`` instants, so an event at 00:00:00 UTC of
+the first day is in and one a second earlier is out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cached_property
+from typing import Annotated
+
+from pydantic import Field, TypeAdapter, ValidationError
+
+from meterql.errors import InvalidInput
+from meterql.records import error_entries
+
+Clock = Callable[[], datetime]
+
+
+def system_clock() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True)
+class DaysArgument:
+    """Bounds and default of a ``days`` argument, shared by GraphQL and REST.
+
+    Validation goes through pydantic so GraphQL and the REST layer report a
+    bad value with the very words FastAPI used (``greater_than_equal``...).
+    """
+
+    minimum: int
+    maximum: int
+    default: int
+
+    @cached_property
+    def adapter(self) -> TypeAdapter[int]:
+        return TypeAdapter(Annotated[int, Field(ge=self.minimum, le=self.maximum)])
+
+    def validate(self, value: object, loc: tuple[str, ...] = ("days",)) -> int:
+        try:
+            return self.adapter.validate_python(value)
+        except ValidationError as error:
+            entries = error_entries(error, loc)
+            raise InvalidInput(f"{loc[-1]}: {entries[0]['msg']}", entries) from None
+
+
+# The seeds' ranges: metrics routes take 7..90, the billing chart 1..366.
+METRICS_DAYS = DaysArgument(minimum=7, maximum=90, default=30)
+CHART_DAYS = DaysArgument(minimum=1, maximum=366, default=30)
+
+
+def start_of_day(day: date) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class DayWindow:
+    first_day: date
+    last_day: date
+
+    @classmethod
+    def ending_today(cls, now: datetime, days: int) -> DayWindow:
+        today = now.astimezone(UTC).date()
+        return cls(first_day=today - timedelta(days=days - 1), last_day=today)
+
+    @property
+    def start(self) -> datetime:
+        return start_of_day(self.first_day)
+
+    @property
+    def end(self) -> datetime:
+        """Exclusive end instant: midnight after the last day."""
+        return start_of_day(self.last_day + timedelta(days=1))
+
+    def dates(self) -> Iterator[date]:
+        day = self.first_day
+        while day <= self.last_day:
+            yield day
+            day += timedelta(days=1)
+
+
+def calendar_month(now: datetime) -> tuple[datetime, datetime]:
+    """``[first instant of this UTC month, first instant of the next)``."""
+    now = now.astimezone(UTC)
+    start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    if now.month == 12:
+        end = datetime(now.year + 1, 1, 1, tzinfo=UTC)
+    else:
+        end = datetime(now.year, now.month + 1, 1, tzinfo=UTC)
+    return start, end
+
+
+def whole_days_until(moment: datetime | None, now: datetime) -> int:
+    """Whole days from ``now`` to ``moment``, rounded down, never below 0."""
+    if moment is None or moment <= now:
+        return 0
+    return (moment - now) // timedelta(days=1)
