@@ -64,7 +64,7 @@ async def run_document(
         document,
         context_value=context,
         variable_values=variables,
-        execution_context_class=schema.execution_context_class,
+        executor_class=schema.execution_context_class,
     )
     if isawaitable(result):
         result = await result

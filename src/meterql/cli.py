@@ -1,0 +1,180 @@
+"""The ``meterql`` command: serve | load | token | schema | migrate."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+from meterql.config import Settings
+from meterql.db.engine import Database
+from meterql.db.migrate import upgrade
+from meterql.errors import MeterqlError
+
+T = TypeVar("T")
+
+
+def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
+    """Run ``work`` on a fresh, migrated database, in its own event loop."""
+
+    async def main() -> T:
+        db = Database.from_settings(settings)
+        try:
+            await upgrade(db.engine)
+            return await work(db)
+        finally:
+            await db.dispose()
+
+    return asyncio.run(main())
+
+
+def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
+    async def noop(_db: Database) -> None:
+        return None
+
+    _with_database(settings, noop)
+    print("database schema is up to date")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from meterql.schema import build_schema
+
+    print(build_schema().as_str())
+    return 0
+
+
+def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
+    from meterql.importer import ImportReport, load
+
+    path = Path(args.file)
+    if not path.is_file():
+        print(f"meterql load: no such file: {path}", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> ImportReport:
+        if not sys.stderr.isatty():
+            return await load(db, path)
+        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+
+        columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+        with Progress(*columns, transient=True) as bar:
+            task = bar.add_task("loading", total=path.stat().st_size)
+            return await load(db, path, progress=lambda done: bar.update(task, completed=done))
+
+    report = _with_database(settings, work)
+    print(
+        f"loaded {path}: {report.models} models, {report.tiers} tiers, "
+        f"{report.accounts} accounts; events: {report.events_accepted} new, "
+        f"{report.events_duplicate} already known, of {report.events_seen}"
+    )
+    if report.events_unpriced:
+        print(f"note: {report.events_unpriced} new events use a model without a price (cost 0)")
+    return 0
+
+
+def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
+    from meterql.db import writes
+
+    scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
+    bad = [s for s in scopes if s not in ("read", "ingest")]
+    if bad or not scopes:
+        print(f"meterql token create: scopes are read and/or ingest, not {bad}", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> str:
+        async with db.write() as session, session.begin():
+            return await writes.create_token(session, args.account, scopes)
+
+    print(_with_database(settings, work))
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace, settings: Settings) -> int:
+    from meterql.db import writes
+
+    async def work(db: Database) -> bool:
+        async with db.write() as session, session.begin():
+            return await writes.revoke_token(session, args.token)
+
+    if not _with_database(settings, work):
+        print("meterql token revoke: no such live token", file=sys.stderr)
+        return 1
+    print("token revoked")
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from meterql import demo
+    from meterql.app import create_app
+
+    async def prepare(db: Database) -> str | None:
+        if not args.demo:
+            return None
+        if await demo.is_empty(db):
+            written = await demo.fill(db)
+            print(f"demo: generated account '{demo.DEMO_ACCOUNT}' with {written} usage events")
+        return await demo.read_token(db)
+
+    token = _with_database(settings, prepare)
+    base = f"http://{args.host}:{args.port}"
+    if token:
+        print(f"demo read token: {token}")
+        print(
+            f"try:      curl -H 'Authorization: Bearer {token}' "
+            f"'{base}/v1/metrics/summary?days=7'"
+        )
+        print(f"GraphiQL: {base}/graphql  (add the header Authorization: Bearer <token>)")
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(prog="meterql", description=__doc__)
+    commands = root.add_subparsers(dest="command", required=True)
+
+    serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--demo", action="store_true", help="fill an empty database with demo data")
+    serve.set_defaults(run=cmd_serve)
+
+    load = commands.add_parser("load", help="import a JSON file (idempotent, all-or-nothing)")
+    load.add_argument("file")
+    load.set_defaults(run=cmd_load)
+
+    token = commands.add_parser("token", help="create or revoke API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True)
+    create = token_commands.add_parser("create", help="print a new token, once")
+    create.add_argument("--account", required=True)
+    create.add_argument("--scopes", default="read", help="comma-separated: read,ingest")
+    create.set_defaults(run=cmd_token_create)
+    revoke = token_commands.add_parser("revoke", help="revoke a token at once")
+    revoke.add_argument("token")
+    revoke.set_defaults(run=cmd_token_revoke)
+
+    schema = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
+    schema.set_defaults(run=cmd_schema)
+
+    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
+    migrate.set_defaults(run=cmd_migrate)
+    return root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.run(args, Settings())
+    except MeterqlError as error:
+        print(f"meterql {args.command}: {error.message}", file=sys.stderr)
+        return 1
+    return code
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""``meterql load FILE.json``: bulk import, streaming, all-or-nothing, idempotent.
+
+Two passes over the file, so memory stays flat however many events it holds:
+
+1. *scan*: check the document's shape, build and validate the small sections
+   (models, tiers, accounts) and count the events;
+2. *write*: in one transaction, apply models, tiers and accounts, then stream
+   the events through :func:`meterql.db.writes.record_events` in batches.
+
+A bad value anywhere raises :class:`ImportFileError` naming its JSON path, and
+the transaction rolls back: nothing is written. Loading a file twice changes
+nothing (upserts by id; events deduplicated by ``(account_id, event_id)``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+import ijson
+from pydantic import BaseModel, ValidationError
+
+from meterql.db import writes
+from meterql.db.engine import Database
+from meterql.errors import InvalidInput
+from meterql.records import (
+    AccountRecord,
+    EventRecord,
+    ModelRecord,
+    TierRecord,
+    first_error,
+    json_path,
+)
+
+SMALL_SECTIONS: dict[str, type[BaseModel]] = {
+    "models": ModelRecord,
+    "tiers": TierRecord,
+    "accounts": AccountRecord,
+}
+EVENTS = "usage_events"
+BATCH = 5_000
+
+Progress = Callable[[int], None]  # called with the bytes read so far
+
+
+class ImportFileError(InvalidInput):
+    """The file is refused as a whole; ``path`` is the JSON path of the first bad value."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}")
+        self.path = path
+
+
+@dataclass
+class ImportReport:
+    models: int = 0
+    tiers: int = 0
+    accounts: int = 0
+    events_seen: int = 0
+    events_accepted: int = 0
+    events_duplicate: int = 0
+    events_unpriced: int = 0
+
+
+@dataclass
+class _Scan:
+    models: list[ModelRecord] = field(default_factory=list)
+    tiers: list[TierRecord] = field(default_factory=list)
+    accounts: list[AccountRecord] = field(default_factory=list)
+    events: int = 0
+
+
+def _validate(model: type[BaseModel], value: Any, path: str) -> Any:
+    try:
+        return model.model_validate(value)
+    except ValidationError as error:
+        raise ImportFileError(*first_error(error, path)) from None
+
+
+def _scan(stream: IO[bytes]) -> _Scan:
+    """Pass 1: shape, small sections, event count."""
+    scan = _Scan()
+    try:
+        parser = ijson.parse(stream, use_float=False)
+        prefix, event, _ = next(parser, ("", "eof", None))
+        if event != "start_map":
+            raise ImportFileError("$", "the document must be a JSON object")
+        pending_key: str | None = None
+        for prefix, event, value in parser:
+            if prefix == "" and event == "map_key":
+                if value not in SMALL_SECTIONS and value != EVENTS:
+                    known = ", ".join([*SMALL_SECTIONS, EVENTS])
+                    raise ImportFileError(f"$.{value}", f"unknown key (expected one of {known})")
+                pending_key = value
+            elif pending_key is not None and prefix == pending_key:
+                if event != "start_array":
+                    raise ImportFileError(f"$.{pending_key}", "expected an array")
+                pending_key = None
+                if prefix == EVENTS:
+                    continue
+                records = getattr(scan, prefix)
+                model = SMALL_SECTIONS[prefix]
+                for index, item in enumerate(_items(parser, prefix + ".item")):
+                    records.append(_validate(model, item, json_path(f"$.{prefix}", [index])))
+            elif prefix == EVENTS + ".item" and event in _ITEM_STARTS:
+                scan.events += 1
+    except ijson.JSONError as error:
+        raise ImportFileError("$", f"not valid JSON ({error})") from None
+    return scan
+
+
+_ITEM_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
+
+
+def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator[Any]:
+    """Build each value of the array whose items have ``item_prefix``; stop at its end."""
+    for prefix, event, value in parser:
+        if event == "end_array" and prefix == item_prefix.removesuffix(".item"):
+            return
+        if event in ("start_map", "start_array"):
+            builder = ijson.ObjectBuilder()
+            builder.event(event, value)
+            depth = 1
+            while depth:
+                prefix, event, value = next(parser)
+                if event in ("start_map", "start_array"):
+                    depth += 1
+                elif event in ("end_map", "end_array"):
+                    depth -= 1
+                builder.event(event, value)
+            yield builder.value
+        else:
+            yield value
+
+
+async def load(db: Database, path: Path, progress: Progress | None = None) -> ImportReport:
+    """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad."""
+    with path.open("rb") as stream:
+        scan = _scan(stream)
+        report = ImportReport(
+            models=len(scan.models),
+            tiers=len(scan.tiers),
+            accounts=len(scan.accounts),
+            events_seen=scan.events,
+        )
+        stream.seek(0)
+        async with db.write() as session, session.begin():
+            await _check_tiers(session, scan)
+            await writes.upsert_models(session, scan.models)
+            await writes.upsert_tiers(session, scan.tiers)
+            for account in scan.accounts:
+                await writes.upsert_account(session, account)
+            accounts = {a.account_id for a in scan.accounts}
+            batch: list[EventRecord] = []
+            batch_start = 0
+            for index, item in enumerate(ijson.items(stream, EVENTS + ".item", use_float=False)):
+                batch.append(_event(item, index))
+                if len(batch) >= BATCH:
+                    await _write_batch(session, batch, batch_start, accounts, report)
+                    batch, batch_start = [], index + 1
+                    if progress:
+                        progress(stream.tell())
+            await _write_batch(session, batch, batch_start, accounts, report)
+            if progress:
+                progress(stream.tell())
+    return report
+
+
+def _event(item: Any, index: int) -> EventRecord:
+    path = f"$.{EVENTS}[{index}]"
+    record: EventRecord = _validate(EventRecord, item, path)
+    if record.account_id is None:
+        raise ImportFileError(f"{path}.account_id", "Field required")
+    return record
+
+
+async def _check_tiers(session: Any, scan: _Scan) -> None:
+    in_file = {t.tier_id for t in scan.tiers}
+    wanted = {s.tier_id for a in scan.accounts for s in a.subscriptions} - in_file
+    missing = wanted - await writes.known_tiers(session, wanted)
+    for a_index, account in enumerate(scan.accounts):
+        for s_index, sub in enumerate(account.subscriptions):
+            if sub.tier_id in missing:
+                raise ImportFileError(
+                    f"$.accounts[{a_index}].subscriptions[{s_index}].tier_id",
+                    f"unknown tier '{sub.tier_id}'",
+                )
+
+
+async def _write_batch(
+    session: Any,
+    batch: list[EventRecord],
+    batch_start: int,
+    accounts: set[str],
+    report: ImportReport,
+) -> None:
+    if not batch:
+        return
+    wanted = {e.account_id for e in batch if e.account_id not in accounts}
+    if wanted:
+        accounts |= await writes.known_accounts(session, wanted)  # type: ignore[arg-type]
+        for offset, event in enumerate(batch):
+            if event.account_id not in accounts:
+                raise ImportFileError(
+                    f"$.{EVENTS}[{batch_start + offset}].account_id",
+                    f"unknown account '{event.account_id}'",
+                )
+    result = await writes.record_events(session, batch)
+    report.events_accepted += result.accepted
+    report.events_duplicate += result.duplicates
+    report.events_unpriced += result.unpriced
