@@ -89,7 +89,7 @@ async def live_subscriptions(session: AsyncSession, account_id: str) -> list[Sub
             current_period_end=sub.current_period_end,
             trial_ends_at=sub.trial_ends_at,
         )
-        for sub, tier in rows.tuples()
+        for sub, tier in rows
     ]
 
 

@@ -79,6 +79,7 @@ def build_schema(**kwargs: Any) -> strawberry.Schema:
     return MeterqlSchema(
         query=Query,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
-        extensions=[MaskErrors(should_mask_error=lambda error: not is_expected(error))],
+        # A factory, so each operation gets a fresh extension instance.
+        extensions=[lambda: MaskErrors(should_mask_error=lambda error: not is_expected(error))],
         **kwargs,
     )

@@ -1,0 +1,148 @@
+"""Shared fixtures: a fresh database per test on every backend, an app, a client.
+
+Every test that touches the database runs once per backend: SQLite always,
+PostgreSQL when ``METERQL_TEST_POSTGRES_URL`` names a server (CI sets it).
+Each test gets its own database, copied from a template migrated once per
+session, so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import pytest
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from starlette.applications import Starlette
+
+from meterql.app import create_app
+from meterql.config import Settings
+from meterql.db.engine import Database
+from meterql.db.migrate import upgrade
+
+# The instant every test's requests see as "now" (a Friday afternoon).
+NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
+POSTGRES_ENV = "METERQL_TEST_POSTGRES_URL"
+BACKENDS = ["sqlite", "postgresql"]
+
+
+def _postgres_url() -> str | None:
+    return os.environ.get(POSTGRES_ENV) or None
+
+
+def _asyncpg_url(url: str, database: str) -> str:
+    return make_url(url).set(drivername="postgresql+asyncpg", database=database).render_as_string(
+        hide_password=False
+    )
+
+
+async def _admin(url: str, statement: str) -> None:
+    import asyncpg
+
+    plain = make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    connection = await asyncpg.connect(plain)
+    try:
+        await connection.execute(statement)
+    finally:
+        await connection.close()
+
+
+async def _migrate(url: str) -> None:
+    db = Database.from_settings(Settings(database_url=url))
+    try:
+        await upgrade(db.engine)
+    finally:
+        await db.dispose()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "template.db"
+    asyncio.run(_migrate(f"sqlite+aiosqlite:///{path}"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def postgres_template() -> Iterator[str]:
+    url = _postgres_url()
+    if url is None:
+        pytest.skip(f"PostgreSQL tests need {POSTGRES_ENV} (e.g. postgresql://postgres@127.0.0.1:5432/test)")
+    name = f"meterql_tpl_{uuid.uuid4().hex[:10]}"
+    asyncio.run(_admin(url, f'CREATE DATABASE "{name}"'))
+    asyncio.run(_migrate(_asyncpg_url(url, name)))
+    yield name
+    asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}"'))
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A migrated, empty database of one backend, for this test alone."""
+    if request.param == "sqlite":
+        path = tmp_path / "meterql.db"
+        shutil.copy(request.getfixturevalue("sqlite_template"), path)
+        yield f"sqlite+aiosqlite:///{path}"
+        return
+    template = request.getfixturevalue("postgres_template")
+    url = _postgres_url()
+    assert url is not None
+    name = f"meterql_t_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(url, f'CREATE DATABASE "{name}" TEMPLATE "{template}"'))
+    yield _asyncpg_url(url, name)
+    asyncio.run(_admin(url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+@pytest.fixture
+def settings(database_url: str) -> Settings:
+    return Settings(database_url=database_url)
+
+
+@pytest.fixture
+async def db(settings: Settings) -> AsyncIterator[Database]:
+    database = Database.from_settings(settings)
+    yield database
+    await database.dispose()
+
+
+@pytest.fixture
+def app(settings: Settings, db: Database) -> Starlette:
+    return create_app(settings, database=db, clock=lambda: NOW)
+
+
+@pytest.fixture
+async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as c:
+        yield c
+
+
+class StatementCounter:
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)
+
+    def reset(self) -> None:
+        self.statements.clear()
+
+
+@pytest.fixture
+def sql(db: Database) -> Iterator[StatementCounter]:
+    """Counts the SQL statements the engine sends (transaction control aside)."""
+    counter = StatementCounter()
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.strip().upper() not in {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}:
+            counter.statements.append(statement)
+
+    event.listen(db.engine.sync_engine, "before_cursor_execute", on_execute)
+    yield counter
+    event.remove(db.engine.sync_engine, "before_cursor_execute", on_execute)
