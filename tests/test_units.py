@@ -1,0 +1,157 @@
+"""Pure functions: money, windows, plan choice, parameter coercion. No database."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+from starlette.datastructures import QueryParams
+
+from meterql.config import FreePlan
+from meterql.db.accounts import SubscriptionRow, TierRow
+from meterql.errors import InvalidInput
+from meterql.money import (
+    PrecisionError,
+    event_cost_nanos,
+    format_usd,
+    nanos_to_usd,
+    percentage,
+    usd_to_nanos,
+)
+from meterql.plans import effective_plan, primary
+from meterql.rest_compat.params import QueryParam, coerce
+from meterql.windows import CHART_DAYS, METRICS_DAYS, DayWindow, calendar_month, whole_days_until
+
+
+@pytest.mark.parametrize(
+    ("amount", "wire"),
+    [
+        ("0", "0.0000"),
+        ("12.34", "12.3400"),
+        ("0.00005", "0.0001"),  # half-up, where banker's rounding would give 0.0000
+        ("0.00015", "0.0002"),
+        ("0.000049999", "0.0000"),
+        ("2.49995", "2.5000"),
+        ("123456789.123456789", "123456789.1235"),
+    ],
+)
+def test_format_usd_is_half_up_to_four_places(amount: str, wire: str) -> None:
+    assert format_usd(Decimal(amount)) == wire
+
+
+@pytest.mark.parametrize(
+    ("tokens_in", "tokens_out", "price_in", "price_out", "nanos"),
+    [
+        (1000, 500, "2.50", "10.00", 7_500_000),  # 0.0025 + 0.005
+        (1, 0, "2.50", "10.00", 2_500),
+        (1, 0, "0.0000005", "0", 0),  # 0.5e-12 USD rounds to 0 nanos
+        (1000, 0, "0.0000005", "0", 1),  # 0.5e-9 USD: half-up to 1 nano
+        (3, 0, "0.333333333", "0", 1_000),  # 999.999999 nanos → 1000
+    ],
+)
+def test_event_cost_is_exact_to_the_nano(
+    tokens_in: int, tokens_out: int, price_in: str, price_out: str, nanos: int
+) -> None:
+    expected = (Decimal(tokens_in) * Decimal(price_in) + Decimal(tokens_out) * Decimal(price_out)
+                ) / Decimal(1_000_000) * Decimal(1_000_000_000)
+    rounded = int(expected.quantize(Decimal(1), rounding="ROUND_HALF_UP"))
+    cost = event_cost_nanos(tokens_in, tokens_out, usd_to_nanos(Decimal(price_in)),
+                            usd_to_nanos(Decimal(price_out)))
+    assert cost == rounded == nanos
+
+
+def test_nano_round_trip_and_precision() -> None:
+    assert usd_to_nanos(Decimal("1.23456789")) == 1_234_567_890
+    assert nanos_to_usd(1_234_567_890) == Decimal("1.23456789")
+    assert usd_to_nanos(Decimal("0.0000000015"), exact=False) == 2
+    with pytest.raises(PrecisionError):
+        usd_to_nanos(Decimal("0.0000000015"))
+
+
+@pytest.mark.parametrize(
+    ("part", "whole", "pct"),
+    [(1, 3, 33.33), (2, 3, 66.67), (1, 8, 12.5), (1, 6, 16.67), (0, 5, 0.0), (5, 5, 100.0),
+     (3, 0, 0.0), (1, 200000, 0.0), (1, 20000, 0.01), (25630, 5_000_000, 0.51)],
+)
+def test_percentage(part: int, whole: int, pct: float) -> None:
+    assert percentage(part, whole) == pct
+
+
+@pytest.mark.parametrize(
+    ("now", "days", "first", "last"),
+    [
+        (datetime(2026, 11, 20, 15, 30, tzinfo=UTC), 7, date(2026, 11, 14), date(2026, 11, 20)),
+        (datetime(2026, 11, 20, 0, 0, tzinfo=UTC), 1, date(2026, 11, 20), date(2026, 11, 20)),
+        (datetime(2026, 3, 1, 23, 59, tzinfo=UTC), 2, date(2026, 2, 28), date(2026, 3, 1)),
+        (datetime(2028, 3, 1, 12, tzinfo=UTC), 2, date(2028, 2, 29), date(2028, 3, 1)),
+    ],
+)
+def test_day_window(now: datetime, days: int, first: date, last: date) -> None:
+    window = DayWindow.ending_today(now, days)
+    assert (window.first_day, window.last_day) == (first, last)
+    assert window.start == datetime(first.year, first.month, first.day, tzinfo=UTC)
+    assert window.end - window.start == timedelta(days=days)
+    assert len(list(window.dates())) == days
+
+
+def test_day_window_uses_utc_dates() -> None:
+    from zoneinfo import ZoneInfo
+
+    # 01:00 in Tokyo on the 21st is still the 20th in UTC.
+    now = datetime(2026, 11, 21, 1, 0, tzinfo=ZoneInfo("Asia/Tokyo"))
+    assert DayWindow.ending_today(now, 1).last_day == date(2026, 11, 20)
+
+
+def test_calendar_month() -> None:
+    assert calendar_month(datetime(2026, 12, 31, 23, 59, tzinfo=UTC)) == (
+        datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC))
+    assert calendar_month(datetime(2026, 2, 1, tzinfo=UTC)) == (
+        datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
+
+
+def test_whole_days_until() -> None:
+    now = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
+    assert whole_days_until(now + timedelta(days=2, hours=23), now) == 2
+    assert whole_days_until(now - timedelta(seconds=1), now) == 0
+    assert whole_days_until(None, now) == 0
+
+
+def _row(tier_id: str, cents: int, start: datetime) -> SubscriptionRow:
+    tier = TierRow(tier_id, "", "", tier_id, cents, "monthly", 1, 1, 1, 1, 1)
+    return SubscriptionRow(tier, "active", start, start + timedelta(days=30), None)
+
+
+def test_primary_ordering() -> None:
+    t0 = datetime(2026, 11, 1, tzinfo=UTC)
+    later = _row("b", 100, t0 + timedelta(seconds=1))
+    pricier = _row("z", 900, t0)
+    cheaper = _row("a", 100, t0)
+    same_price_smaller_id = _row("m", 900, t0)
+    assert primary([cheaper, later, pricier]) is later
+    assert primary([cheaper, pricier]) is pricier
+    assert primary([pricier, same_price_smaller_id]) is same_price_smaller_id
+    assert primary([]) is None
+
+
+def test_effective_plan_without_subscription_uses_free_limits() -> None:
+    plan = effective_plan([], FreePlan(instance_limit=3), datetime(2026, 11, 20, tzinfo=UTC))
+    assert plan.status == "none" and plan.tier.plan_name == "No Plan"
+    assert plan.tier.instance_limit == 3 and plan.tier.token_allowance == 100_000
+    assert plan.period_start == datetime(2026, 11, 1, tzinfo=UTC)
+
+
+def test_several_bad_parameters_give_several_entries() -> None:
+    params = [QueryParam("days", "days", METRICS_DAYS.adapter),
+              QueryParam("weeks", "weeks", CHART_DAYS.adapter)]
+    with pytest.raises(InvalidInput) as caught:
+        coerce(QueryParams("days=1&weeks=abc"), params)
+    assert [e["loc"] for e in caught.value.errors] == [["query", "days"], ["query", "weeks"]]
+    assert [e["type"] for e in caught.value.errors] == ["greater_than_equal", "int_parsing"]
+
+
+def test_absent_parameters_are_not_sent() -> None:
+    # The schema's argument default applies: defaults live in one place.
+    params = [QueryParam("days", "days", METRICS_DAYS.adapter)]
+    assert coerce(QueryParams(""), params) == {}
+    assert coerce(QueryParams("days=9"), params) == {"days": 9}
