@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Insert, Table, select, update
+from sqlalchemy import Table, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -43,7 +43,7 @@ def new_token() -> str:
     return "mq_" + secrets.token_urlsafe(32)
 
 
-def _insert(session: AsyncSession, table: Table) -> Insert:
+def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
     # ON CONFLICT is spelled the same on both backends but lives in each dialect.
     dialect = session.get_bind().dialect.name
     if dialect == "postgresql":

@@ -29,16 +29,20 @@ logger = logging.getLogger("meterql.graphql")
 @strawberry.type
 class Query:
     metrics_summary: MetricsSummary = strawberry.field(
-        resolver=metrics_resolvers.metrics_summary, description="Totals over the last `days` (7..90)."
+        resolver=metrics_resolvers.metrics_summary,
+        description="Totals over the last `days` (7..90).",
     )
     instance_usage: InstanceUsageList = strawberry.field(
-        resolver=metrics_resolvers.instance_usage, description="Usage per instance over `days` (7..90)."
+        resolver=metrics_resolvers.instance_usage,
+        description="Usage per instance over `days` (7..90).",
     )
     model_breakdown: ModelBreakdown = strawberry.field(
-        resolver=metrics_resolvers.model_breakdown, description="Usage per model over `days` (7..90)."
+        resolver=metrics_resolvers.model_breakdown,
+        description="Usage per model over `days` (7..90).",
     )
     usage_timeseries: UsageTimeseries = strawberry.field(
-        resolver=metrics_resolvers.usage_timeseries, description="Daily usage over `days` (7..90)."
+        resolver=metrics_resolvers.usage_timeseries,
+        description="Daily usage over `days` (7..90).",
     )
     billing: Billing = strawberry.field(
         resolver=billing_resolvers.billing, description="The plan and the billing period's usage."

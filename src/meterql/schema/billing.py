@@ -93,7 +93,7 @@ class BillingUsage:
     platform_cost_usd: Decimal
     token_allowance_monthly: BigInt
     token_usage_pct: float = strawberry.field(
-        description="100 × total_tokens / allowance, 2 places; 0 without an allowance."
+        description="100 * total_tokens / allowance, 2 places; 0 without an allowance."
     )
     total_cost_usd: Decimal
     total_requests: BigInt

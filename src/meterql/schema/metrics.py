@@ -47,7 +47,7 @@ class ModelUsage:
     estimated_cost_usd: Decimal
     model: str
     pct_of_total: float = strawberry.field(
-        description="100 × request_count / total_requests, rounded to 2 places."
+        description="100 * request_count / total_requests, rounded to 2 places."
     )
     provider: str = strawberry.field(description="Empty for a model without a price.")
     request_count: BigInt
