@@ -10,7 +10,7 @@ import pytest
 
 from meterql.db import writes
 from meterql.db.engine import Database
-from meterql.records import EventRecord, InstanceRecord, ModelRecord, AccountRecord
+from meterql.records import AccountRecord, InstanceRecord, ModelRecord, UsageEventRecord
 from tests.conftest import NOW, StatementCounter
 from tests.golden import auth, seed
 
@@ -41,7 +41,7 @@ async def _grow(db: Database, instances: int, models: int) -> None:
             instances=[InstanceRecord(instance_id=f"bulk-{i}") for i in range(instances)],
         ))
         await writes.record_events(session, [
-            EventRecord(event_id=f"bulk-{i}-{d}", instance_id=f"bulk-{i}",
+            UsageEventRecord(event_id=f"bulk-{i}-{d}", instance_id=f"bulk-{i}",
                         model=f"model-{i % models}", timestamp=NOW - timedelta(days=d),
                         tokens_in=1, tokens_out=1, end_user_id=f"user-{i}")
             for i in range(instances) for d in range(3)

@@ -6,7 +6,6 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from meterql.app import create_app
 from meterql.config import FreePlan, Settings

@@ -17,12 +17,12 @@ from meterql.db.engine import Database
 from meterql.db.tables import Account
 from meterql.records import (
     AccountRecord,
-    EventRecord,
     InstanceRecord,
     ModelRecord,
     NodeRecord,
     SubscriptionRecord,
     TierRecord,
+    UsageEventRecord,
 )
 
 DEMO_ACCOUNT = "demo"
@@ -100,7 +100,7 @@ def demo_account(now: datetime) -> AccountRecord:
     )
 
 
-def demo_events(now: datetime, days: int = 90, seed: int = 7) -> list[EventRecord]:
+def demo_events(now: datetime, days: int = 90, seed: int = 7) -> list[UsageEventRecord]:
     rng = random.Random(seed)
     users = [f"user-{n:03d}" for n in range(1, 241)]
     instances = [(i, weight) for i, _, _, weight in INSTANCES if weight > 0]
@@ -117,7 +117,7 @@ def demo_events(now: datetime, days: int = 90, seed: int = 7) -> list[EventRecor
             instance = rng.choices([i for i, _ in instances], [w for _, w in instances])[0]
             model, _, typical_in, typical_out = rng.choices(TRAFFIC, [t[1] for t in TRAFFIC])[0]
             events.append(
-                EventRecord(
+                UsageEventRecord(
                     event_id=f"demo-{day.isoformat()}-{n:05d}",
                     instance_id=instance,
                     model=model,

@@ -21,6 +21,7 @@ from typing import IO, Any
 
 import ijson
 from pydantic import BaseModel, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db import writes
 from meterql.db.engine import Database
@@ -152,31 +153,53 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
             await writes.upsert_tiers(session, scan.tiers)
             for account in scan.accounts:
                 await writes.upsert_account(session, account)
-            accounts = {a.account_id for a in scan.accounts}
+            accounts = _Accounts(session, {a.account_id for a in scan.accounts})
             batch: list[EventRecord] = []
-            batch_start = 0
-            for index, item in enumerate(ijson.items(stream, EVENTS + ".item", use_float=False)):
-                batch.append(_event(item, index))
+            events = ijson.items(stream, EVENTS + ".item", use_float=False)
+            for index, item in enumerate(events):
+                # Check each event fully, its account included, before the
+                # next: the error names the first bad value in file order.
+                record = _event(item, index)
+                await accounts.require(record.account_id, index)
+                batch.append(record)
                 if len(batch) >= BATCH:
-                    await _write_batch(session, batch, batch_start, accounts, report)
-                    batch, batch_start = [], index + 1
+                    await _write_batch(session, batch, report)
+                    batch = []
                     if progress:
                         progress(stream.tell())
-            await _write_batch(session, batch, batch_start, accounts, report)
+            await _write_batch(session, batch, report)
             if progress:
                 progress(stream.tell())
     return report
 
 
 def _event(item: Any, index: int) -> EventRecord:
-    path = f"$.{EVENTS}[{index}]"
-    record: EventRecord = _validate(EventRecord, item, path)
-    if record.account_id is None:
-        raise ImportFileError(f"{path}.account_id", "Field required")
+    record: EventRecord = _validate(EventRecord, item, f"$.{EVENTS}[{index}]")
     return record
 
 
-async def _check_tiers(session: Any, scan: _Scan) -> None:
+class _Accounts:
+    """Accounts an event may name: those of the file, and those already stored."""
+
+    def __init__(self, session: AsyncSession, known: set[str]) -> None:
+        self.session = session
+        self.known = known
+        self.missing: set[str] = set()
+
+    async def require(self, account_id: str, index: int) -> None:
+        if account_id in self.known:
+            return
+        if account_id not in self.missing:
+            if await writes.known_accounts(self.session, [account_id]):
+                self.known.add(account_id)
+                return
+            self.missing.add(account_id)
+        raise ImportFileError(
+            f"$.{EVENTS}[{index}].account_id", f"unknown account '{account_id}'"
+        )
+
+
+async def _check_tiers(session: AsyncSession, scan: _Scan) -> None:
     in_file = {t.tier_id for t in scan.tiers}
     wanted = {s.tier_id for a in scan.accounts for s in a.subscriptions} - in_file
     missing = wanted - await writes.known_tiers(session, wanted)
@@ -190,23 +213,10 @@ async def _check_tiers(session: Any, scan: _Scan) -> None:
 
 
 async def _write_batch(
-    session: Any,
-    batch: list[EventRecord],
-    batch_start: int,
-    accounts: set[str],
-    report: ImportReport,
+    session: AsyncSession, batch: list[EventRecord], report: ImportReport
 ) -> None:
     if not batch:
         return
-    wanted = {e.account_id for e in batch if e.account_id not in accounts}
-    if wanted:
-        accounts |= await writes.known_accounts(session, wanted)  # type: ignore[arg-type]
-        for offset, event in enumerate(batch):
-            if event.account_id not in accounts:
-                raise ImportFileError(
-                    f"$.{EVENTS}[{batch_start + offset}].account_id",
-                    f"unknown account '{event.account_id}'",
-                )
     result = await writes.record_events(session, batch)
     report.events_accepted += result.accepted
     report.events_duplicate += result.duplicates

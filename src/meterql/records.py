@@ -7,6 +7,7 @@ path refuses is refused by all of them with the same message.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -19,6 +20,8 @@ from pydantic import (
     StrictInt,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
+    field_validator,
     model_validator,
 )
 
@@ -108,10 +111,17 @@ class AccountRecord(Record):
     webhost_nodes: list[NodeRecord] = []
 
 
-class EventRecord(Record):
-    """A usage event; ``account_id`` is required in a file and absent on live ingest."""
+# Live ingest refuses events stamped further ahead than this (clock skew allowance).
+MAX_FUTURE_SKEW = timedelta(minutes=5)
 
-    account_id: Id | None = None
+
+class UsageEventRecord(Record):
+    """A usage event as an instance reports it; the account comes from the token.
+
+    Validated with ``context={"now": <aware datetime>}`` it also refuses
+    timestamps more than :data:`MAX_FUTURE_SKEW` ahead of that instant.
+    """
+
     event_id: Id
     instance_id: Id
     model: Id
@@ -121,6 +131,20 @@ class EventRecord(Record):
     end_user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
     conversation_id: Annotated[str, StringConstraints(max_length=200)] | None = None
     cost_usd: ReportedUsd | None = None
+
+    @field_validator("timestamp")
+    @classmethod
+    def _not_in_the_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+        now = (info.context or {}).get("now")
+        if now is not None and value > now + MAX_FUTURE_SKEW:
+            raise ValueError("timestamp is more than 5 minutes in the future")
+        return value
+
+
+class EventRecord(UsageEventRecord):
+    """A usage event in an import file, which names its account."""
+
+    account_id: Id
 
 
 def json_path(prefix: str, loc: Sequence[int | str]) -> str:
@@ -168,6 +192,7 @@ __all__ = [
     "SubscriptionRecord",
     "TierRecord",
     "TokenRecord",
+    "UsageEventRecord",
     "error_entries",
     "first_error",
     "json_path",

@@ -29,7 +29,7 @@ from meterql.db.tables import (
     WebhostNode,
 )
 from meterql.money import event_cost_nanos, usd_to_nanos
-from meterql.records import AccountRecord, EventRecord, ModelRecord, TierRecord
+from meterql.records import AccountRecord, ModelRecord, TierRecord, UsageEventRecord
 
 # Rows per INSERT: well under SQLite's 32,766 bound parameters at 12 columns.
 EVENT_CHUNK = 1_000
@@ -52,18 +52,28 @@ def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.I
 
 
 async def _upsert(
-    session: AsyncSession, table: Table, rows: Sequence[dict[str, Any]], keys: Sequence[str]
+    session: AsyncSession,
+    table: Table,
+    rows: Sequence[dict[str, Any]],
+    keys: Sequence[str],
+    update: Sequence[str] | None = None,
 ) -> None:
+    """Insert rows, or on a key conflict update ``update`` (default: every non-key column).
+
+    Columns left out of ``update`` (creation times, say) keep their first value,
+    so applying the same data twice changes nothing.
+    """
     if not rows:
         return
-    stmt: Any = _insert(session, table)
-    updates = {name: stmt.excluded[name] for name in rows[0] if name not in keys}
-    stmt = (
+    stmt = _insert(session, table)
+    columns = [name for name in rows[0] if name not in keys] if update is None else update
+    updates = {name: stmt.excluded[name] for name in columns}
+    final = (
         stmt.on_conflict_do_update(index_elements=list(keys), set_=updates)
         if updates
         else stmt.on_conflict_do_nothing(index_elements=list(keys))
     )
-    await session.execute(stmt, list(rows))
+    await session.execute(final, list(rows))
 
 
 async def upsert_models(session: AsyncSession, records: Sequence[ModelRecord]) -> None:
@@ -87,7 +97,9 @@ async def upsert_tiers(session: AsyncSession, records: Sequence[TierRecord]) -> 
 async def ensure_accounts(session: AsyncSession, account_ids: Iterable[str]) -> None:
     now = datetime.now(UTC)
     rows = [{"account_id": a, "created_at": now} for a in sorted(set(account_ids))]
-    await _upsert(session, Account.__table__, rows, ["account_id"])  # type: ignore[arg-type]
+    await _upsert(
+        session, Account.__table__, rows, ["account_id"], update=[]  # type: ignore[arg-type]
+    )
 
 
 async def upsert_account(session: AsyncSession, record: AccountRecord) -> None:
@@ -108,6 +120,8 @@ async def upsert_account(session: AsyncSession, record: AccountRecord) -> None:
             for t in record.tokens
         ],
         ["token_hash"],
+        # A token keeps its account, creation time and revocation; only scopes change.
+        update=["scopes"],
     )
     await _upsert(
         session,
@@ -194,13 +208,14 @@ EMPTY_RESULT = IngestResult(0, 0, 0)
 
 
 async def record_events(
-    session: AsyncSession, events: Sequence[EventRecord], account_id: str | None = None
+    session: AsyncSession, events: Sequence[UsageEventRecord], account_id: str | None = None
 ) -> IngestResult:
     """Write validated events; an event already stored is counted as a duplicate.
 
-    ``account_id`` overrides the records' own (live ingest uses the token's
-    account). Unknown instances are registered; the price at this moment is
-    kept with each event, so later price changes never rewrite history.
+    Events belong to ``account_id`` (live ingest: the token's account) or,
+    without it, each to its own ``account_id`` (import files). Unknown
+    instances are registered; the price at this moment is kept with each
+    event, so later price changes never rewrite history.
     """
     total = EMPTY_RESULT
     for start in range(0, len(events), EVENT_CHUNK):
@@ -209,12 +224,13 @@ async def record_events(
 
 
 async def _record_chunk(
-    session: AsyncSession, events: Sequence[EventRecord], account_id: str | None
+    session: AsyncSession, events: Sequence[UsageEventRecord], account_id: str | None
 ) -> IngestResult:
-    unique: dict[tuple[str, str], EventRecord] = {}
+    unique: dict[tuple[str, str], UsageEventRecord] = {}
     for event in events:
-        owner = account_id or event.account_id
-        assert owner is not None, "events need an account"
+        owner = account_id or getattr(event, "account_id", None)
+        if owner is None:
+            raise ValueError("an event without an account_id needs the account_id argument")
         unique.setdefault((owner, event.event_id), event)
     if not unique:
         return EMPTY_RESULT
