@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, case, distinct, func, select
+from sqlalchemy import ColumnElement, Subquery, case, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db.tables import Instance, ModelPrice, UsageEvent
@@ -83,6 +83,22 @@ _COST = _sum(E.cost_nanos)
 _END_USERS = func.count(distinct(case((E.end_user_id != "", E.end_user_id))))
 
 
+def _grouped_by(column: Any, account_id: str, start: datetime, end: datetime) -> Subquery:
+    """Requests, tokens and cost per value of ``column`` in the range, as a subquery."""
+    return (
+        select(
+            column.label("key"),
+            _REQUESTS.label("requests"),
+            _TOKENS_IN.label("tokens_in"),
+            _TOKENS_OUT.label("tokens_out"),
+            _COST.label("cost"),
+        )
+        .where(*_in_range(account_id, start, end))
+        .group_by(column)
+        .subquery()
+    )
+
+
 async def totals(
     session: AsyncSession, account_id: str, start: datetime, end: datetime
 ) -> Totals:
@@ -115,19 +131,8 @@ async def per_instance(
     Ordered by requests desc, then instance id in code-point order (sorted
     here rather than in SQL, whose collation differs between backends).
     """
-    usage = (
-        select(
-            E.instance_id.label("instance_id"),
-            _REQUESTS.label("requests"),
-            _TOKENS_IN.label("tokens_in"),
-            _TOKENS_OUT.label("tokens_out"),
-            _COST.label("cost"),
-        )
-        .where(*_in_range(account_id, start, end))
-        .group_by(E.instance_id)
-        .subquery()
-    )
-    on = Instance.instance_id == usage.c.instance_id
+    usage = _grouped_by(E.instance_id, account_id, start, end)
+    on = Instance.instance_id == usage.c.key
     stmt = (
         select(
             Instance.instance_id,
@@ -154,26 +159,15 @@ async def per_model(
     session: AsyncSession, account_id: str, start: datetime, end: datetime
 ) -> list[ModelTotals]:
     """Usage per model used in the range; a model without a price has provider ``""``."""
-    usage = (
-        select(
-            E.model.label("model"),
-            _REQUESTS.label("requests"),
-            _TOKENS_IN.label("tokens_in"),
-            _TOKENS_OUT.label("tokens_out"),
-            _COST.label("cost"),
-        )
-        .where(*_in_range(account_id, start, end))
-        .group_by(E.model)
-        .subquery()
-    )
+    usage = _grouped_by(E.model, account_id, start, end)
     stmt = select(
-        usage.c.model,
+        usage.c.key,
         func.coalesce(ModelPrice.provider, ""),
         usage.c.requests,
         usage.c.tokens_in,
         usage.c.tokens_out,
         usage.c.cost,
-    ).join(ModelPrice, ModelPrice.model == usage.c.model, isouter=True)
+    ).join(ModelPrice, ModelPrice.model == usage.c.key, isouter=True)
     rows = [
         ModelTotals(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]))
         for r in await session.execute(stmt)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import Info
 
 from meterql.context import Context
 from meterql.db import accounts, usage
+from meterql.db.accounts import SubscriptionRow
 from meterql.errors import InstanceNotFound
 from meterql.money import cents_to_usd, nanos_to_usd, percentage
 from meterql.plans import EffectivePlan, effective_plan, subscribed_tier_ids
@@ -45,14 +47,20 @@ def _plan(plan: EffectivePlan, context: Context) -> Plan:
     )
 
 
+async def _plan_and_period_totals(
+    session: AsyncSession, context: Context
+) -> tuple[list[SubscriptionRow], EffectivePlan, usage.Totals]:
+    """The live subscriptions, the plan they give, and the usage of its billing period."""
+    subscriptions = await accounts.live_subscriptions(session, context.account_id)
+    plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
+    totals = await usage.totals(session, context.account_id, plan.period_start, plan.period_end)
+    return subscriptions, plan, totals
+
+
 async def billing(info: Info[Context, None]) -> Billing:
     context = info.context
     async with context.db.read() as session:
-        subscriptions = await accounts.live_subscriptions(session, context.account_id)
-        plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
-        totals = await usage.totals(
-            session, context.account_id, plan.period_start, plan.period_end
-        )
+        subscriptions, plan, totals = await _plan_and_period_totals(session, context)
         hosting = await accounts.hosting(session, context.account_id)
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
@@ -96,11 +104,7 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
     context = info.context
     async with context.db.read() as session:
-        subscriptions = await accounts.live_subscriptions(session, context.account_id)
-        plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
-        totals = await usage.totals(
-            session, context.account_id, plan.period_start, plan.period_end
-        )
+        _, plan, totals = await _plan_and_period_totals(session, context)
         instances = await usage.per_instance(
             session, context.account_id, plan.period_start, plan.period_end, include_idle=False
         )
