@@ -9,7 +9,7 @@ from meterql.db.engine import Database
 from meterql.rest_compat.routes import ROUTES
 from tests.golden import ACME_TOKEN, REVOKED_TOKEN, auth, seed
 
-PATHS = [route.path for route in ROUTES]
+ROUTE_CALLS = [(route.method, route.path) for route in ROUTES]
 DAYS_PATHS = ["/v1/metrics/summary", "/v1/metrics/instances", "/v1/metrics/models",
               "/v1/metrics/usage"]
 
@@ -23,7 +23,7 @@ NOT_AUTHENTICATED = b'{"detail":"Not authenticated"}'
 INVALID = b'{"detail":"Invalid authentication credentials"}'
 
 
-@pytest.mark.parametrize("path", PATHS)
+@pytest.mark.parametrize(("method", "path"), ROUTE_CALLS)
 @pytest.mark.parametrize(
     ("headers", "body"),
     [
@@ -42,9 +42,9 @@ INVALID = b'{"detail":"Invalid authentication credentials"}'
          "revoked", "near-miss", "huge"],
 )
 async def test_unauthenticated(
-    client: httpx.AsyncClient, path: str, headers: dict[str, str], body: bytes
+    client: httpx.AsyncClient, method: str, path: str, headers: dict[str, str], body: bytes
 ) -> None:
-    response = await client.get(path, headers=headers)
+    response = await client.request(method, path, headers=headers, json=[])
     assert response.status_code == 401
     assert response.content == body
     assert response.headers["www-authenticate"] == "Bearer"

@@ -169,7 +169,7 @@ def error_entries(error: ValidationError, loc_prefix: Sequence[int | str]) -> li
             "type": detail["type"],
             "loc": [*loc_prefix, *detail["loc"]],
             "msg": detail["msg"],
-            "input": detail["input"],
+            "input": _jsonable(detail["input"]),
         }
         if "ctx" in detail:
             entry["ctx"] = {key: _jsonable(value) for key, value in detail["ctx"].items()}
@@ -178,22 +178,15 @@ def error_entries(error: ValidationError, loc_prefix: Sequence[int | str]) -> li
 
 
 def _jsonable(value: Any) -> Any:
+    """JSON-safe copies of the values pydantic reports (as FastAPI's encoder did)."""
     if isinstance(value, str | int | float | bool) or value is None:
         return value
+    if isinstance(value, Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, datetime):
+        return value.isoformat()
     return str(value)
-
-
-__all__ = [
-    "LIVE_STATUSES",
-    "AccountRecord",
-    "EventRecord",
-    "ModelRecord",
-    "NodeRecord",
-    "SubscriptionRecord",
-    "TierRecord",
-    "TokenRecord",
-    "UsageEventRecord",
-    "error_entries",
-    "first_error",
-    "json_path",
-]

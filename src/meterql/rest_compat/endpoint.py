@@ -14,9 +14,11 @@ from graphql import DocumentNode, ExecutionResult, execute, parse, validate
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
+from meterql.auth import require_scope
 from meterql.context import Context, Services, authenticated_context
 from meterql.errors import MeterqlError
 from meterql.responses import error_response, internal_error_response
+from meterql.rest_compat.body import decode_json, read_body
 from meterql.rest_compat.params import coerce
 from meterql.rest_compat.routes import CompatRoute
 
@@ -85,6 +87,8 @@ def result_response(result: ExecutionResult) -> Response:
 
 
 def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
+    route = prepared.route
+
     async def endpoint(request: Request) -> Response:
         try:
             # FastAPI resolved the security dependency before validating
@@ -92,11 +96,15 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             context = await authenticated_context(
                 services, request.headers.get("authorization")
             )
-            variables = coerce(request.query_params, prepared.route.params)
+            require_scope(context.grant, route.scope)
+            variables = coerce(request.query_params, route.params)
+            if route.body is not None:
+                document = decode_json(await read_body(request, route.body.max_bytes))
+                variables[route.body.variable] = route.body.coerce(document, context.now)
         except MeterqlError as error:
             return error_response(error)
         result = await run_document(services.schema, prepared.document, context, variables)
         return result_response(result)
 
-    endpoint.__name__ = prepared.route.document.removesuffix(".graphql")
+    endpoint.__name__ = route.document.removesuffix(".graphql")
     return endpoint

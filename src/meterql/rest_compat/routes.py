@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
+from meterql.ingest import MAX_BODY_BYTES, as_graphql_variables, validate_batch
+from meterql.rest_compat.body import JsonBody
 from meterql.rest_compat.params import QueryParam, days, optional_str
 from meterql.windows import CHART_DAYS, METRICS_DAYS
 
@@ -14,6 +18,14 @@ class CompatRoute:
     document: str  # a file in rest_compat/documents/, whose root field is aliased `body`
     params: tuple[QueryParam, ...] = ()
     method: str = "GET"
+    body: JsonBody | None = None
+    # Checked before the body is read, so a read-only token never learns
+    # whether its payload would have been valid.
+    scope: str = "read"
+
+
+def _events(document: Any, now: datetime) -> Any:
+    return as_graphql_variables(validate_batch(document, now, ("body",)))
 
 
 ROUTES: tuple[CompatRoute, ...] = (
@@ -28,5 +40,12 @@ ROUTES: tuple[CompatRoute, ...] = (
         "/v1/billing/usage/chart",
         "billing_usage_chart.graphql",
         (days(CHART_DAYS), optional_str("instance_id", "instanceId")),
+    ),
+    CompatRoute(
+        "/v1/usage/events",
+        "record_usage.graphql",
+        method="POST",
+        body=JsonBody("events", MAX_BODY_BYTES, _events),
+        scope="ingest",
     ),
 )

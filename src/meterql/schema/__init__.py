@@ -13,8 +13,10 @@ from strawberry.types import ExecutionContext
 
 from meterql.errors import MeterqlError
 from meterql.resolvers import billing as billing_resolvers
+from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
+from meterql.schema.ingest import RecordUsageResult
 from meterql.schema.metrics import (
     InstanceUsageList,
     MetricsSummary,
@@ -58,6 +60,15 @@ class Query:
     )
 
 
+@strawberry.type
+class Mutation:
+    record_usage: RecordUsageResult = strawberry.field(
+        resolver=ingest_resolvers.record_usage,
+        description="Record usage events (ingest scope). A batch is all-or-nothing; "
+        "an event id already known is a duplicate, never counted twice.",
+    )
+
+
 def is_expected(error: GraphQLError) -> bool:
     """Errors a client may see: our own, and GraphQL's own (syntax, validation, variables)."""
     original = error.original_error
@@ -82,6 +93,7 @@ class MeterqlSchema(strawberry.Schema):
 def build_schema(**kwargs: Any) -> strawberry.Schema:
     return MeterqlSchema(
         query=Query,
+        mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
         # A factory, so each operation gets a fresh extension instance.
         extensions=[lambda: MaskErrors(should_mask_error=lambda error: not is_expected(error))],

@@ -1,0 +1,60 @@
+"""Live ingestion rules: batch limits and validation, shared by GraphQL and REST.
+
+A batch is all-or-nothing: every event is validated before anything is
+written, and one bad event rejects the batch with its index and field.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pydantic import TypeAdapter, ValidationError
+
+from meterql.errors import InvalidInput, PayloadTooLarge
+from meterql.records import UsageEventRecord, error_entries
+
+MAX_EVENTS = 10_000
+MAX_BODY_BYTES = 10 * 1024 * 1024
+
+_BATCH: TypeAdapter[list[UsageEventRecord]] = TypeAdapter(list[UsageEventRecord])
+
+
+def validate_batch(
+    items: object, now: datetime, loc: Sequence[str | int]
+) -> list[UsageEventRecord]:
+    """Validate a whole batch; ``loc`` roots error locations (``body`` or ``events``).
+
+    Raises :class:`PayloadTooLarge` beyond :data:`MAX_EVENTS` events and
+    :class:`InvalidInput` with pydantic's entries for every bad value.
+    """
+    if isinstance(items, list) and len(items) > MAX_EVENTS:
+        raise PayloadTooLarge(f"At most {MAX_EVENTS} events per request")
+    try:
+        return _BATCH.validate_python(items, context={"now": now})
+    except ValidationError as error:
+        entries = error_entries(error, loc)
+        first = entries[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise InvalidInput(f"{where}: {first['msg']}", entries) from None
+
+
+def as_graphql_variables(events: Sequence[UsageEventRecord]) -> list[dict[str, Any]]:
+    """Validated events in the shape of ``UsageEventInput`` (camelCase, wire scalars)."""
+    from meterql.schema.scalars import format_instant
+
+    return [
+        {
+            "eventId": e.event_id,
+            "instanceId": e.instance_id,
+            "model": e.model,
+            "timestamp": format_instant(e.timestamp),
+            "tokensIn": e.tokens_in,
+            "tokensOut": e.tokens_out,
+            "endUserId": e.end_user_id,
+            "conversationId": e.conversation_id,
+            "costUsd": None if e.cost_usd is None else str(e.cost_usd),
+        }
+        for e in events
+    ]
