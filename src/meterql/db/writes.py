@@ -217,42 +217,46 @@ async def record_events(
     instances are registered; the price at this moment is kept with each
     event, so later price changes never rewrite history.
     """
-    total = EMPTY_RESULT
-    for start in range(0, len(events), EVENT_CHUNK):
-        total += await _record_chunk(session, events[start : start + EVENT_CHUNK], account_id)
-    return total
-
-
-async def _record_chunk(
-    session: AsyncSession, events: Sequence[UsageEventRecord], account_id: str | None
-) -> IngestResult:
-    unique: dict[tuple[str, str], UsageEventRecord] = {}
+    keyed: dict[tuple[str, str], UsageEventRecord] = {}
     for event in events:
         owner = account_id or getattr(event, "account_id", None)
         if owner is None:
             raise ValueError("an event without an account_id needs the account_id argument")
-        unique.setdefault((owner, event.event_id), event)
-    if not unique:
+        keyed.setdefault((owner, event.event_id), event)
+    if not keyed:
         return EMPTY_RESULT
-
-    prices = {
-        row.model: (row.input_nanos_per_mtok, row.output_nanos_per_mtok)
-        for row in await session.scalars(
-            select(ModelPrice).where(ModelPrice.model.in_({e.model for e in unique.values()}))
-        )
-    }
-    instances = sorted({(owner, e.instance_id) for (owner, _), e in unique.items()})
+    # Rows are written in key order, instances before events: two batches
+    # that share rows then lock them in the same order and cannot deadlock
+    # on PostgreSQL, whatever order their senders listed them in.
+    ordered = sorted(keyed.items(), key=lambda item: item[0])
     await session.execute(
         _insert(session, Instance.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
         [
             {"account_id": a, "instance_id": i, "hostname": "", "status": "unknown"}
-            for a, i in instances
+            for a, i in sorted({(owner, e.instance_id) for (owner, _), e in ordered})
         ],
     )
+    prices = {
+        row.model: (row.input_nanos_per_mtok, row.output_nanos_per_mtok)
+        for row in await session.scalars(
+            select(ModelPrice).where(ModelPrice.model.in_({e.model for e in keyed.values()}))
+        )
+    }
+    # Repeats inside the batch are duplicates too.
+    total = IngestResult(accepted=0, duplicates=len(events) - len(keyed), unpriced=0)
+    for start in range(0, len(ordered), EVENT_CHUNK):
+        total += await _insert_events(session, ordered[start : start + EVENT_CHUNK], prices)
+    return total
 
+
+async def _insert_events(
+    session: AsyncSession,
+    keyed: Sequence[tuple[tuple[str, str], UsageEventRecord]],
+    prices: dict[str, tuple[int, int]],
+) -> IngestResult:
     rows = []
     unpriced_by_key: set[tuple[str, str]] = set()
-    for (owner, event_id), e in unique.items():
+    for (owner, event_id), e in keyed:
         if e.cost_usd is not None:
             cost = usd_to_nanos(e.cost_usd, exact=False)
         elif e.model in prices:
@@ -284,6 +288,6 @@ async def _record_chunk(
     inserted = {(row[0], row[1]) for row in await session.execute(stmt, rows)}
     return IngestResult(
         accepted=len(inserted),
-        duplicates=len(events) - len(inserted),
+        duplicates=len(keyed) - len(inserted),
         unpriced=len(unpriced_by_key & inserted),
     )
