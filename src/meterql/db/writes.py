@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, select, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -225,10 +225,15 @@ async def record_events(
         keyed.setdefault((owner, event.event_id), event)
     if not keyed:
         return EMPTY_RESULT
+    known = await _stored_keys(session, list(keyed))
+    # A duplicate changes nothing at all: it registers no instance either.
     # Rows are written in key order, instances before events: two batches
     # that share rows then lock them in the same order and cannot deadlock
     # on PostgreSQL, whatever order their senders listed them in.
-    ordered = sorted(keyed.items(), key=lambda item: item[0])
+    ordered = sorted(((k, e) for k, e in keyed.items() if k not in known), key=lambda ke: ke[0])
+    total = IngestResult(accepted=0, duplicates=len(events) - len(ordered), unpriced=0)
+    if not ordered:
+        return total
     await session.execute(
         _insert(session, Instance.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
         [
@@ -242,11 +247,25 @@ async def record_events(
             select(ModelPrice).where(ModelPrice.model.in_({e.model for e in keyed.values()}))
         )
     }
-    # Repeats inside the batch are duplicates too.
-    total = IngestResult(accepted=0, duplicates=len(events) - len(keyed), unpriced=0)
     for start in range(0, len(ordered), EVENT_CHUNK):
         total += await _insert_events(session, ordered[start : start + EVENT_CHUNK], prices)
     return total
+
+
+async def _stored_keys(
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
+) -> set[tuple[str, str]]:
+    """Which ``(account_id, event_id)`` keys are already stored."""
+    found: set[tuple[str, str]] = set()
+    for start in range(0, len(keys), EVENT_CHUNK):
+        chunk = keys[start : start + EVENT_CHUNK]
+        rows = await session.execute(
+            select(UsageEvent.account_id, UsageEvent.event_id).where(
+                tuple_(UsageEvent.account_id, UsageEvent.event_id).in_(chunk)
+            )
+        )
+        found.update((account, event) for account, event in rows)
+    return found
 
 
 async def _insert_events(
