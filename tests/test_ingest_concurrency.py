@@ -112,11 +112,12 @@ async def test_parallel_ingest_while_reading(
     assert summary["total_requests"] == 5 + 600  # golden's 5 in the window, plus ours
 
 
+# BEGIN IMMEDIATE is SQLite's; PostgreSQL takes row locks instead.
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_sqlite_writes_take_the_lock_up_front(
     db: Database, client: httpx.AsyncClient
 ) -> None:
-    if db.dialect != "sqlite":
-        pytest.skip("BEGIN IMMEDIATE is SQLite's; PostgreSQL locks rows instead")
+    assert db.dialect == "sqlite"
     await seed(db)
     begins: list[str] = []
 

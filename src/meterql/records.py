@@ -7,7 +7,7 @@ path refuses is refused by all of them with the same message.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Annotated, Any, Literal
 
@@ -30,6 +30,9 @@ from meterql.money import PrecisionError, usd_to_nanos
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 Text = Annotated[str, StringConstraints(max_length=255)]
 Count = Annotated[StrictInt, Field(ge=0, le=2**62)]
+# Bounds that keep one event's cost within a 64-bit count of nano-dollars:
+# 1e10 tokens × 1e5 USD per million tokens = 1e9 USD = 1e18 nano-USD.
+Tokens = Annotated[StrictInt, Field(ge=0, le=10**10)]
 SubscriptionStatus = Literal["trialing", "active", "past_due", "canceled", "expired"]
 Scope = Literal["read", "ingest"]
 LIVE_STATUSES: tuple[str, ...] = ("trialing", "active", "past_due")
@@ -43,7 +46,7 @@ def _nano_exact(value: Decimal) -> Decimal:
     return value
 
 
-Usd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 9), AfterValidator(_nano_exact)]
+Usd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 5), AfterValidator(_nano_exact)]
 # A reported cost may carry more digits than a nano-dollar; it is rounded half-up.
 ReportedUsd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 9, allow_inf_nan=False)]
 
@@ -126,15 +129,21 @@ class UsageEventRecord(Record):
     instance_id: Id
     model: Id
     timestamp: AwareDatetime
-    tokens_in: Count
-    tokens_out: Count
+    tokens_in: Tokens
+    tokens_out: Tokens
     end_user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
     conversation_id: Annotated[str, StringConstraints(max_length=200)] | None = None
     cost_usd: ReportedUsd | None = None
 
     @field_validator("timestamp")
     @classmethod
-    def _not_in_the_future(cls, value: datetime, info: ValidationInfo) -> datetime:
+    def _representable_and_not_in_the_future(
+        cls, value: datetime, info: ValidationInfo
+    ) -> datetime:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            raise ValueError("timestamp is out of range") from None
         now = (info.context or {}).get("now")
         if now is not None and value > now + MAX_FUTURE_SKEW:
             raise ValueError("timestamp is more than 5 minutes in the future")

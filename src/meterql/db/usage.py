@@ -16,6 +16,7 @@ from sqlalchemy import ColumnElement, Subquery, case, distinct, func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db.tables import Instance, ModelPrice, UsageEvent
+from meterql.money import NANOS_PER_USD
 from meterql.windows import DayWindow
 
 E = UsageEvent
@@ -78,7 +79,16 @@ def _in_range(
 _REQUESTS = func.count(E.id)
 _TOKENS_IN = _sum(E.tokens_in)
 _TOKENS_OUT = _sum(E.tokens_out)
-_COST = _sum(E.cost_nanos)
+# Cost is summed as whole dollars and leftover nano-dollars: SQLite's SUM()
+# fails past 2**63 nano-USD (9.2 billion USD), which a few extreme events
+# could reach; each half stays far below that. PostgreSQL would not mind.
+_COST_USD = _sum(E.cost_nanos // NANOS_PER_USD)
+_COST_NANOS = _sum(E.cost_nanos % NANOS_PER_USD)
+
+
+def _cost(usd: Any, nanos: Any) -> int:
+    return int(usd) * NANOS_PER_USD + int(nanos)
+
 # Empty strings are "no end user", like NULL.
 _END_USERS = func.count(distinct(case((E.end_user_id != "", E.end_user_id))))
 
@@ -91,7 +101,8 @@ def _grouped_by(column: Any, account_id: str, start: datetime, end: datetime) ->
             _REQUESTS.label("requests"),
             _TOKENS_IN.label("tokens_in"),
             _TOKENS_OUT.label("tokens_out"),
-            _COST.label("cost"),
+            _COST_USD.label("cost_usd"),
+            _COST_NANOS.label("cost_nanos"),
         )
         .where(*_in_range(account_id, start, end))
         .group_by(column)
@@ -108,14 +119,24 @@ async def totals(
                 _REQUESTS,
                 _TOKENS_IN,
                 _TOKENS_OUT,
-                _COST,
+                _COST_USD,
+                _COST_NANOS,
                 func.count(distinct(E.model)),
                 func.count(distinct(E.instance_id)),
                 _END_USERS,
             ).where(*_in_range(account_id, start, end))
         )
     ).one()
-    return Totals(*(int(value) for value in row))
+    requests, tokens_in, tokens_out, usd, nanos, models, instances, end_users = row
+    return Totals(
+        requests=int(requests),
+        tokens_in=int(tokens_in),
+        tokens_out=int(tokens_out),
+        cost_nanos=_cost(usd, nanos),
+        models=int(models),
+        instances=int(instances),
+        end_users=int(end_users),
+    )
 
 
 async def per_instance(
@@ -141,14 +162,15 @@ async def per_instance(
             func.coalesce(usage.c.requests, 0),
             func.coalesce(usage.c.tokens_in, 0),
             func.coalesce(usage.c.tokens_out, 0),
-            func.coalesce(usage.c.cost, 0),
+            func.coalesce(usage.c.cost_usd, 0),
+            func.coalesce(usage.c.cost_nanos, 0),
         )
         .select_from(Instance)
         .join(usage, on, isouter=include_idle)
         .where(Instance.account_id == account_id)
     )
     rows = [
-        InstanceTotals(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), int(r[6]))
+        InstanceTotals(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), _cost(r[6], r[7]))
         for r in await session.execute(stmt)
     ]
     rows.sort(key=lambda r: (-r.requests, r.instance_id))
@@ -166,10 +188,11 @@ async def per_model(
         usage.c.requests,
         usage.c.tokens_in,
         usage.c.tokens_out,
-        usage.c.cost,
+        usage.c.cost_usd,
+        usage.c.cost_nanos,
     ).join(ModelPrice, ModelPrice.model == usage.c.key, isouter=True)
     rows = [
-        ModelTotals(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), int(r[5]))
+        ModelTotals(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), _cost(r[5], r[6]))
         for r in await session.execute(stmt)
     ]
     rows.sort(key=lambda r: (-r.requests, r.model))
@@ -181,12 +204,12 @@ async def per_day(
 ) -> list[DayTotals]:
     """One row per UTC day of the window, oldest first; days without usage are zeros."""
     stmt = (
-        select(E.day, _REQUESTS, _TOKENS_IN, _TOKENS_OUT, _COST)
+        select(E.day, _REQUESTS, _TOKENS_IN, _TOKENS_OUT, _COST_USD, _COST_NANOS)
         .where(*_in_range(account_id, window.start, window.end, instance_id))
         .group_by(E.day)
     )
     found = {
-        r[0]: DayTotals(r[0], int(r[1]), int(r[2]), int(r[3]), int(r[4]))
+        r[0]: DayTotals(r[0], int(r[1]), int(r[2]), int(r[3]), _cost(r[4], r[5]))
         for r in await session.execute(stmt)
     }
     return [found.get(day) or DayTotals(day, 0, 0, 0, 0) for day in window.dates()]

@@ -42,20 +42,40 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
     return b"".join(chunks)
 
 
+def _missing() -> InvalidInput:
+    return InvalidInput(
+        "Field required",
+        [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}],
+    )
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
 def decode_json(raw: bytes) -> Any:
-    if not raw.strip():
-        raise InvalidInput(
-            "Field required",
-            [{"type": "missing", "loc": ["body"], "msg": "Field required", "input": None}],
-        )
+    """The decoded body, as FastAPI decoded it: an empty or ``null`` body is missing."""
+    if not raw:
+        raise _missing()
     try:
         # Decimals, not floats: a cost must not lose digits on the way in.
-        return json.loads(raw, parse_float=Decimal)
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        position = error.pos if isinstance(error, json.JSONDecodeError) else error.start
-        reason = error.msg if isinstance(error, json.JSONDecodeError) else error.reason
-        raise InvalidInput(
-            "JSON decode error",
-            [{"type": "json_invalid", "loc": ["body", position], "msg": "JSON decode error",
-              "input": {}, "ctx": {"error": reason}}],
-        ) from None
+        # NaN and Infinity are not JSON, whatever Python's decoder allows.
+        document = json.loads(raw, parse_float=Decimal, parse_constant=_no_constants)
+    except json.JSONDecodeError as error:
+        raise _invalid(error.pos, error.msg) from None
+    except UnicodeDecodeError as error:
+        raise _invalid(error.start, error.reason) from None
+    except (ValueError, RecursionError) as error:
+        # A NaN literal, or nesting deeper than the decoder's stack.
+        raise _invalid(0, str(error) or type(error).__name__) from None
+    if document is None:
+        raise _missing()
+    return document
+
+
+def _invalid(position: int, reason: str) -> InvalidInput:
+    return InvalidInput(
+        "JSON decode error",
+        [{"type": "json_invalid", "loc": ["body", position], "msg": "JSON decode error",
+          "input": {}, "ctx": {"error": reason}}],
+    )
