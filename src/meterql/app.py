@@ -61,3 +61,8 @@ def create_app(
     )
     app.state.services = services
     return app
+
+
+def app_from_environment() -> Starlette:
+    """The app with settings from the environment: uvicorn's factory for ``--workers``."""
+    return create_app(Settings())

@@ -130,7 +130,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"'{base}/v1/metrics/summary?days=7'"
         )
         print(f"GraphiQL: {base}/graphql  (add the header Authorization: Bearer <token>)")
-    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    if args.workers > 1:
+        # Each worker process builds its own app (and engine) from the same
+        # environment the settings came from.
+        uvicorn.run(
+            "meterql.app:app_from_environment",
+            factory=True,
+            workers=args.workers,
+            host=args.host,
+            port=args.port,
+            log_level="info",
+        )
+    else:
+        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
     return 0
 
 
@@ -142,6 +154,9 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
     serve.add_argument("--demo", action="store_true", help="fill an empty database with demo data")
+    serve.add_argument(
+        "--workers", type=int, default=1, help="gateway processes sharing the port (default 1)"
+    )
     serve.set_defaults(run=cmd_serve)
 
     load = commands.add_parser("load", help="import a JSON file (idempotent, all-or-nothing)")

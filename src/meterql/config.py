@@ -35,5 +35,10 @@ class Settings(BaseSettings):
     # Connection pool for server databases (ignored by SQLite).
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)
+    # Bounds that keep a request from hanging on an unreachable server
+    # (seconds; server databases only). A request then answers 503.
+    db_connect_timeout_s: float = Field(default=1.5, gt=0)
+    db_statement_timeout_s: float = Field(default=2.0, gt=0)
+    db_pool_timeout_s: float = Field(default=1.5, gt=0)
     # Echo SQL to the log (debugging only).
     echo_sql: bool = False

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse
 
-from meterql.errors import AuthenticationError, InvalidInput, MeterqlError, http_status
+from meterql.errors import (
+    AuthenticationError,
+    DatabaseUnavailable,
+    InvalidInput,
+    MeterqlError,
+    http_status,
+)
+
+# What a 503 asks clients to wait before retrying: about one failover.
+RETRY_AFTER_SECONDS = 5
 
 
 def error_response(error: MeterqlError) -> JSONResponse:
@@ -13,7 +22,11 @@ def error_response(error: MeterqlError) -> JSONResponse:
     detail: object = error.errors if isinstance(error, InvalidInput) and error.errors else (
         error.message
     )
-    headers = {"WWW-Authenticate": "Bearer"} if isinstance(error, AuthenticationError) else None
+    headers: dict[str, str] | None = None
+    if isinstance(error, AuthenticationError):
+        headers = {"WWW-Authenticate": "Bearer"}
+    elif isinstance(error, DatabaseUnavailable):
+        headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 

@@ -11,9 +11,13 @@ concurrently).
 
 from __future__ import annotations
 
+import logging
+from collections.abc import AsyncIterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -24,6 +28,9 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry
 
 from meterql.config import Settings
+from meterql.errors import DatabaseUnavailable
+
+logger = logging.getLogger("meterql.db")
 
 _WRITE_OPTION = "meterql_write"
 
@@ -64,7 +71,16 @@ def create_engine(settings: Settings) -> AsyncEngine:
         kwargs.update(
             pool_size=settings.pool_size,
             max_overflow=settings.max_overflow,
+            # A pooled connection is checked before use, so one that died with
+            # a server restart is replaced instead of failing a request.
             pool_pre_ping=True,
+            # Never hang: waiting for a pooled connection, connecting and each
+            # statement are bounded, and a request fails fast with a 503.
+            pool_timeout=settings.db_pool_timeout_s,
+            connect_args={
+                "timeout": settings.db_connect_timeout_s,
+                "command_timeout": settings.db_statement_timeout_s,
+            },
         )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
@@ -72,15 +88,51 @@ def create_engine(settings: Settings) -> AsyncEngine:
     return engine
 
 
+def is_unavailable(error: BaseException) -> bool:
+    """Whether ``error`` means "the store cannot answer now" rather than a bug."""
+    if isinstance(error, sa_exc.DBAPIError):
+        sqlstate = str(getattr(error.orig, "sqlstate", "") or "")
+        return (
+            error.connection_invalidated
+            or isinstance(error, sa_exc.OperationalError | sa_exc.InterfaceError)
+            # 08: connection exceptions; 57: shutdown, start-up, cancelled statement.
+            or sqlstate.startswith(("08", "57"))
+        )
+    return isinstance(error, sa_exc.TimeoutError | TimeoutError | OSError)
+
+
+@asynccontextmanager
+async def _guarded(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    try:
+        async with factory() as session:
+            yield session
+    except Exception as error:
+        if is_unavailable(error):
+            logger.warning("database unavailable: %s", error)
+            raise DatabaseUnavailable() from error
+        raise
+
+
 class Database:
-    """One engine, a factory for read sessions and one for write sessions."""
+    """One engine; sessions for reads and for writes.
+
+    ``read()`` and ``write()`` are context managers yielding a fresh
+    ``AsyncSession``; a failure to reach the store inside them surfaces as
+    :class:`meterql.errors.DatabaseUnavailable` (503), whatever the driver.
+    """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self.read = async_sessionmaker(engine, expire_on_commit=False)
-        self.write = async_sessionmaker(
+        self._read = async_sessionmaker(engine, expire_on_commit=False)
+        self._write = async_sessionmaker(
             engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
         )
+
+    def read(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return _guarded(self._read)
+
+    def write(self) -> AbstractAsyncContextManager[AsyncSession]:
+        return _guarded(self._write)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -94,4 +146,4 @@ class Database:
         await self.engine.dispose()
 
 
-__all__ = ["AsyncSession", "Database", "create_engine"]
+__all__ = ["AsyncSession", "Database", "create_engine", "is_unavailable"]

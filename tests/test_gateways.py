@@ -1,0 +1,117 @@
+"""Several gateway processes over one PostgreSQL: real `meterql serve --workers N`
+processes over HTTP give identical answers and count each event once."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import httpx
+import pytest
+
+from meterql.config import Settings
+from meterql.db import writes
+from meterql.db.engine import Database
+from tests.pgcluster import free_port
+
+GATEWAYS = 2
+WORKERS = 2
+
+
+def _start(database_url: str, port: int) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "METERQL_DATABASE_URL": database_url}
+    return subprocess.Popen(
+        [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port),
+         "--workers", str(WORKERS)],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+    )
+
+
+def _wait_ready(port: int, token: str, process: subprocess.Popen[bytes]) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.stderr.read().decode() if process.stderr else ""
+        try:
+            response = httpx.get(f"http://127.0.0.1:{port}/v1/billing/trial-status",
+                                 headers={"Authorization": f"Bearer {token}"}, timeout=2)
+            if response.status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.3)
+    raise AssertionError(f"gateway on port {port} did not become ready")
+
+
+@pytest.fixture
+def token(settings: Settings) -> str:
+    async def create() -> str:
+        db = Database.from_settings(settings)
+        try:
+            async with db.write() as session, session.begin():
+                return await writes.create_token(session, "acme", ["read", "ingest"])
+        finally:
+            await db.dispose()
+
+    return asyncio.run(create())
+
+
+@pytest.fixture
+def gateways(database_url: str, token: str) -> Iterator[list[str]]:
+    ports = [free_port() for _ in range(GATEWAYS)]
+    processes = [_start(database_url, port) for port in ports]
+    try:
+        for port, process in zip(ports, processes, strict=True):
+            _wait_ready(port, token, process)
+        yield [f"http://127.0.0.1:{port}" for port in ports]
+    finally:
+        for process in processes:
+            os.killpg(process.pid, signal.SIGTERM)
+        for process in processes:
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+
+
+def _batch(size: int) -> list[dict[str, object]]:
+    stamp = (datetime.now(UTC) - timedelta(hours=1)).isoformat().replace("+00:00", "Z")
+    return [{"event_id": f"gw-{n:05d}", "instance_id": f"inst-{n % 7}", "model": "m",
+             "timestamp": stamp, "tokens_in": 3, "tokens_out": 4, "cost_usd": "0.0001"}
+            for n in range(size)]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_gateways_count_once_and_agree(gateways: list[str], token: str) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    batch = _batch(500)
+
+    async def hammer() -> list[dict[str, int]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            # Eight senders per gateway, all with the same batch, at once.
+            responses = await asyncio.gather(*(
+                client.post(f"{base}/v1/usage/events", json=batch, headers=headers)
+                for base in gateways for _ in range(8)
+            ))
+        assert [r.status_code for r in responses] == [200] * len(responses)
+        return [r.json() for r in responses]
+
+    bodies = asyncio.run(hammer())
+    assert sum(b["accepted"] for b in bodies) == 500
+    assert sum(b["duplicates"] for b in bodies) == 500 * (len(bodies) - 1)
+
+    # Every gateway (and whichever worker answers) gives the same bytes.
+    for path in ["/v1/metrics/summary?days=7", "/v1/metrics/instances?days=7",
+                 "/v1/billing/usage", "/v1/metrics/usage?days=7"]:
+        answers = {httpx.get(f"{base}{path}", headers=headers).content
+                   for base in gateways for _ in range(WORKERS * 2)}
+        assert len(answers) == 1, path
+    summary = httpx.get(f"{gateways[0]}/v1/metrics/summary?days=7", headers=headers).json()
+    # 500 events of 7 tokens at a reported 0.0001 USD each: 0.05 USD
+    assert (summary["total_requests"], summary["total_tokens"]) == (500, 3500)
+    assert summary["estimated_cost_usd"] == "0.0500"
