@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import inspect
 from sqlalchemy.engine import Connection
 
+from meterql.config import Settings
 from meterql.db.engine import Database
 from meterql.db.migrate import alembic_config, is_current, upgrade
 from meterql.db.tables import Base
@@ -36,3 +38,22 @@ async def test_upgrade_is_idempotent_and_downgrade_clears(db: Database) -> None:
     assert not await is_current(db.engine)
     await upgrade(db.engine)
     assert await is_current(db.engine)
+
+
+# PostgreSQL's advisory lock is what is tested; SQLite serialises writers itself.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_concurrent_upgrades_take_turns(settings: Settings) -> None:
+    """Gateways starting together all migrate; none fails on a half-made schema."""
+    import asyncio
+
+    fresh = [Database.from_settings(settings) for _ in range(4)]
+    try:
+        async with fresh[0].engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: command.downgrade(alembic_config(sync), "base")
+            )
+        await asyncio.gather(*(upgrade(db.engine) for db in fresh))
+        assert all([await is_current(db.engine) for db in fresh])
+    finally:
+        for db in fresh:
+            await db.dispose()

@@ -8,6 +8,7 @@ from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from sqlalchemy import func, select
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -21,7 +22,15 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return config
 
 
+# Any fixed number: the key of the advisory lock that serialises upgrades.
+_MIGRATION_LOCK = 0x6D657465  # "mete"
+
+
 def _upgrade(connection: Connection) -> None:
+    if connection.dialect.name == "postgresql":
+        # Gateways starting together would otherwise race to create the same
+        # tables; the lock is released with the transaction.
+        connection.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK)))
     command.upgrade(alembic_config(connection), "head")
 
 
