@@ -387,3 +387,17 @@ def test_serve_without_demo_prints_no_token_and_writes_nothing(
     assert isinstance(served[0]["app"], Starlette)
     assert query(env, select(func.count()).select_from(UsageEvent)) == [(0,)]
     asyncio.run(served[0]["app"].state.services.db.dispose())
+
+
+def test_unreachable_database_is_a_clean_error(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from tests.pgcluster import free_port
+
+    # A port nothing listens on: refused at once, reported without a traceback.
+    url = f"postgresql+asyncpg://postgres@127.0.0.1:{free_port()}/meterql"
+    monkeypatch.setenv("METERQL_DATABASE_URL", url)
+    assert cli.main(["migrate"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("meterql migrate: Database unavailable")
+    assert "Traceback" not in err

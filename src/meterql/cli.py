@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import TypeVar
 
 from meterql.config import Settings
-from meterql.db.engine import Database
+from meterql.db.engine import Database, is_unavailable
 from meterql.db.migrate import upgrade
-from meterql.errors import MeterqlError
+from meterql.errors import DatabaseUnavailable, MeterqlError
 
 T = TypeVar("T")
 
@@ -25,6 +25,10 @@ def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]])
         try:
             await upgrade(db.engine)
             return await work(db)
+        except Exception as error:
+            if is_unavailable(error):
+                raise DatabaseUnavailable(f"Database unavailable ({error})") from error
+            raise
         finally:
             await db.dispose()
 
