@@ -66,7 +66,8 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 
         columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
         with Progress(*columns, transient=True) as bar:
-            task = bar.add_task("loading", total=path.stat().st_size)
+            # Two passes over the file: checking it, then writing it.
+            task = bar.add_task("loading", total=2 * path.stat().st_size)
             return await load(db, path, progress=lambda done: bar.update(task, completed=done))
 
     report = _with_database(settings, work)

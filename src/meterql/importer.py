@@ -43,7 +43,10 @@ SMALL_SECTIONS: dict[str, type[BaseModel]] = {
 EVENTS = "usage_events"
 BATCH = 5_000
 
-Progress = Callable[[int], None]  # called with the bytes read so far
+# Called with the bytes read so far over both passes: the file is read twice,
+# so the total is twice its size.
+Progress = Callable[[int], None]
+_SCAN_REPORT_EVERY = 1 << 16  # parser events between two progress reports
 
 
 class ImportFileError(InvalidInput):
@@ -80,9 +83,10 @@ def _validate(model: type[BaseModel], value: Any, path: str) -> Any:
         raise ImportFileError(*first_error(error, path)) from None
 
 
-def _scan(stream: IO[bytes]) -> _Scan:
+def _scan(stream: IO[bytes], progress: Progress | None = None) -> _Scan:
     """Pass 1: shape, small sections, event count."""
     scan = _Scan()
+    seen = 0
     try:
         parser = ijson.parse(stream, use_float=False)
         prefix, event, _ = next(parser, ("", "eof", None))
@@ -107,6 +111,9 @@ def _scan(stream: IO[bytes]) -> _Scan:
                     records.append(_validate(model, item, json_path(f"$.{prefix}", [index])))
             elif prefix == EVENTS + ".item" and event in _ITEM_STARTS:
                 scan.events += 1
+            seen += 1
+            if progress and seen % _SCAN_REPORT_EVERY == 0:
+                progress(stream.tell())
     except ijson.JSONError as error:
         raise ImportFileError("$", f"not valid JSON ({error})") from None
     return scan
@@ -138,8 +145,9 @@ def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator
 
 async def load(db: Database, path: Path, progress: Progress | None = None) -> ImportReport:
     """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad."""
+    size = path.stat().st_size
     with path.open("rb") as stream:
-        scan = _scan(stream)
+        scan = _scan(stream, progress)
         report = ImportReport(
             models=len(scan.models),
             tiers=len(scan.tiers),
@@ -166,10 +174,10 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
                     await _write_batch(session, batch, report)
                     batch = []
                     if progress:
-                        progress(stream.tell())
+                        progress(size + stream.tell())
             await _write_batch(session, batch, report)
             if progress:
-                progress(stream.tell())
+                progress(size + stream.tell())
     return report
 
 
