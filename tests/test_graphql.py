@@ -268,3 +268,20 @@ async def test_documents_are_parsed_once_at_start_up(
         for _ in range(3):
             assert (await client.get("/v1/billing", headers=auth(ACME_TOKEN))).status_code == 200
     assert len(calls) == len(ROUTES)  # and never again per request
+
+
+async def test_reading_needs_the_read_scope(db: Database, client: httpx.AsyncClient) -> None:
+    from meterql.db import writes
+
+    async with db.write() as session, session.begin():
+        ingest_only = await writes.create_token(session, "acme", ["ingest"])
+    graphql = await client.post("/graphql", json={"query": "{ billing { plan { planName } } }"},
+                                headers=auth(ingest_only))
+    (error,) = graphql.json()["errors"]
+    assert error["extensions"]["code"] == "FORBIDDEN"
+    rest = await client.get("/v1/billing", headers=auth(ingest_only))
+    assert rest.status_code == 403
+    assert rest.json() == {"detail": "This token lacks the 'read' scope"}
+    # ... while it may still send usage.
+    sent = await client.post("/v1/usage/events", json=[], headers=auth(ingest_only))
+    assert sent.json() == {"accepted": 0, "duplicates": 0}

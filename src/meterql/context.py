@@ -7,7 +7,7 @@ from datetime import datetime
 
 import strawberry
 
-from meterql.auth import authenticate
+from meterql.auth import authenticate, require_scope
 from meterql.config import Settings
 from meterql.db.accounts import TokenGrant
 from meterql.db.engine import Database
@@ -37,6 +37,11 @@ class Context:
     @property
     def account_id(self) -> str:
         return self.grant.account_id
+
+    def require(self, scope: str) -> Context:
+        """This context, if its token has ``scope``; else :class:`PermissionDenied`."""
+        require_scope(self.grant, scope)
+        return self
 
 
 async def authenticated_context(services: Services, authorization: str | None) -> Context:

@@ -58,7 +58,7 @@ async def _plan_and_period_totals(
 
 
 async def billing(info: Info[Context, None]) -> Billing:
-    context = info.context
+    context = info.context.require("read")
     async with context.db.read() as session:
         subscriptions, plan, totals = await _plan_and_period_totals(session, context)
         hosting = await accounts.hosting(session, context.account_id)
@@ -86,7 +86,7 @@ async def billing(info: Info[Context, None]) -> Billing:
 
 
 async def trial_status(info: Info[Context, None]) -> TrialStatus:
-    context = info.context
+    context = info.context.require("read")
     async with context.db.read() as session:
         subscriptions = await accounts.live_subscriptions(session, context.account_id)
     plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
@@ -102,7 +102,7 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 
 
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
-    context = info.context
+    context = info.context.require("read")
     async with context.db.read() as session:
         _, plan, totals = await _plan_and_period_totals(session, context)
         instances = await usage.per_instance(
@@ -144,7 +144,7 @@ async def usage_chart(
     An empty ``instance_id`` means the whole account, as the old service's
     ``if instance_id:`` did.
     """
-    context = info.context
+    context = info.context.require("read")
     window = DayWindow.ending_today(context.now, CHART_DAYS.validate(days))
     instance = instance_id or None
     async with context.db.read() as session:

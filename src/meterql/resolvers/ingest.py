@@ -6,7 +6,6 @@ import dataclasses
 
 from strawberry import Info
 
-from meterql.auth import require_scope
 from meterql.context import Context
 from meterql.db import writes
 from meterql.ingest import validate_batch
@@ -16,8 +15,7 @@ from meterql.schema.ingest import RecordUsageResult, UsageEventInput
 async def record_usage(
     info: Info[Context, None], events: list[UsageEventInput]
 ) -> RecordUsageResult:
-    context = info.context
-    require_scope(context.grant, "ingest")
+    context = info.context.require("ingest")
     records = validate_batch(
         [dataclasses.asdict(event) for event in events], context.now, ("events",)
     )

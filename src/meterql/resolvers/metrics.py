@@ -27,7 +27,7 @@ def metrics_window(context: Context, days: int) -> DayWindow:
 async def metrics_summary(
     info: Info[Context, None], days: int = METRICS_DAYS.default
 ) -> MetricsSummary:
-    context = info.context
+    context = info.context.require("read")
     window = metrics_window(context, days)
     async with context.db.read() as session:
         totals = await usage.totals(session, context.account_id, window.start, window.end)
@@ -46,7 +46,7 @@ async def metrics_summary(
 async def instance_usage(
     info: Info[Context, None], days: int = METRICS_DAYS.default
 ) -> InstanceUsageList:
-    context = info.context
+    context = info.context.require("read")
     window = metrics_window(context, days)
     async with context.db.read() as session:
         rows = await usage.per_instance(
@@ -71,7 +71,7 @@ async def instance_usage(
 async def model_breakdown(
     info: Info[Context, None], days: int = METRICS_DAYS.default
 ) -> ModelBreakdown:
-    context = info.context
+    context = info.context.require("read")
     window = metrics_window(context, days)
     async with context.db.read() as session:
         rows = await usage.per_model(session, context.account_id, window.start, window.end)
@@ -96,7 +96,7 @@ async def model_breakdown(
 async def usage_timeseries(
     info: Info[Context, None], days: int = METRICS_DAYS.default
 ) -> UsageTimeseries:
-    context = info.context
+    context = info.context.require("read")
     window = metrics_window(context, days)
     async with context.db.read() as session:
         days_rows = await usage.per_day(session, context.account_id, window)
