@@ -401,3 +401,19 @@ def test_unreachable_database_is_a_clean_error(
     err = capsys.readouterr().err
     assert err.startswith("meterql migrate: Database unavailable")
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_load_is_not_bound_by_the_request_statement_timeout(
+    env: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # A request's statement timeout so short that any real statement trips
+    # it: the CLI must not inherit it (a bulk load runs long statements).
+    monkeypatch.setenv("METERQL_DB_STATEMENT_TIMEOUT_S", "0.000001")
+    doc = {"accounts": [{"account_id": "acme"}],
+           "usage_events": [{"account_id": "acme", "event_id": f"t{n}", "instance_id": "i",
+                             "model": "m", "timestamp": "2026-11-20T10:00:00Z",
+                             "tokens_in": 1, "tokens_out": 1} for n in range(3000)]}
+    code, out, err = run(capsys, "load", str(write(tmp_path, doc)))
+    assert code == 0, err
+    assert "3000 new" in out

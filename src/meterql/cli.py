@@ -15,13 +15,19 @@ from meterql.db.migrate import upgrade
 from meterql.errors import DatabaseUnavailable, MeterqlError
 
 T = TypeVar("T")
+CLI_STATEMENT_TIMEOUT_S = 3600.0
 
 
 def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """Run ``work`` on a fresh, migrated database, in its own event loop."""
 
+    # The statement timeout protects requests from a hung server; a bulk
+    # load or a migration may legitimately run one statement for minutes.
+    timeout = max(settings.db_statement_timeout_s, CLI_STATEMENT_TIMEOUT_S)
+    patient = settings.model_copy(update={"db_statement_timeout_s": timeout})
+
     async def main() -> T:
-        db = Database.from_settings(settings)
+        db = Database.from_settings(patient)
         try:
             await upgrade(db.engine)
             return await work(db)

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, select, update
+from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -217,6 +217,12 @@ async def record_events(
     instances are registered; the price at this moment is kept with each
     event, so later price changes never rewrite history.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # asyncpg prepares statements; a generic plan chosen while the table
+        # (or this import's share of it) was small would scan it whole on
+        # every lookup from then on. Plan each statement for its values,
+        # for this transaction only (SET LOCAL).
+        await session.execute(select(func.set_config("plan_cache_mode", "force_custom_plan", True)))
     keyed: dict[tuple[str, str], UsageEventRecord] = {}
     for event in events:
         owner = account_id or getattr(event, "account_id", None)
