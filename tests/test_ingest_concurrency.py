@@ -31,8 +31,14 @@ def _batch(prefix: str, size: int, *, reverse: bool = False) -> list[dict[str, o
 
 @pytest.fixture
 async def gateways(settings: Settings, db: Database) -> AsyncIterator[list[httpx.AsyncClient]]:
-    """Eight apps, each with its own engine and pool, like eight gateway processes."""
+    """Eight apps, each with its own engine and pool, like eight gateway processes.
+
+    Their statement timeout is raised: these tests are about counting and
+    deadlocks, and eight overlapping batches queue on each other's row locks
+    longer than the 2 s default (which would answer 503, as it should).
+    """
     await seed(db)
+    settings = settings.model_copy(update={"db_statement_timeout_s": 60.0})
     async with AsyncExitStack() as stack:
         clients = []
         for _ in range(GATEWAYS):
