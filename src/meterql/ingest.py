@@ -12,8 +12,8 @@ from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
-from meterql.errors import InvalidInput, PayloadTooLarge
-from meterql.records import UsageEventRecord, error_entries
+from meterql.errors import PayloadTooLarge
+from meterql.records import UsageEventRecord, invalid_input
 
 MAX_EVENTS = 10_000
 MAX_BODY_BYTES = 10 * 1024 * 1024
@@ -34,10 +34,7 @@ def validate_batch(
     try:
         return _BATCH.validate_python(items, context={"now": now})
     except ValidationError as error:
-        entries = error_entries(error, loc)
-        first = entries[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise InvalidInput(f"{where}: {first['msg']}", entries) from None
+        raise invalid_input(error, loc) from None
 
 
 def as_graphql_variables(events: Sequence[UsageEventRecord]) -> list[dict[str, Any]]:

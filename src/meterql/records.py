@@ -25,6 +25,7 @@ from pydantic import (
     model_validator,
 )
 
+from meterql.errors import InvalidInput
 from meterql.money import PrecisionError, usd_to_nanos
 
 Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
@@ -184,6 +185,18 @@ def error_entries(error: ValidationError, loc_prefix: Sequence[int | str]) -> li
             entry["ctx"] = {key: _jsonable(value) for key, value in detail["ctx"].items()}
         entries.append(entry)
     return entries
+
+
+def invalid_input(error: ValidationError, loc_prefix: Sequence[int | str]) -> InvalidInput:
+    """The one way a pydantic failure becomes :class:`InvalidInput`.
+
+    The message names the first bad value (``events.3.tokens_in: Input
+    should be ...``); ``errors`` keeps every entry in FastAPI's shape.
+    """
+    entries = error_entries(error, loc_prefix)
+    first = entries[0]
+    where = ".".join(str(part) for part in first["loc"])
+    return InvalidInput(f"{where}: {first['msg']}", entries)
 
 
 def _jsonable(value: Any) -> Any:

@@ -15,8 +15,7 @@ from typing import Annotated
 
 from pydantic import Field, TypeAdapter, ValidationError
 
-from meterql.errors import InvalidInput
-from meterql.records import error_entries
+from meterql.records import invalid_input
 
 Clock = Callable[[], datetime]
 
@@ -45,8 +44,7 @@ class DaysArgument:
         try:
             return self.adapter.validate_python(value)
         except ValidationError as error:
-            entries = error_entries(error, loc)
-            raise InvalidInput(f"{loc[-1]}: {entries[0]['msg']}", entries) from None
+            raise invalid_input(error, loc) from None
 
 
 # The seeds' ranges: metrics routes take 7..90, the billing chart 1..366.

@@ -14,7 +14,6 @@ from graphql import DocumentNode, ExecutionResult, execute, parse, validate
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from meterql.auth import require_scope
 from meterql.context import Context, Services, authenticated_context
 from meterql.errors import MeterqlError
 from meterql.responses import error_response, internal_error_response
@@ -96,7 +95,7 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             context = await authenticated_context(
                 services, request.headers.get("authorization")
             )
-            require_scope(context.grant, route.scope)
+            context.require(route.scope)
             variables = coerce(request.query_params, route.params)
             if route.body is not None:
                 document = decode_json(await read_body(request, route.body.max_bytes))
