@@ -82,6 +82,64 @@ class DayWindow:
             day += timedelta(days=1)
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+def epoch_hour(moment: datetime) -> int:
+    """The hour an aware instant falls in, counted from 1970-01-01T00:00Z (floor)."""
+    return (moment - EPOCH) // HOUR
+
+
+def hour_start(hour: int) -> datetime:
+    return EPOCH + hour * HOUR
+
+
+@dataclass(frozen=True, slots=True)
+class RangeParts:
+    """``[start, end)`` cut on the grains storage keeps, coarsest first.
+
+    ``days`` (first and last, inclusive) are whole UTC days inside the range;
+    ``hours`` are half-open spans of whole epoch hours around them; ``instants``
+    are the half-open spans left over, shorter than an hour each. Together
+    they cover the range exactly once.
+    """
+
+    days: tuple[date, date] | None
+    hours: tuple[tuple[int, int], ...]
+    instants: tuple[tuple[datetime, datetime], ...]
+
+
+def split_range(start: datetime, end: datetime) -> RangeParts:
+    start, end = start.astimezone(UTC), end.astimezone(UTC)
+    if end <= start:
+        return RangeParts(None, (), ())
+    first_midnight = start_of_day(start.date())
+    if first_midnight < start:
+        first_midnight += timedelta(days=1)
+    last_midnight = start_of_day(end.date())
+    if first_midnight < last_midnight:
+        days = (first_midnight.date(), last_midnight.date() - timedelta(days=1))
+        edges = [(start, first_midnight), (last_midnight, end)]
+    else:
+        days, edges = None, [(start, end)]
+    hours: list[tuple[int, int]] = []
+    instants: list[tuple[datetime, datetime]] = []
+    for a, b in edges:
+        if a >= b:
+            continue
+        first_hour = -((EPOCH - a) // HOUR)  # ceiling
+        last_hour = epoch_hour(b)
+        if first_hour < last_hour:
+            hours.append((first_hour, last_hour))
+            instants += [(a, hour_start(first_hour)), (hour_start(last_hour), b)]
+        else:
+            instants.append((a, b))
+    return RangeParts(
+        days, tuple(hours), tuple((a, b) for a, b in instants if a < b)
+    )
+
+
 def calendar_month(now: datetime) -> tuple[datetime, datetime]:
     """``[first instant of this UTC month, first instant of the next)``."""
     now = now.astimezone(UTC)

@@ -1,4 +1,9 @@
-"""The tables. Amounts are integers: nano-USD for money, cents for plan prices."""
+"""The tables. Amounts are integers: nano-USD for money, cents for plan prices.
+
+``usage_events`` is the ledger. The ``usage_*`` rollups beside it are sums of
+the ledger kept in the same transaction as every insert into it (see
+``db/rollups.py``), so reads cost the same at a thousand events or a billion.
+"""
 
 from __future__ import annotations
 
@@ -149,3 +154,92 @@ class UsageEvent(Base):
     end_user_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     conversation_id: Mapped[str | None] = mapped_column(ID, nullable=True)
     cost_nanos: Mapped[int] = mapped_column(BigInteger)
+
+
+class _Sums:
+    """The measures every rollup keeps for its key.
+
+    Cost is kept in two parts, whole dollars and the leftover nano-dollars of
+    each event, summed separately: a SUM of nano-USD alone could pass 2**63
+    (9.2 billion USD) on SQLite, which has no wider integer. The true cost is
+    ``cost_usd * 10**9 + cost_nanos``.
+    """
+
+    requests: Mapped[int] = mapped_column(BigInteger)
+    tokens_in: Mapped[int] = mapped_column(BigInteger)
+    tokens_out: Mapped[int] = mapped_column(BigInteger)
+    cost_usd: Mapped[int] = mapped_column(BigInteger)
+    cost_nanos: Mapped[int] = mapped_column(BigInteger)
+
+
+# A rollup is read by its primary key's prefix; on SQLite a WITHOUT ROWID
+# table stores rows in that order, so a range of days is one sequential read.
+_CLUSTERED = {"sqlite_with_rowid": False}
+
+
+class UsageDay(_Sums, Base):
+    """Usage of an account per UTC day: totals and daily series."""
+
+    __tablename__ = "usage_days"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+
+
+class UsageInstanceDay(_Sums, Base):
+    """Usage per instance per UTC day: instance lists, per-instance charts."""
+
+    __tablename__ = "usage_instance_days"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
+class UsageModelDay(_Sums, Base):
+    """Usage per model per UTC day: the model breakdown."""
+
+    __tablename__ = "usage_model_days"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
+    model: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
+class UsageInstanceHour(_Sums, Base):
+    """Usage per instance per UTC hour, for ranges that do not start or end at midnight.
+
+    A billing period runs between arbitrary instants: its whole days come from
+    ``usage_instance_days``, the whole hours at its ends from here, and only
+    the minutes left over from the events themselves. ``hour`` counts hours
+    since the Unix epoch, which is the same integer on every backend.
+    """
+
+    __tablename__ = "usage_instance_hours"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
+class EndUser(Base):
+    """Each end user of an account and the instant of their latest event.
+
+    With no event at or after a range's end, the end users active in
+    ``[start, end)`` are exactly those last seen at or after ``start``: one
+    index range count instead of a COUNT(DISTINCT) over the events.
+    """
+
+    __tablename__ = "end_users"
+    __table_args__ = (
+        Index("ix_end_users_account_last_seen", "account_id", "last_seen_at"),
+        _CLUSTERED,
+    )
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    end_user_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())

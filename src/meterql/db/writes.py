@@ -15,9 +15,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Table, func, select, update
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meterql.db import rollups
+from meterql.db.dialect import insert
 from meterql.db.tables import (
     Account,
     ApiToken,
@@ -43,14 +44,6 @@ def new_token() -> str:
     return "mq_" + secrets.token_urlsafe(32)
 
 
-def _insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
-    # ON CONFLICT is spelled the same on both backends but lives in each dialect.
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(table)
-    return sqlite.insert(table)
-
-
 async def _upsert(
     session: AsyncSession,
     table: Table,
@@ -65,7 +58,7 @@ async def _upsert(
     """
     if not rows:
         return
-    stmt = _insert(session, table)
+    stmt = insert(session, table)
     columns = [name for name in rows[0] if name not in keys] if update is None else update
     updates = {name: stmt.excluded[name] for name in columns}
     final = (
@@ -241,7 +234,7 @@ async def record_events(
     if not ordered:
         return total
     await session.execute(
-        _insert(session, Instance.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
+        insert(session, Instance.__table__).on_conflict_do_nothing(),  # type: ignore[arg-type]
         [
             {"account_id": a, "instance_id": i, "hostname": "", "status": "unknown"}
             for a, i in sorted({(owner, e.instance_id) for (owner, _), e in ordered})
@@ -312,11 +305,19 @@ async def _insert_events(
             }
         )
     stmt = (
-        _insert(session, UsageEvent.__table__)  # type: ignore[arg-type]
+        insert(session, UsageEvent.__table__)  # type: ignore[arg-type]
         .on_conflict_do_nothing(index_elements=["account_id", "event_id"])
         .returning(UsageEvent.__table__.c.account_id, UsageEvent.__table__.c.event_id)
     )
     inserted = {(row[0], row[1]) for row in await session.execute(stmt, rows)}
+    # Only what this insert wrote reaches the rollups: an event another
+    # transaction stored first is a duplicate here, and counted there.
+    await rollups.add_events(
+        session,
+        rows
+        if len(inserted) == len(rows)
+        else [r for r in rows if (r["account_id"], r["event_id"]) in inserted],
+    )
     return IngestResult(
         accepted=len(inserted),
         duplicates=len(keyed) - len(inserted),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import Info
 
@@ -47,26 +49,39 @@ def _plan(plan: EffectivePlan, context: Context) -> Plan:
     )
 
 
-async def _plan_and_period_totals(
-    session: AsyncSession, context: Context
-) -> tuple[list[SubscriptionRow], EffectivePlan, usage.Totals]:
-    """The live subscriptions, the plan they give, and the usage of its billing period."""
+@dataclass(frozen=True, slots=True)
+class _Period:
+    """The live subscriptions, the plan they give, and its billing period's usage."""
+
+    subscriptions: list[SubscriptionRow]
+    plan: EffectivePlan
+    usage: usage.PeriodUsage
+    end_users: int
+
+
+async def _billing_period(session: AsyncSession, context: Context) -> _Period:
     subscriptions = await accounts.live_subscriptions(session, context.account_id)
     plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
-    totals = await usage.totals(session, context.account_id, plan.period_start, plan.period_end)
-    return subscriptions, plan, totals
+    account, start, end = context.account_id, plan.period_start, plan.period_end
+    return _Period(
+        subscriptions,
+        plan,
+        await usage.period_usage(session, account, start, end),
+        await usage.end_users(session, account, start, end),
+    )
 
 
 async def billing(info: Info[Context, None]) -> Billing:
     context = info.context.require("read")
     async with context.db.read() as session:
-        subscriptions, plan, totals = await _plan_and_period_totals(session, context)
+        period = await _billing_period(session, context)
         hosting = await accounts.hosting(session, context.account_id)
+    plan, totals = period.plan, period.usage.totals
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
     return Billing(
         plan=_plan(plan, context),
-        subscribed_tier_ids=subscribed_tier_ids(subscriptions),
+        subscribed_tier_ids=subscribed_tier_ids(period.subscriptions),
         usage=BillingPeriodUsage(
             active_instances=totals.instances,
             api_call_limit=BigInt(tier.api_call_limit),
@@ -79,7 +94,7 @@ async def billing(info: Info[Context, None]) -> Billing:
             total_hosted_sites=BigInt(hosting.sites),
             total_requests=BigInt(totals.requests),
             total_tokens=BigInt(totals.tokens_in + totals.tokens_out),
-            unique_end_users=totals.end_users,
+            unique_end_users=period.end_users,
             webhost_nodes=hosting.nodes,
         ),
     )
@@ -104,10 +119,8 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
     context = info.context.require("read")
     async with context.db.read() as session:
-        _, plan, totals = await _plan_and_period_totals(session, context)
-        instances = await usage.per_instance(
-            session, context.account_id, plan.period_start, plan.period_end, include_idle=False
-        )
+        period = await _billing_period(session, context)
+    plan, totals = period.plan, period.usage.totals
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
     total_tokens = totals.tokens_in + totals.tokens_out
@@ -120,7 +133,7 @@ async def billing_usage(info: Info[Context, None]) -> BillingUsage:
                 requests=BigInt(row.requests),
                 tokens=BigInt(row.tokens_in + row.tokens_out),
             )
-            for row in instances
+            for row in period.usage.by_instance
         ],
         period_end=plan.period_end,
         period_start=plan.period_start,
@@ -130,7 +143,7 @@ async def billing_usage(info: Info[Context, None]) -> BillingUsage:
         total_cost_usd=platform_cost + nanos_to_usd(totals.cost_nanos),
         total_requests=BigInt(totals.requests),
         total_tokens=BigInt(total_tokens),
-        unique_end_users=totals.end_users,
+        unique_end_users=period.end_users,
     )
 
 

@@ -30,7 +30,7 @@ async def metrics_summary(
     context = info.context.require("read")
     window = metrics_window(context, days)
     async with context.db.read() as session:
-        totals = await usage.totals(session, context.account_id, window.start, window.end)
+        totals = await usage.totals(session, context.account_id, window)
     return MetricsSummary(
         active_instances=totals.instances,
         estimated_cost_usd=nanos_to_usd(totals.cost_nanos),
@@ -49,9 +49,7 @@ async def instance_usage(
     context = info.context.require("read")
     window = metrics_window(context, days)
     async with context.db.read() as session:
-        rows = await usage.per_instance(
-            session, context.account_id, window.start, window.end, include_idle=True
-        )
+        rows = await usage.per_instance(session, context.account_id, window)
     return InstanceUsageList(
         instances=[
             InstanceUsage(
@@ -74,7 +72,7 @@ async def model_breakdown(
     context = info.context.require("read")
     window = metrics_window(context, days)
     async with context.db.read() as session:
-        rows = await usage.per_model(session, context.account_id, window.start, window.end)
+        rows = await usage.per_model(session, context.account_id, window)
     total_requests = sum(row.requests for row in rows)
     return ModelBreakdown(
         models=[

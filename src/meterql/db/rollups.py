@@ -1,0 +1,125 @@
+"""Rollups: the sums of usage events kept beside them, written with them.
+
+Every event inserted into ``usage_events`` is added, in the same transaction,
+to its account's day, its instance's day and hour, and its model's day, and
+moves its end user's last-seen instant forward. Duplicates are never added:
+the caller passes only the rows its insert actually wrote. Reads then sum a
+few hundred rollup rows instead of every event in a window.
+
+Rows are written in key order, table after table, so two batches touching
+the same rollup rows lock them in the same order and cannot deadlock on
+PostgreSQL; concurrent first writes of one key meet in ``ON CONFLICT``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from meterql.db.dialect import insert
+from meterql.db.tables import (
+    EndUser,
+    UsageDay,
+    UsageInstanceDay,
+    UsageInstanceHour,
+    UsageModelDay,
+)
+from meterql.money import NANOS_PER_USD
+from meterql.windows import epoch_hour
+
+MEASURES = ("requests", "tokens_in", "tokens_out", "cost_usd", "cost_nanos")
+
+Row = Mapping[str, Any]
+Sums = list[int]
+
+
+def _table(model: type[Any]) -> Table:
+    table: Table = model.__table__
+    return table
+
+
+# Each rollup: its table and how an event row gives its key (after account_id).
+_ROLLUPS: tuple[tuple[Table, tuple[str, ...], Callable[[Row], tuple[Hashable, ...]]], ...] = (
+    (_table(UsageDay), ("day",), lambda r: (r["day"],)),
+    (_table(UsageInstanceDay), ("day", "instance_id"), lambda r: (r["day"], r["instance_id"])),
+    (_table(UsageInstanceHour), ("hour", "instance_id"),
+     lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"])),
+    (_table(UsageModelDay), ("day", "model"), lambda r: (r["day"], r["model"])),
+)
+
+
+def _add(sums: dict[tuple[Hashable, ...], Sums], key: tuple[Hashable, ...], row: Row) -> None:
+    cost_usd, cost_nanos = divmod(row["cost_nanos"], NANOS_PER_USD)
+    found = sums.get(key)
+    if found is None:
+        sums[key] = [1, row["tokens_in"], row["tokens_out"], cost_usd, cost_nanos]
+    else:
+        found[0] += 1
+        found[1] += row["tokens_in"]
+        found[2] += row["tokens_out"]
+        found[3] += cost_usd
+        found[4] += cost_nanos
+
+
+async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
+    """Add newly inserted event rows (``usage_events`` column dicts) to every rollup."""
+    if not rows:
+        return
+    for table, key_columns, key_of in _ROLLUPS:
+        sums: dict[tuple[Hashable, ...], Sums] = {}
+        for row in rows:
+            _add(sums, (row["account_id"], *key_of(row)), row)
+        await _accumulate(session, table, ("account_id", *key_columns), sums)
+    await _see_end_users(session, rows)
+
+
+async def _accumulate(
+    session: AsyncSession,
+    table: Table,
+    keys: tuple[str, ...],
+    sums: dict[tuple[Hashable, ...], Sums],
+) -> None:
+    stmt = insert(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=list(keys),
+        set_={m: table.c[m] + stmt.excluded[m] for m in MEASURES},
+    )
+    await session.execute(
+        stmt,
+        [
+            {**dict(zip(keys, key, strict=True)), **dict(zip(MEASURES, sums[key], strict=True))}
+            for key in sorted(sums)
+        ],
+    )
+
+
+async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
+    latest: dict[tuple[str, str], datetime] = {}
+    for row in rows:
+        user = row["end_user_id"]
+        if not user:  # None and "" both mean "no end user"
+            continue
+        key = (row["account_id"], user)
+        moment = row["occurred_at"]
+        if key not in latest or moment > latest[key]:
+            latest[key] = moment
+    if not latest:
+        return
+    table = _table(EndUser)
+    stmt = insert(session, table)
+    stmt = stmt.on_conflict_do_update(
+        index_elements=["account_id", "end_user_id"],
+        set_={"last_seen_at": stmt.excluded.last_seen_at},
+        where=stmt.excluded.last_seen_at > table.c.last_seen_at,
+    )
+    await session.execute(
+        stmt,
+        [
+            {"account_id": a, "end_user_id": u, "last_seen_at": latest[(a, u)]}
+            for a, u in sorted(latest)
+        ],
+    )

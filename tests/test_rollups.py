@@ -1,0 +1,256 @@
+"""Rollups: ranges cut on their grains, period sums and end users equal to raw events.
+
+The routes read rollups, never the events of a whole window; these tests pin
+the pieces that make that exact: how an arbitrary range is cut into days,
+hours and leftover instants, sums over arbitrary ranges, the distinct end-user
+count on both of its paths, duplicates, and the migration that fills the
+rollups of a database that already holds events.
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+from alembic import command
+from hypothesis import given
+from hypothesis import strategies as st
+from sqlalchemy import select
+
+from meterql.db import rollups, usage, writes
+from meterql.db.engine import Database
+from meterql.db.migrate import alembic_config, upgrade
+from meterql.db.tables import (
+    EndUser,
+    UsageDay,
+    UsageInstanceDay,
+    UsageInstanceHour,
+    UsageModelDay,
+)
+from meterql.records import AccountRecord, InstanceRecord, UsageEventRecord
+from meterql.windows import (
+    HOUR,
+    DayWindow,
+    epoch_hour,
+    hour_start,
+    split_range,
+    start_of_day,
+)
+from tests.golden import seed
+
+BASE = datetime(2026, 10, 1, tzinfo=UTC)
+instants = st.integers(min_value=0, max_value=10 * 86_400 * 1000).map(
+    lambda ms: BASE + timedelta(milliseconds=ms)
+)
+
+
+@given(instants, instants)
+def test_split_range_covers_the_range_exactly_once(a: datetime, b: datetime) -> None:
+    start, end = min(a, b), max(a, b)
+    parts = split_range(start, end)
+    spans: list[tuple[datetime, datetime]] = []
+    if parts.days is not None:
+        first, last = parts.days
+        assert first <= last
+        spans.append((start_of_day(first), start_of_day(last) + timedelta(days=1)))
+    spans += [(hour_start(h0), hour_start(h1)) for h0, h1 in parts.hours]
+    spans += list(parts.instants)
+    spans.sort()
+    assert all(s < e for s, e in spans)
+    if start == end:
+        assert spans == []
+        return
+    assert spans[0][0] == start and spans[-1][1] == end
+    assert all(prev[1] == nxt[0] for prev, nxt in itertools.pairwise(spans))
+    # No whole hour is left among the instants: the coarser grains took those.
+    for s, e in parts.instants:
+        hour = hour_start(epoch_hour(s))
+        first_whole_hour = hour if hour == s else hour + HOUR
+        assert first_whole_hour + HOUR > e
+    assert len(parts.instants) <= 4 and len(parts.hours) <= 2
+
+
+@pytest.mark.parametrize(
+    ("moment", "hour"),
+    [
+        ("1970-01-01T00:00:00+00:00", 0),
+        ("1970-01-01T00:59:59.999999+00:00", 0),
+        ("1969-12-31T23:59:59.999999+00:00", -1),
+        ("2026-11-20T15:30:00+00:00", 498_663),  # calendar.timegm(...) // 3600
+        ("2026-11-20T17:30:00+02:00", 498_663),
+    ],
+)
+def test_epoch_hour(moment: str, hour: int) -> None:
+    instant = datetime.fromisoformat(moment)
+    assert epoch_hour(instant) == hour
+    assert hour_start(hour) <= instant < hour_start(hour) + HOUR
+
+
+# --- sums against the raw events -------------------------------------------------
+
+ACCOUNT = "acme"
+INSTANCES = ["i0", "i1", "i2", "i3"]
+
+
+def _events(rng: random.Random, count: int, prefix: str) -> list[UsageEventRecord]:
+    """Events over ten days, many near midnights and hour boundaries."""
+    events = []
+    for n in range(count):
+        moment = BASE + timedelta(seconds=rng.randrange(10 * 86_400))
+        if n % 3 == 0:  # pull a third onto the edges the range cutting cares about
+            moment = moment.replace(minute=rng.choice([0, 59]), second=rng.choice([0, 59]))
+        events.append(
+            UsageEventRecord(
+                event_id=f"{prefix}{n}",
+                instance_id=rng.choice(INSTANCES),
+                model=rng.choice(["gpt-4o", "gpt-4o-mini", "unpriced"]),
+                timestamp=moment,
+                tokens_in=rng.randrange(5_000),
+                tokens_out=rng.randrange(5_000),
+                end_user_id=rng.choice([None, "", "u1", "u2", "u3", "u4", "u5"]),
+            )
+        )
+    return events
+
+
+async def _record(db: Database, events: list[UsageEventRecord]) -> writes.IngestResult:
+    async with db.write() as session, session.begin():
+        await writes.upsert_account(
+            session,
+            AccountRecord(
+                account_id=ACCOUNT, instances=[InstanceRecord(instance_id=i) for i in INSTANCES]
+            ),
+        )
+        return await writes.record_events(session, events, account_id=ACCOUNT)
+
+
+async def _stored(db: Database) -> list[dict[str, Any]]:
+    """Every stored event of the account, as the raw truth."""
+    from meterql.db.tables import UsageEvent as E
+
+    async with db.read() as session:
+        rows = await session.execute(
+            select(E.instance_id, E.occurred_at, E.tokens_in, E.tokens_out, E.cost_nanos,
+                   E.end_user_id).where(E.account_id == ACCOUNT)
+        )
+        return [r._asdict() for r in rows]
+
+
+def _raw_period(events: list[dict[str, Any]], start: datetime, end: datetime) -> dict[str, Any]:
+    inside = [e for e in events if start <= e["occurred_at"] < end]
+    per: dict[str, list[int]] = {}
+    for e in inside:
+        sums = per.setdefault(e["instance_id"], [0, 0, 0, 0])
+        sums[0] += 1
+        sums[1] += e["tokens_in"]
+        sums[2] += e["tokens_out"]
+        sums[3] += e["cost_nanos"]
+    return {
+        "per": per,
+        "end_users": len({e["end_user_id"] for e in inside if e["end_user_id"]}),
+    }
+
+
+async def test_period_usage_and_end_users_equal_the_raw_events(db: Database) -> None:
+    rng = random.Random(7)
+    await seed(db)  # prices for gpt-4o and gpt-4o-mini
+    await _record(db, _events(rng, 400, "a"))
+    raw = await _stored(db)
+    ranges = [
+        (BASE + timedelta(hours=13, minutes=27), BASE + timedelta(days=6, hours=2, seconds=1)),
+        (BASE, BASE + timedelta(days=10)),  # whole days only
+        (BASE + timedelta(hours=5), BASE + timedelta(hours=9)),  # whole hours only
+        (BASE + timedelta(minutes=59, seconds=59), BASE + timedelta(hours=1)),  # one second
+        (BASE + timedelta(days=9, hours=23, minutes=30), BASE + timedelta(days=12)),
+    ]
+    ranges += [
+        tuple(sorted(BASE + timedelta(seconds=rng.randrange(11 * 86_400)) for _ in range(2)))
+        for _ in range(15)
+    ]
+    async with db.read() as session:
+        for start, end in ranges:
+            got = await usage.period_usage(session, ACCOUNT, start, end)
+            expected = _raw_period(raw, start, end)
+            assert {
+                r.instance_id: [r.requests, r.tokens_in, r.tokens_out, r.cost_nanos]
+                for r in got.by_instance
+            } == expected["per"], (start, end)
+            assert got.totals.requests == sum(v[0] for v in expected["per"].values())
+            assert got.totals.instances == len(expected["per"])
+            # Ranges ending in the past (events after them) take the counting path,
+            # those ending after the last event the last-seen path: both exact.
+            assert await usage.end_users(session, ACCOUNT, start, end) == expected["end_users"]
+
+
+async def test_a_late_event_moves_last_seen_only_forward(db: Database) -> None:
+    late, early = BASE + timedelta(days=5), BASE + timedelta(days=1)
+    for event_id, moment in (("late", late), ("early", early)):
+        await _record(db, [UsageEventRecord(event_id=event_id, instance_id="i0", model="m",
+                                            timestamp=moment, tokens_in=1, tokens_out=1,
+                                            end_user_id="u1")])
+    async with db.read() as session:
+        assert await session.scalar(select(EndUser.last_seen_at)) == late
+        # Only the early event lies in this range; the late one is after it.
+        assert await usage.end_users(session, ACCOUNT, BASE, BASE + timedelta(days=2)) == 1
+        assert await usage.end_users(session, ACCOUNT, BASE, early) == 0
+
+
+async def _rollup_rows(db: Database) -> dict[str, list[tuple[Any, ...]]]:
+    tables = {"days": UsageDay, "instance_days": UsageInstanceDay, "model_days": UsageModelDay,
+              "instance_hours": UsageInstanceHour, "end_users": EndUser}
+    found = {}
+    async with db.read() as session:
+        for name, table in tables.items():
+            rows = await session.execute(select(table.__table__))  # type: ignore[attr-defined]
+            found[name] = sorted(tuple(r) for r in rows)
+    return found
+
+
+async def test_duplicates_never_reach_the_rollups(db: Database) -> None:
+    events = _events(random.Random(3), 60, "d")
+    first = await _record(db, events)
+    before = await _rollup_rows(db)
+    again = await _record(db, events[:30] + _events(random.Random(3), 60, "d")[30:])
+    assert (first.accepted, again.accepted, again.duplicates) == (60, 0, 60)
+    assert await _rollup_rows(db) == before
+    assert sum(r[2] for r in before["days"]) == 60  # requests, after (account, day)
+
+
+async def test_migration_fills_rollups_from_stored_events(db: Database) -> None:
+    """A database with events from before the rollups gets the very rows ingest writes."""
+    await _record(db, _events(random.Random(11), 300, "m"))
+    written = await _rollup_rows(db)
+    assert all(written.values())
+    async with db.engine.begin() as connection:
+        await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0001"))
+    await upgrade(db.engine)
+    assert await _rollup_rows(db) == written
+
+
+async def test_days_window_reads_match_the_period_reader(db: Database) -> None:
+    """The days=N readers and the arbitrary-range reader agree on whole days."""
+    await _record(db, _events(random.Random(5), 200, "w"))
+    window = DayWindow(first_day=BASE.date() + timedelta(days=2),
+                       last_day=BASE.date() + timedelta(days=8))
+    async with db.read() as session:
+        totals = await usage.totals(session, ACCOUNT, window)
+        period = await usage.period_usage(session, ACCOUNT, window.start, window.end)
+        days = await usage.per_day(session, ACCOUNT, window)
+        instances = await usage.per_instance(session, ACCOUNT, window)
+    assert totals.requests == period.totals.requests == sum(d.requests for d in days)
+    assert totals.cost_nanos == period.totals.cost_nanos == sum(d.cost_nanos for d in days)
+    assert totals.instances == period.totals.instances
+    assert [(i.instance_id, i.requests) for i in instances if i.requests] == [
+        (i.instance_id, i.requests) for i in period.by_instance
+    ]
+
+
+def test_rollup_key_functions_agree_with_the_tables() -> None:
+    """Every rollup writes the measures its table declares, keyed by its primary key."""
+    for table, key_columns, _ in rollups._ROLLUPS:
+        primary = [c.name for c in table.primary_key.columns]
+        assert primary == ["account_id", *key_columns]
+        assert [c.name for c in table.columns if c.name not in primary] == list(rollups.MEASURES)
