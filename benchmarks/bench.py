@@ -3,10 +3,18 @@
 Everything goes through the real entry points (``meterql load``, ``meterql
 serve``, HTTP) and is set beside two yardsticks measured in the same run: the
 HTTP floor (a bare Starlette app under the same uvicorn, answering the same
-bytes) and the naive answer (a hand-written SQL aggregate over usage_events).
+response) and the naive answer (hand-written SQL aggregates over
+usage_events, see exact.py). Before anything is timed, and before live ingest
+writes, every sampled route's body is checked against the naive SQL's rows.
 
-    python benchmarks/bench.py --events 100000 --backend sqlite
-    python benchmarks/bench.py --sizes 100000,300000 --backend postgresql \\
+The whole matrix (issue 5), results in benchmarks/results/, then the docs:
+
+    python benchmarks/bench.py --sizes 100000,300000,1000000 \\
+        --backend sqlite,postgresql --profile /v1/billing/usage --write-docs
+
+One size on one backend, or only re-render docs/performance.md:
+
+    python benchmarks/bench.py --events 100000 --backend postgresql \\
         --pg-url postgresql://postgres@127.0.0.1:5432/test
     python benchmarks/bench.py --write-docs
 """
@@ -96,20 +104,21 @@ def database(backend: str, pg_url: str, workdir: Path) -> Iterator[tuple[str, st
 def run_import(path: Path, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     """``meterql load`` in a child, timed from spawn to exit (migration included).
 
-    ``wait4`` gives this child's own ``ru_maxrss``; ``RUSAGE_CHILDREN`` would
-    be the largest of every child reaped so far, servers of earlier sizes too.
+    The child is started by ``peak_rss.py``, a bare interpreter, so that its
+    peak RSS is its own: spawned from this process, the kernel would also
+    charge it with this process's memory, held before ``exec``.
     """
+    report = workdir / "load.json"
+    argv = [sys.executable, str(HERE / "peak_rss.py"), str(report),
+            sys.executable, "-m", "meterql.cli", "load", str(path)]
     with (workdir / "load.out").open("wb") as out:
-        started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "meterql.cli", "load", str(path)],
-                                 env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-        elapsed = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
     output = (workdir / "load.out").read_text()
-    if child.returncode:
+    measured = json.loads(report.read_text())
+    if measured["exit_code"]:
         raise SystemExit(f"meterql load failed:\n{output}")
-    return {"seconds": elapsed, "peak_rss_mib": usage.ru_maxrss / 1024, "output": output.strip()}
+    return {"seconds": measured["seconds"], "peak_rss_mib": measured["peak_rss_kib"] / 1024,
+            "output": output.strip()}
 
 
 @contextlib.contextmanager
