@@ -39,6 +39,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -327,8 +328,8 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
                 results[route] = {
                     "capture": {key: captured[route][key]
                                 for key in ("status", "content_type", "content_length")},
-                    "rest": timed(lambda r=route: client.get(r), args.warmup, args.requests),
-                    "graphql": timed(lambda q=request: client.post("/graphql", json=q),
+                    "rest": timed(partial(client.get, route), args.warmup, args.requests),
+                    "graphql": timed(partial(client.post, "/graphql", json=request),
                                      args.warmup, args.requests),
                 }
         plan = {route: bounds(route, today, tenant) for route in NAIVE}
@@ -349,7 +350,7 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
         with httpx.Client(base_url=floor_base, headers=auth, timeout=60) as client:
             for route, *_ in ROUTES:
                 results[route]["floor"] = {
-                    **timed(lambda r=route: client.get(r), args.warmup, args.requests),
+                    **timed(partial(client.get, route), args.warmup, args.requests),
                     "same_response": same_response(client.get(route), captured[route]),
                 }
     return {"routes": results, "exactness": exactness, "ingest": ingest,
@@ -358,7 +359,7 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
 
 def same_response(floor: httpx.Response, meterql: dict[str, Any]) -> bool:
     """The floor answered the very bytes, status, content type and length meterql did."""
-    return (floor.status_code == meterql["status"]
+    return bool(floor.status_code == meterql["status"]
             and floor.content == meterql["body"].encode()
             and floor.headers.get("content-type") == meterql["content_type"]
             and floor.headers.get("content-length") == meterql["content_length"])

@@ -51,13 +51,14 @@ def _exact_routes(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def _graphql_same(result: dict[str, Any], route: str) -> bool | None:
-    return result["exactness"].get("graphql_same", {}).get(route)
+    same = result["exactness"].get("graphql_same", {}).get(route)
+    return None if same is None else bool(same)
 
 
 def _all_exact(result: dict[str, Any]) -> bool:
     """Every check the result holds passed (old files: the summary only)."""
     exactness = result["exactness"]
-    return exactness.get("all_exact", exactness.get("exact", False))
+    return bool(exactness.get("all_exact", exactness.get("exact", False)))
 
 
 def _failures(row: dict[str, Any]) -> int:
