@@ -3,10 +3,18 @@
 Everything goes through the real entry points (``meterql load``, ``meterql
 serve``, HTTP) and is set beside two yardsticks measured in the same run: the
 HTTP floor (a bare Starlette app under the same uvicorn, answering the same
-bytes) and the naive answer (a hand-written SQL aggregate over usage_events).
+response) and the naive answer (hand-written SQL aggregates over
+usage_events, see exact.py). Before anything is timed, and before live ingest
+writes, every sampled route's body is checked against the naive SQL's rows.
 
-    python benchmarks/bench.py --events 100000 --backend sqlite
-    python benchmarks/bench.py --sizes 100000,300000 --backend postgresql \\
+The whole matrix (issue 5), results in benchmarks/results/, then the docs:
+
+    python benchmarks/bench.py --sizes 100000,300000,1000000 \\
+        --backend sqlite,postgresql --profile /v1/billing/usage --write-docs
+
+One size on one backend, or only re-render docs/performance.md:
+
+    python benchmarks/bench.py --events 100000 --backend postgresql \\
         --pg-url postgresql://postgres@127.0.0.1:5432/test
     python benchmarks/bench.py --write-docs
 """
@@ -31,54 +39,31 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from datetime import UTC, date, datetime, timedelta
-from datetime import time as dtime
-from decimal import ROUND_HALF_UP, Decimal
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import httpx
 from dataset import BIG, INSTANCES, MODELS, SMALL_EVENTS, Tenant, write_tenant
+from exact import DAYS, NAIVE, bounds, check, check_pricing, plain
 from report import render
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DOCUMENTS = HERE.parent / "src" / "meterql" / "rest_compat" / "documents"
-DAYS = 90
 
-# (route, GraphQL document, variables, naive SQL or None). The SQL takes
-# $1 account, $2 window start, $3 window end: days=90 for the metrics routes
-# and the chart, the subscription period for the billing routes.
-ROUTES: list[tuple[str, str, dict[str, int], str | None]] = [
-    (f"/v1/metrics/summary?days={DAYS}", "metrics_summary", {"days": DAYS},
-     "SELECT COUNT(*), COALESCE(SUM(tokens_in), 0), COALESCE(SUM(tokens_out), 0),"
-     " COALESCE(SUM(cost_nanos), 0), COUNT(DISTINCT model), COUNT(DISTINCT instance_id)"
-     " FROM usage_events WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3"),
-    (f"/v1/metrics/instances?days={DAYS}", "metrics_instances", {"days": DAYS},
-     "SELECT instance_id, COUNT(*), SUM(tokens_in + tokens_out), SUM(cost_nanos)"
-     " FROM usage_events WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
-     " GROUP BY instance_id"),
-    (f"/v1/metrics/models?days={DAYS}", "metrics_models", {"days": DAYS},
-     "SELECT model, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)"
-     " FROM usage_events WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
-     " GROUP BY model"),
-    (f"/v1/metrics/usage?days={DAYS}", "metrics_usage", {"days": DAYS},
-     "SELECT day, COUNT(*), SUM(tokens_in), SUM(tokens_out), SUM(cost_nanos)"
-     " FROM usage_events WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
-     " GROUP BY day"),
-    ("/v1/billing", "billing", {},
-     "SELECT COUNT(*), SUM(tokens_in + tokens_out), SUM(cost_nanos),"
-     " COUNT(DISTINCT end_user_id), COUNT(DISTINCT instance_id)"
-     " FROM usage_events WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3"),
-    ("/v1/billing/trial-status", "billing_trial_status", {}, None),
-    ("/v1/billing/usage", "billing_usage", {},
-     "SELECT instance_id, COUNT(*), SUM(tokens_in + tokens_out), SUM(cost_nanos)"
-     " FROM usage_events WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
-     " GROUP BY instance_id"),
-    (f"/v1/billing/usage/chart?days={DAYS}", "billing_usage_chart", {"days": DAYS},
-     "SELECT day, COUNT(*), SUM(tokens_in + tokens_out), SUM(cost_nanos)"
-     " FROM usage_events WHERE account_id = $1 AND occurred_at >= $2 AND occurred_at < $3"
-     " GROUP BY day"),
+# (route, GraphQL document, variables). The naive SQL of each route that has
+# one is in exact.NAIVE.
+ROUTES: list[tuple[str, str, dict[str, int]]] = [
+    (f"/v1/metrics/summary?days={DAYS}", "metrics_summary", {"days": DAYS}),
+    (f"/v1/metrics/instances?days={DAYS}", "metrics_instances", {"days": DAYS}),
+    (f"/v1/metrics/models?days={DAYS}", "metrics_models", {"days": DAYS}),
+    (f"/v1/metrics/usage?days={DAYS}", "metrics_usage", {"days": DAYS}),
+    ("/v1/billing", "billing", {}),
+    ("/v1/billing/trial-status", "billing_trial_status", {}),
+    ("/v1/billing/usage", "billing_usage", {}),
+    (f"/v1/billing/usage/chart?days={DAYS}", "billing_usage_chart", {"days": DAYS}),
 ]
 
 
@@ -87,16 +72,6 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
-
-
-def days_window(now: datetime) -> tuple[datetime, datetime]:
-    """``days=90`` as meterql reads it: 90 UTC days ending today, half-open."""
-    today = now.astimezone(UTC).date()
-    return _midnight(today - timedelta(days=DAYS - 1)), _midnight(today + timedelta(days=1))
-
-
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, dtime.min, tzinfo=UTC)
 
 
 @contextlib.contextmanager
@@ -130,20 +105,21 @@ def database(backend: str, pg_url: str, workdir: Path) -> Iterator[tuple[str, st
 def run_import(path: Path, env: dict[str, str], workdir: Path) -> dict[str, Any]:
     """``meterql load`` in a child, timed from spawn to exit (migration included).
 
-    ``wait4`` gives this child's own ``ru_maxrss``; ``RUSAGE_CHILDREN`` would
-    be the largest of every child reaped so far, servers of earlier sizes too.
+    The child is started by ``peak_rss.py``, a bare interpreter, so that its
+    peak RSS is its own: spawned from this process, the kernel would also
+    charge it with this process's memory, held before ``exec``.
     """
+    report = workdir / "load.json"
+    argv = [sys.executable, str(HERE / "peak_rss.py"), str(report),
+            sys.executable, "-m", "meterql.cli", "load", str(path)]
     with (workdir / "load.out").open("wb") as out:
-        started = time.perf_counter()
-        child = subprocess.Popen([sys.executable, "-m", "meterql.cli", "load", str(path)],
-                                 env=env, stdout=out, stderr=subprocess.STDOUT)
-        _, status, usage = os.wait4(child.pid, 0)
-        elapsed = time.perf_counter() - started
-        child.returncode = os.waitstatus_to_exitcode(status)
+        subprocess.run(argv, env=env, stdout=out, stderr=subprocess.STDOUT, check=True)
     output = (workdir / "load.out").read_text()
-    if child.returncode:
+    measured = json.loads(report.read_text())
+    if measured["exit_code"]:
         raise SystemExit(f"meterql load failed:\n{output}")
-    return {"seconds": elapsed, "peak_rss_mib": usage.ru_maxrss / 1024, "output": output.strip()}
+    return {"seconds": measured["seconds"], "peak_rss_mib": measured["peak_rss_kib"] / 1024,
+            "output": output.strip()}
 
 
 @contextlib.contextmanager
@@ -194,85 +170,115 @@ def timed(call: Callable[[], httpx.Response], warmup: int, count: int) -> dict[s
             "failures": failures}
 
 
-def naive_plan(start: datetime, end: datetime,
-               period: tuple[Any, Any]) -> list[tuple[str, str, tuple[Any, Any]]]:
-    """(route, SQL, bounds): days=90 for metrics and the chart, the period for billing."""
-    plan = []
-    for route, _, _, sql in ROUTES:
-        if sql is not None:
-            billing = route.startswith("/v1/billing") and "chart" not in route
-            plan.append((route, sql, period if billing else (start, end)))
-    return plan
+def run_naive(backend: str, url: str, plan: dict[str, tuple[datetime, datetime]],
+              runs: int) -> dict[str, dict[str, Any]]:
+    """Each route's naive statements, ``runs + 1`` times; the first run warms caches.
+
+    Returns per route the samples (ms, all statements of the route together,
+    first run dropped unless it is the only one) and the rows of the last run.
+    """
+    if backend == "sqlite":
+        return _naive_sqlite(url, plan, runs)
+    return asyncio.run(_naive_postgresql(url, plan, runs))
 
 
-def _naive_result(route: str, samples: list[float], rows: list[Any]) -> dict[str, Any]:
-    """Median without the first (cache-warming) run; the summary row is kept for the check."""
-    result: dict[str, Any] = {"median_ms": statistics.median(samples[1:]), "rows": len(rows)}
-    if "summary" in route:
-        result["row"] = [int(value) for value in rows[0]]
-    return result
-
-
-def naive_sqlite(path: str, runs: int, start: datetime, end: datetime) -> dict[str, Any]:
-    """Each naive query straight through sqlite3, bounds in meterql's stored text form."""
+def _naive_sqlite(path: str, plan: dict[str, tuple[datetime, datetime]],
+                  runs: int) -> dict[str, dict[str, Any]]:
+    """Straight through sqlite3, bounds in meterql's stored text form (naive UTC)."""
     connection = sqlite3.connect(path)
     try:
-        period = connection.execute(
-            "SELECT current_period_start, current_period_end FROM subscriptions"
-            " WHERE account_id = ?", [BIG]).fetchone()
-        window = tuple(moment.strftime("%Y-%m-%d %H:%M:%S.%f") for moment in (start, end))
-        timings = {}
-        for route, sql, bounds in naive_plan(*window, period=period):
+        out = {}
+        for route, (start, end) in plan.items():
+            window = [moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+                      for moment in (start, end)]
+            statements = [sql.replace("$", "?") for sql in NAIVE[route][1]]
             samples, rows = [], []
             for _ in range(runs + 1):
                 started = time.perf_counter()
-                rows = connection.execute(sql.replace("$", "?"), [BIG, *bounds]).fetchall()
+                rows = [connection.execute(sql, [BIG, *window]).fetchall() for sql in statements]
                 samples.append((time.perf_counter() - started) * 1000)
-            timings[route] = _naive_result(route, samples, rows)
-        return timings
+            out[route] = {"samples": samples[1:] or samples,
+                          "rows": [[plain(row) for row in result] for result in rows]}
+        return out
     finally:
         connection.close()
 
 
-def naive_postgresql(url: str, runs: int, start: datetime, end: datetime) -> dict[str, Any]:
-    """Each naive query through asyncpg, prepared once as a careful hand would."""
-
-    async def main() -> dict[str, Any]:
-        connection = await asyncpg.connect(url)
-        try:
-            period = await connection.fetchrow(
-                "SELECT current_period_start, current_period_end FROM subscriptions"
-                " WHERE account_id = $1", BIG)
-            timings = {}
-            for route, sql, bounds in naive_plan(start, end, period=tuple(period)):
-                statement = await connection.prepare(sql)
-                samples, rows = [], []
-                for _ in range(runs + 1):
-                    started = time.perf_counter()
-                    rows = await statement.fetch(BIG, *bounds)
-                    samples.append((time.perf_counter() - started) * 1000)
-                timings[route] = _naive_result(route, samples, rows)
-            return timings
-        finally:
-            await connection.close()
-
-    return asyncio.run(main())
+async def _naive_postgresql(url: str, plan: dict[str, tuple[datetime, datetime]],
+                            runs: int) -> dict[str, dict[str, Any]]:
+    """Through asyncpg, each statement prepared once (not timed) as a careful hand would."""
+    connection = await asyncpg.connect(url)
+    try:
+        out = {}
+        for route, (start, end) in plan.items():
+            statements = [await connection.prepare(sql) for sql in NAIVE[route][1]]
+            samples, rows = [], []
+            for _ in range(runs + 1):
+                started = time.perf_counter()
+                rows = [await statement.fetch(BIG, start, end) for statement in statements]
+                samples.append((time.perf_counter() - started) * 1000)
+            out[route] = {"samples": samples[1:] or samples,
+                          "rows": [[plain(row) for row in result] for result in rows]}
+        return out
+    finally:
+        await connection.close()
 
 
-def check_summary(body: dict[str, Any], row: list[int]) -> dict[str, Any]:
-    """The route's numbers against the naive SQL's, cost rounded half-up to 4 places."""
-    requests, tokens_in, tokens_out, cost_nanos, models, instances = row
-    expected = {
-        "total_requests": requests, "total_tokens_in": tokens_in,
-        "total_tokens_out": tokens_out, "total_tokens": tokens_in + tokens_out,
-        "estimated_cost_usd": str(Decimal(cost_nanos).scaleb(-9).quantize(
-            Decimal("0.0001"), rounding=ROUND_HALF_UP)),
-        "unique_models": models, "active_instances": instances,
-    }
-    got = {key: body.get(key) for key in expected}
-    normalised = {key: value if key == "estimated_cost_usd" else int(value)
-                  for key, value in got.items()}
-    return {"exact": normalised == expected, "route": got, "naive": expected}
+def graphql_request(document: str, variables: dict[str, int]) -> dict[str, Any]:
+    query = (DOCUMENTS / f"{document}.graphql").read_text()
+    return {"query": query, "variables": variables}
+
+
+def snapshot(client: httpx.Client, tenant: Tenant, backend: str,
+             naive_url: str) -> tuple[date, dict[str, Any], dict[str, Any], int]:
+    """Every route's body (REST and GraphQL) and the naive rows, within one UTC day.
+
+    Taken while nothing writes (before live ingest), so the bodies and the
+    rows see the same events. The server's "today" and the naive window must
+    be the same UTC day: if midnight passes during the snapshot, it is taken
+    again.
+    """
+    for attempt in range(1, 4):
+        today = datetime.now(UTC).date()
+        captured = {}
+        for route, document, variables in ROUTES:
+            rest = client.get(route)
+            graphql = client.post("/graphql", json=graphql_request(document, variables))
+            captured[route] = {
+                "status": rest.status_code, "body": rest.content.decode(),
+                "content_type": rest.headers.get("content-type"),
+                "content_length": rest.headers.get("content-length"),
+                "graphql": graphql.json() if graphql.is_success else None,
+            }
+        plan = {route: bounds(route, today, tenant) for route in NAIVE}
+        rows = run_naive(backend, naive_url, plan, runs=0)
+        if datetime.now(UTC).date() == today:
+            return today, captured, rows, attempt
+    raise SystemExit("the snapshot crossed UTC midnight three times running")
+
+
+def check_exactness(today: date, captured: dict[str, Any], rows: dict[str, Any],
+                    tenant: Tenant) -> dict[str, Any]:
+    """Sampled routes against the naive rows; every GraphQL twin against its REST body."""
+    routes = {}
+    for route in NAIVE:
+        answer = captured[route]
+        if answer["status"] != 200:
+            routes[route] = {"exact": False, "mismatch_count": 1, "mismatches": [
+                {"at": "status", "route": answer["status"], "naive": 200}]}
+        else:
+            routes[route] = check(route, json.loads(answer["body"]), rows[route]["rows"],
+                                  today, tenant)
+    graphql_same = {}
+    for route, answer in captured.items():
+        data = (answer["graphql"] or {}).get("data") or {}
+        graphql_same[route] = (answer["status"] == 200 and "errors" not in (answer["graphql"] or {})
+                               and data.get("body") == json.loads(answer["body"]))
+    pricing = check_pricing(rows[f"/v1/metrics/models?days={DAYS}"]["rows"][0], tenant)
+    return {"today": today.isoformat(), "routes": routes, "graphql_same": graphql_same,
+            "pricing": pricing,
+            "all_exact": (all(v["exact"] for v in routes.values()) and pricing["exact"]
+                          and all(graphql_same.values()))}
 
 
 def ingest_batches(count: int, size: int, now: datetime) -> list[bytes]:
@@ -302,47 +308,127 @@ def measure_ingest(base: str, token: str, batches: list[bytes]) -> dict[str, Any
 
 def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend: str,
                    args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Routes, GraphQL twins, floor, naive SQL and ingest against one live server."""
+    """Exactness, routes, GraphQL twins, naive SQL, ingest, then the floor, in that order.
+
+    Everything that reads is done before live ingest writes.
+    """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {tenant.read_token}"}
     serve = [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port)]
     with process(serve, env, workdir / "serve.log") as child:
         wait_ready(f"{base}/v1/billing/trial-status", auth, child)
-        with httpx.Client(base_url=base, headers=auth, timeout=60) as client:
-            bodies = {route: client.get(route).text for route, *_ in ROUTES}
-            results: dict[str, Any] = {route: {} for route, *_ in ROUTES}
-            for route, document, variables, _ in ROUTES:
-                query = (DOCUMENTS / f"{document}.graphql").read_text()
-                results[route]["rest"] = timed(
-                    lambda r=route: client.get(r), args.warmup, args.requests)
-                results[route]["graphql"] = timed(
-                    lambda q=query, v=variables: client.post(
-                        "/graphql", json={"query": q, "variables": v}),
-                    args.warmup, args.requests)
-        start, end = days_window(datetime.now(UTC))
-        naive = (naive_sqlite if backend == "sqlite" else naive_postgresql)(
-            naive_url, args.naive_runs, start, end)
-        summary_route = ROUTES[0][0]
-        exactness = check_summary(json.loads(bodies[summary_route]), naive[summary_route]["row"])
+        with httpx.Client(base_url=base, headers=auth, timeout=120) as client:
+            today, captured, rows, attempts = snapshot(client, tenant, backend, naive_url)
+            exactness = {**check_exactness(today, captured, rows, tenant),
+                         "snapshot_attempts": attempts}
+            results: dict[str, Any] = {}
+            for route, document, variables in ROUTES:
+                request = graphql_request(document, variables)
+                results[route] = {
+                    "capture": {key: captured[route][key]
+                                for key in ("status", "content_type", "content_length")},
+                    "rest": timed(partial(client.get, route), args.warmup, args.requests),
+                    "graphql": timed(partial(client.post, "/graphql", json=request),
+                                     args.warmup, args.requests),
+                }
+        plan = {route: bounds(route, today, tenant) for route in NAIVE}
+        for route, naive in run_naive(backend, naive_url, plan, args.naive_runs).items():
+            results[route]["naive"] = {"median_ms": statistics.median(naive["samples"]),
+                                       "statements": len(NAIVE[route][1])}
         ingest = measure_ingest(base, tenant.ingest_token,
                                 ingest_batches(args.ingest_batches, 1_000, datetime.now(UTC)))
     server_log = (workdir / "serve.log").read_text(errors="replace")
+    bodies = {route: {key: answer[key] for key in ("status", "body", "content_type")}
+              for route, answer in captured.items()}
     (workdir / "bodies.json").write_text(json.dumps(bodies))
     floor_port = free_port()
     floor = [sys.executable, str(HERE / "floor.py"), str(workdir / "bodies.json"), str(floor_port)]
     floor_base = f"http://127.0.0.1:{floor_port}"
     with process(floor, env, workdir / "floor.log") as child:
-        wait_ready(f"{floor_base}{ROUTES[0][0]}", auth, child)
+        wait_ready(f"{floor_base}/v1/billing/trial-status", auth, child)
         with httpx.Client(base_url=floor_base, headers=auth, timeout=60) as client:
             for route, *_ in ROUTES:
-                results[route]["floor"] = timed(
-                    lambda r=route: client.get(r), args.warmup, args.requests)
-    for route in results:
-        if route in naive:
-            results[route]["naive"] = {k: v for k, v in naive[route].items() if k != "row"}
+                results[route]["floor"] = {
+                    **timed(partial(client.get, route), args.warmup, args.requests),
+                    "same_response": same_response(client.get(route), captured[route]),
+                }
     return {"routes": results, "exactness": exactness, "ingest": ingest,
             "server_tracebacks": server_log.count("Traceback")}
+
+
+def same_response(floor: httpx.Response, meterql: dict[str, Any]) -> bool:
+    """The floor answered the very bytes, status, content type and length meterql did."""
+    return bool(floor.status_code == meterql["status"]
+            and floor.content == meterql["body"].encode()
+            and floor.headers.get("content-type") == meterql["content_type"]
+            and floor.headers.get("content-length") == meterql["content_length"])
+
+
+def profile_route(route: str, url: str, tenant: Tenant, args: argparse.Namespace,
+                  backend: str) -> dict[str, Any]:
+    """pyinstrument over ``--profile-requests`` calls of one route, in-process.
+
+    The app is ``create_app(Settings(database_url=...))`` behind httpx's
+    ASGITransport, so the profile holds meterql's own work, not uvicorn's.
+    Run after the measurements, on the same database (live ingest included).
+    """
+    try:
+        from pyinstrument import Profiler
+    except ImportError:
+        raise SystemExit("--profile needs pyinstrument: pip install pyinstrument") from None
+    from meterql.app import create_app
+    from meterql.config import Settings
+
+    overrides = {key.removeprefix("METERQL_").lower(): value
+                 for key, value in server_env(args).items()}
+    app = create_app(Settings(database_url=url, **overrides))
+    auth = {"Authorization": f"Bearer {tenant.read_token}"}
+
+    async def main() -> tuple[Profiler, list[float], int]:
+        transport = httpx.ASGITransport(app=app)
+        async with (app.router.lifespan_context(app),
+                    httpx.AsyncClient(transport=transport, base_url="http://bench",
+                                      headers=auth, timeout=120) as client):
+            for _ in range(args.warmup):
+                await client.get(route)
+            samples, failures = [], 0
+            profiler = Profiler(async_mode="enabled")
+            profiler.start()
+            for _ in range(args.profile_requests):
+                started = time.perf_counter()
+                response = await client.get(route)
+                samples.append((time.perf_counter() - started) * 1000)
+                failures += not response.is_success
+            profiler.stop()
+            return profiler, samples, failures
+
+    profiler, samples, failures = asyncio.run(main())
+    path = RESULTS / f"profile-{backend}-{tenant.events}.txt"
+    header = (f"# pyinstrument profile of GET {route}: {backend}, {tenant.events:,} events,\n"
+              f"# {len(samples)} in-process requests (ASGITransport, no HTTP server), "
+              f"median {statistics.median(samples):.2f} ms, {failures} failed\n"
+              f"# command: {shlex.join(['python', *sys.argv])}\n\n")
+    path.write_text(header + profiler.output_text(unicode=True, color=False))
+    return {"route": route, "requests": len(samples), "failures": failures,
+            "median_ms": statistics.median(samples), "file": path.name}
+
+
+def server_env(args: argparse.Namespace) -> dict[str, str]:
+    """``--server-env KEY=VALUE`` settings (``METERQL_`` names) for meterql's processes."""
+    pairs = dict(item.split("=", 1) for item in args.server_env or [])
+    for key in pairs:
+        if not key.startswith("METERQL_"):
+            raise SystemExit(f"--server-env takes METERQL_ settings, not {key}")
+    return pairs
+
+
+def resolve_route(wanted: str) -> str:
+    """``--profile /v1/metrics/summary`` means the measured route, ``?days=90`` included."""
+    for route, *_ in ROUTES:
+        if wanted in (route, route.split("?")[0]):
+            return route
+    return wanted
 
 
 def machine(backend: str, naive_url: str) -> dict[str, Any]:
@@ -359,47 +445,64 @@ def machine(backend: str, naive_url: str) -> dict[str, Any]:
     return info
 
 
-def run_size(events: int, args: argparse.Namespace) -> dict[str, Any]:
+def run_size(events: int, backend: str, args: argparse.Namespace) -> dict[str, Any]:
     """One full run at one size on one backend; the temporary files go with it."""
     with tempfile.TemporaryDirectory(prefix="meterql-bench-") as tmp:
         workdir = Path(tmp)
-        print(f"[{args.backend} {events:,}] generating the tenant", flush=True)
+        print(f"[{backend} {events:,}] generating the tenant", flush=True)
         tenant = write_tenant(workdir / "tenant.json", events, args.seed, datetime.now(UTC))
-        with database(args.backend, args.pg_url, workdir) as (url, naive_url):
-            env = {**os.environ, "METERQL_DATABASE_URL": url}
-            print(f"[{args.backend} {events:,}] meterql load", flush=True)
+        with database(backend, args.pg_url, workdir) as (url, naive_url):
+            env = {**os.environ, "METERQL_DATABASE_URL": url, **server_env(args)}
+            print(f"[{backend} {events:,}] meterql load", flush=True)
             imported = run_import(tenant.path, env, workdir)
             imported["events_per_s"] = (events + SMALL_EVENTS) / imported["seconds"]
             imported["file_mib"] = tenant.path.stat().st_size / 2**20
-            print(f"[{args.backend} {events:,}] serving and measuring", flush=True)
-            measured = measure_server(tenant, env, naive_url, args.backend, args, workdir)
-            info = machine(args.backend, naive_url)
-    return {"backend": args.backend, "events": events, "date": datetime.now(UTC).isoformat(),
+            print(f"[{backend} {events:,}] serving and measuring", flush=True)
+            measured = measure_server(tenant, env, naive_url, backend, args, workdir)
+            if args.profile:
+                print(f"[{backend} {events:,}] profiling {args.profile}", flush=True)
+                measured["profile"] = profile_route(resolve_route(args.profile), url, tenant,
+                                                    args, backend)
+            info = machine(backend, naive_url)
+    return {"backend": backend, "events": events, "date": datetime.now(UTC).isoformat(),
             "command": shlex.join(["python", *sys.argv]), "machine": info,
-            "requests_per_route": args.requests, "import": imported, **measured}
+            "requests_per_route": args.requests, "server_env": server_env(args),
+            "import": imported, **measured}
 
 
 def print_table(result: dict[str, Any]) -> None:
+    exact = result["exactness"]
     print(f"\n{result['backend']} {result['events']:,} events")
-    print(f"{'route':42} {'REST med':>9} {'p99':>8} {'GQL med':>8} {'floor':>7} "
-          f"{'ratio':>6} {'naive':>8}")
+    print(f"{'route':34} {'REST med':>9} {'p99':>8} {'GQL med':>8} {'floor':>7} "
+          f"{'ratio':>6} {'naive':>8} {'fails':>5} exact")
     for route, row in result["routes"].items():
         naive = row.get("naive", {}).get("median_ms")
-        print(f"{route:42} {row['rest']['median_ms']:9.2f} {row['rest']['p99_ms']:8.2f} "
+        fails = row["rest"]["failures"] + row["graphql"]["failures"]
+        verdict = exact["routes"].get(route, {}).get("exact")
+        same = "" if exact["graphql_same"][route] else " (GraphQL differs)"
+        print(f"{route:34} {row['rest']['median_ms']:9.2f} {row['rest']['p99_ms']:8.2f} "
               f"{row['graphql']['median_ms']:8.2f} {row['floor']['median_ms']:7.2f} "
               f"{row['rest']['median_ms'] / row['floor']['median_ms']:6.1f} "
-              f"{'-' if naive is None else f'{naive:.2f}':>8}")
+              f"{'-' if naive is None else f'{naive:.2f}':>8} {fails:5} "
+              f"{'-' if verdict is None else ('yes' if verdict else 'NO')}{same}")
+        for wrong in exact["routes"].get(route, {}).get("mismatches", [])[:3]:
+            print(f"    {wrong['at']}: route {wrong['route']!r}, naive {wrong['naive']!r}")
     imported, ingest = result["import"], result["ingest"]
     print(f"import: {imported['events_per_s']:,.0f} events/s, peak RSS "
           f"{imported['peak_rss_mib']:.0f} MiB; ingest: {ingest['events_per_s']:,.0f} events/s; "
-          f"summary exact: {result['exactness']['exact']}")
+          f"stored cost = own pricing: {exact['pricing']['exact']}; "
+          f"all exact: {exact['all_exact']}")
+    if "profile" in result:
+        print(f"profile of {result['profile']['route']}: "
+              f"benchmarks/results/{result['profile']['file']}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, help="events in the big tenant")
-    parser.add_argument("--sizes", help="comma-separated sizes, run one after another")
-    parser.add_argument("--backend", choices=["sqlite", "postgresql"], default="sqlite")
+    parser.add_argument("--sizes", help="comma-separated sizes, e.g. 100000,300000,1000000")
+    parser.add_argument("--backend", default="sqlite",
+                        help="sqlite, postgresql, or both: sqlite,postgresql")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="an existing database to connect to for CREATE/DROP DATABASE")
     parser.add_argument("--requests", type=int, default=200, help="timed requests per route")
@@ -407,20 +510,31 @@ def main() -> int:
     parser.add_argument("--naive-runs", type=int, default=20)
     parser.add_argument("--ingest-batches", type=int, default=20, help="batches of 1,000")
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--profile", metavar="ROUTE",
+                        help="after measuring, profile ROUTE in-process with pyinstrument")
+    parser.add_argument("--profile-requests", type=int, default=300)
+    parser.add_argument("--server-env", action="append", metavar="METERQL_KEY=VALUE",
+                        help="a setting for meterql's processes (recorded with the result)")
     parser.add_argument("--write-docs", action="store_true",
                         help="render docs/performance.md from benchmarks/results/*.json")
     args = parser.parse_args()
+    backends = [name.strip() for name in args.backend.split(",") if name.strip()]
+    for name in backends:
+        if name not in ("sqlite", "postgresql"):
+            parser.error(f"unknown backend {name!r}: sqlite or postgresql")
     sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
         [args.events] if args.events else [])
     if not sizes and not args.write_docs:
         parser.error("give --events, --sizes or --write-docs")
+    server_env(args)
     RESULTS.mkdir(exist_ok=True)
-    for events in sizes:
-        result = run_size(events, args)
-        path = RESULTS / f"{args.backend}-{events}.json"
-        path.write_text(json.dumps(result, indent=2) + "\n")
-        print_table(result)
-        print(f"wrote {path.relative_to(HERE.parent)}")
+    for backend in backends:
+        for events in sizes:
+            result = run_size(events, backend, args)
+            path = RESULTS / f"{backend}-{events}.json"
+            path.write_text(json.dumps(result, indent=2) + "\n")
+            print_table(result)
+            print(f"wrote {path.relative_to(HERE.parent)}")
     if args.write_docs:
         results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
         docs = HERE.parent / "docs" / "performance.md"

@@ -22,6 +22,8 @@ MODELS = 20
 END_USERS = 20_000
 SMALL_EVENTS = 500
 SPAN = timedelta(days=90)
+PRICE_CENTS = 4900
+TOKEN_ALLOWANCE = 5_000_000_000
 
 
 @dataclass(frozen=True)
@@ -35,6 +37,11 @@ class Tenant:
     ingest_token: str
     period_start: datetime
     period_end: datetime
+    # The harness's own reference data, for checking answers without
+    # reading meterql's tables: model → (provider, input and output cents
+    # per Mtok), instance → (hostname, status) of the big tenant.
+    models: dict[str, tuple[str, int, int]]
+    instances: dict[str, tuple[str, str]]
 
 
 def _iso(moment: datetime) -> str:
@@ -54,16 +61,20 @@ def _models(rng: random.Random) -> list[dict[str, str]]:
     ]
 
 
+def _instances(account_id: str, count: int) -> list[dict[str, str]]:
+    return [
+        {"instance_id": f"inst-{k:02d}", "hostname": f"agent-{k}.{account_id}.test",
+         "status": "running" if k % 5 else "stopped"}
+        for k in range(count)
+    ]
+
+
 def _account(account_id: str, instances: int, tokens: list[dict[str, object]],
              period: tuple[datetime, datetime]) -> dict[str, object]:
     return {
         "account_id": account_id,
         "tokens": tokens,
-        "instances": [
-            {"instance_id": f"inst-{k:02d}", "hostname": f"agent-{k}.{account_id}.test",
-             "status": "running" if k % 5 else "stopped"}
-            for k in range(instances)
-        ],
+        "instances": _instances(account_id, instances),
         "subscriptions": [{
             "tier_id": "tier-pro", "status": "trialing",
             "current_period_start": _iso(period[0]), "current_period_end": _iso(period[1]),
@@ -101,13 +112,14 @@ def write_tenant(path: Path, events: int, seed: int, now: datetime) -> Tenant:
     period = (now - timedelta(days=15), now + timedelta(days=15))
     read_token = f"bench-read-{seed:08d}"
     ingest_token = f"bench-ingest-{seed:08d}"
+    models = _models(rng)
     head = {
-        "models": _models(rng),
+        "models": models,
         "tiers": [{
             "tier_id": "tier-pro", "tier_slug": "pro", "product_name": "Agents",
-            "plan_name": "Pro", "price_cents": 4900, "billing_cycle": "monthly",
+            "plan_name": "Pro", "price_cents": PRICE_CENTS, "billing_cycle": "monthly",
             "api_call_limit": 5_000_000, "conversation_limit": 500_000, "instance_limit": 100,
-            "max_sites_per_node": 25, "token_allowance": 5_000_000_000,
+            "max_sites_per_node": 25, "token_allowance": TOKEN_ALLOWANCE,
         }],
         "accounts": [
             _account(BIG, INSTANCES, [{"token": read_token, "scopes": ["read"]},
@@ -120,4 +132,14 @@ def write_tenant(path: Path, events: int, seed: int, now: datetime) -> Tenant:
         _write_events(out, rng, BIG, events, INSTANCES, now, first=True)
         _write_events(out, rng, SMALL, SMALL_EVENTS, 2, now, first=False)
         out.write("\n]}\n")
-    return Tenant(path, events, now, read_token, ingest_token, *period)
+    prices = {m["model"]: (m["provider"], _cents(m["input_usd_per_mtok"]),
+                           _cents(m["output_usd_per_mtok"])) for m in models}
+    instances = {i["instance_id"]: (i["hostname"], i["status"])
+                 for i in _instances(BIG, INSTANCES)}
+    return Tenant(path, events, now, read_token, ingest_token, *period, prices, instances)
+
+
+def _cents(usd: str) -> int:
+    cents = Decimal(usd).scaleb(2)
+    assert cents == cents.to_integral_value(), usd
+    return int(cents)

@@ -1,4 +1,4 @@
-"""The HTTP floor: a bare Starlette app answering captured bodies from memory.
+"""The HTTP floor: a bare Starlette app answering captured responses from memory.
 
 Served by ``uvicorn.run`` exactly as ``meterql serve`` serves meterql (same
 server, same log level, one process), so the difference between the two is
@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -20,16 +21,27 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 
-def build(bodies: dict[str, str]) -> Starlette:
-    """One catch-all route: the key is the path plus its query string."""
-    encoded = {key: body.encode() for key, body in bodies.items()}
+def build(captured: dict[str, dict[str, Any]]) -> Starlette:
+    """One catch-all route: the key is the path plus its query string.
+
+    Each answer repeats what meterql sent: its status, its bytes, and its
+    content type verbatim (Starlette then adds the same content-length).
+    """
+    answers = {
+        key: (answer["body"].encode(), answer["status"], answer["content_type"])
+        for key, answer in captured.items()
+    }
 
     async def answer(request: Request) -> Response:
         key = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-        body = encoded.get(key)
-        if body is None:
+        found = answers.get(key)
+        if found is None:
             return Response(status_code=404)
-        return Response(body, media_type="application/json")
+        body, status, content_type = found
+        response = Response(body, status_code=status)
+        if content_type is not None:
+            response.headers["content-type"] = content_type
+        return response
 
     return Starlette(routes=[Route("/{path:path}", answer, methods=["GET", "POST"])])
 
