@@ -25,8 +25,8 @@ async def authenticate(db: Database, authorization: str | None) -> TokenGrant:
     token = bearer_token(authorization)
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidCredentials()
-    async with db.read() as session:
-        grant = await grant_for_token(session, token)
+    async with db.read() as connection:
+        grant = await grant_for_token(connection, token)
     if grant is None:
         raise InvalidCredentials()
     return grant

@@ -132,8 +132,8 @@ def demo_events(now: datetime, days: int = 90, seed: int = 7) -> list[UsageEvent
 
 
 async def is_empty(db: Database) -> bool:
-    async with db.read() as session:
-        return (await session.scalar(select(Account.account_id).limit(1))) is None
+    async with db.read() as connection:
+        return (await connection.scalar(select(Account.account_id).limit(1))) is None
 
 
 async def fill(db: Database, now: datetime | None = None) -> int:

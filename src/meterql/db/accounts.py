@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import BindParameter, bindparam, func, select
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meterql.db.tables import ApiToken, Subscription, Tier, WebhostNode
 from meterql.db.writes import hash_token
@@ -49,57 +49,55 @@ class Hosting:
     sites: int
 
 
-async def grant_for_token(session: AsyncSession, token: str) -> TokenGrant | None:
+TOKENS = ApiToken.__table__.c
+SUBSCRIPTIONS = Subscription.__table__.c
+TIERS = Tier.__table__.c
+NODES = WebhostNode.__table__.c
+_ACCOUNT: BindParameter[str] = bindparam("account")
+
+# Built once: the token lookup runs on every request.
+_GRANT = select(TOKENS.account_id, TOKENS.scopes).where(
+    TOKENS.token_hash == bindparam("token_hash"), TOKENS.revoked_at.is_(None)
+)
+
+
+async def grant_for_token(connection: AsyncConnection, token: str) -> TokenGrant | None:
     """The account and scopes of a live token; ``None`` if unknown or revoked."""
-    row = (
-        await session.execute(
-            select(ApiToken.account_id, ApiToken.scopes).where(
-                ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
-            )
-        )
-    ).first()
+    row = (await connection.execute(_GRANT, {"token_hash": hash_token(token)})).first()
     if row is None:
         return None
     return TokenGrant(row[0], frozenset(filter(None, row[1].split(","))))
 
 
-async def live_subscriptions(session: AsyncSession, account_id: str) -> list[SubscriptionRow]:
-    rows = await session.execute(
-        select(Subscription, Tier)
-        .join(Tier, Tier.tier_id == Subscription.tier_id)
-        .where(Subscription.account_id == account_id, Subscription.status.in_(LIVE_STATUSES))
+_TIER_FIELDS = [f.name for f in fields(TierRow)]
+_LIVE_SUBSCRIPTIONS = (
+    select(
+        *(TIERS[name] for name in _TIER_FIELDS),
+        SUBSCRIPTIONS.status,
+        SUBSCRIPTIONS.current_period_start,
+        SUBSCRIPTIONS.current_period_end,
+        SUBSCRIPTIONS.trial_ends_at,
     )
+    .join_from(Subscription.__table__, Tier.__table__, TIERS.tier_id == SUBSCRIPTIONS.tier_id)
+    .where(SUBSCRIPTIONS.account_id == _ACCOUNT, SUBSCRIPTIONS.status.in_(LIVE_STATUSES))
+)
+
+
+async def live_subscriptions(
+    connection: AsyncConnection, account_id: str
+) -> list[SubscriptionRow]:
+    tiers = len(_TIER_FIELDS)
     return [
-        SubscriptionRow(
-            tier=TierRow(
-                tier_id=tier.tier_id,
-                tier_slug=tier.tier_slug,
-                product_name=tier.product_name,
-                plan_name=tier.plan_name,
-                price_cents=tier.price_cents,
-                billing_cycle=tier.billing_cycle,
-                api_call_limit=tier.api_call_limit,
-                conversation_limit=tier.conversation_limit,
-                instance_limit=tier.instance_limit,
-                max_sites_per_node=tier.max_sites_per_node,
-                token_allowance=tier.token_allowance,
-            ),
-            status=sub.status,
-            current_period_start=sub.current_period_start,
-            current_period_end=sub.current_period_end,
-            trial_ends_at=sub.trial_ends_at,
-        )
-        for sub, tier in rows
+        SubscriptionRow(TierRow(*row[:tiers]), *row[tiers:])
+        for row in await connection.execute(_LIVE_SUBSCRIPTIONS, {"account": account_id})
     ]
 
 
-async def hosting(session: AsyncSession, account_id: str) -> Hosting:
-    row = (
-        await session.execute(
-            select(
-                func.count(WebhostNode.node_id),
-                func.coalesce(func.sum(WebhostNode.hosted_sites), 0),
-            ).where(WebhostNode.account_id == account_id)
-        )
-    ).one()
+_HOSTING = select(func.count(NODES.node_id), func.coalesce(func.sum(NODES.hosted_sites), 0)).where(
+    NODES.account_id == _ACCOUNT
+)
+
+
+async def hosting(connection: AsyncConnection, account_id: str) -> Hosting:
+    row = (await connection.execute(_HOSTING, {"account": account_id})).one()
     return Hosting(nodes=int(row[0]), sites=int(row[1]))

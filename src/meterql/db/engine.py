@@ -1,7 +1,9 @@
 """Engine and sessions.
 
-``Database`` owns one engine and two session factories: ``read()`` for
-queries and ``write()`` for ingest. On SQLite, writes open with ``BEGIN
+``Database`` owns one engine: ``read()`` lends a plain connection for
+queries and ``write()`` a session for ingest. Reads are Core statements on a
+connection, not ORM sessions: a request's few statements then cost little
+more than the database's own work. On SQLite, writes open with ``BEGIN
 IMMEDIATE`` so a writer takes the lock up front and waits (busy timeout)
 instead of failing half-way with "database is locked"; WAL lets readers go
 on meanwhile. Every call site opens its own session: an ``AsyncSession`` is
@@ -14,12 +16,13 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -33,6 +36,7 @@ from meterql.errors import DatabaseUnavailable
 logger = logging.getLogger("meterql.db")
 
 _WRITE_OPTION = "meterql_write"
+_Handle = TypeVar("_Handle", AsyncConnection, AsyncSession)
 
 
 def is_sqlite(url: str) -> bool:
@@ -102,10 +106,12 @@ def is_unavailable(error: BaseException) -> bool:
 
 
 @asynccontextmanager
-async def _guarded(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+async def _guarded(
+    opened: AbstractAsyncContextManager[_Handle],
+) -> AsyncIterator[_Handle]:
     try:
-        async with factory() as session:
-            yield session
+        async with opened as handle:
+            yield handle
     except Exception as error:
         if is_unavailable(error):
             logger.warning("database unavailable: %s", error)
@@ -114,25 +120,25 @@ async def _guarded(factory: async_sessionmaker[AsyncSession]) -> AsyncIterator[A
 
 
 class Database:
-    """One engine; sessions for reads and for writes.
+    """One engine; connections for reads, sessions for writes.
 
-    ``read()`` and ``write()`` are context managers yielding a fresh
-    ``AsyncSession``; a failure to reach the store inside them surfaces as
-    :class:`meterql.errors.DatabaseUnavailable` (503), whatever the driver.
+    ``read()`` yields a fresh ``AsyncConnection`` (rolled back on exit: reads
+    never write) and ``write()`` a fresh ``AsyncSession``; a failure to reach
+    the store inside them surfaces as :class:`meterql.errors.DatabaseUnavailable`
+    (503), whatever the driver.
     """
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
-        self._read = async_sessionmaker(engine, expire_on_commit=False)
         self._write = async_sessionmaker(
             engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
         )
 
-    def read(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return _guarded(self._read)
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        return _guarded(self.engine.connect())
 
     def write(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return _guarded(self._write)
+        return _guarded(self._write())
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
@@ -146,4 +152,4 @@ class Database:
         await self.engine.dispose()
 
 
-__all__ = ["AsyncSession", "Database", "create_engine", "is_unavailable"]
+__all__ = ["AsyncConnection", "AsyncSession", "Database", "create_engine", "is_unavailable"]

@@ -15,8 +15,18 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, Select, case, distinct, func, select, union_all
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    Select,
+    bindparam,
+    case,
+    distinct,
+    func,
+    select,
+    union_all,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meterql.db.tables import (
     EndUser,
@@ -29,9 +39,24 @@ from meterql.db.tables import (
     UsageModelDay,
 )
 from meterql.money import NANOS_PER_USD
-from meterql.windows import DayWindow, split_range
+from meterql.windows import EPOCH, DayWindow, split_range
 
-E = UsageEvent
+# Core columns, not ORM attributes: reads run on a plain connection, and the
+# statements below are built once, at import, with named parameters.
+E = UsageEvent.__table__.c
+DAYS = UsageDay.__table__.c
+INSTANCE_DAYS = UsageInstanceDay.__table__.c
+MODEL_DAYS = UsageModelDay.__table__.c
+INSTANCE_HOURS = UsageInstanceHour.__table__.c
+END_USERS = EndUser.__table__.c
+INSTANCES = Instance.__table__.c
+MODELS = ModelPrice.__table__.c
+
+_ACCOUNT: BindParameter[str] = bindparam("account")
+_FIRST: BindParameter[date] = bindparam("first")
+_LAST: BindParameter[date] = bindparam("last")
+_START: BindParameter[datetime] = bindparam("start")
+_END: BindParameter[datetime] = bindparam("end")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,37 +131,43 @@ def _sums(
     )
 
 
-def _in_days(rollup: Any, account_id: str, first: date, last: date) -> list[ColumnElement[bool]]:
-    return [rollup.account_id == account_id, rollup.day >= first, rollup.day <= last]
+def _in_window(rollup: Any) -> tuple[ColumnElement[bool], ...]:
+    """The account's rollup rows from ``:first`` to ``:last`` (days, inclusive)."""
+    return (rollup.account_id == _ACCOUNT, rollup.day >= _FIRST, rollup.day <= _LAST)
 
 
-def _by_instance_sorted(rows: list[InstanceTotals]) -> list[InstanceTotals]:
-    # Code-point order for ties, sorted here rather than in SQL, whose
-    # collation differs between backends.
-    rows.sort(key=lambda r: (-r.requests, r.instance_id))
-    return rows
+def _window(account_id: str, window: DayWindow) -> dict[str, Any]:
+    return {"account": account_id, "first": window.first_day, "last": window.last_day}
 
 
-async def totals(session: AsyncSession, account_id: str, window: DayWindow) -> Totals:
+def _instance_rows(rows: Any) -> list[InstanceTotals]:
+    """Rows of (id, hostname, status, sums...) ordered as the routes list instances.
+
+    Ties are broken in code-point order, here rather than in SQL, whose
+    collation differs between backends.
+    """
+    found = [
+        InstanceTotals(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), _cost(r[6], r[7]))
+        for r in rows
+    ]
+    found.sort(key=lambda r: (-r.requests, r.instance_id))
+    return found
+
+
+_TOTALS = select(
+    *_sums(DAYS),
+    select(func.count(distinct(MODEL_DAYS.model)))
+    .where(*_in_window(MODEL_DAYS))
+    .scalar_subquery(),
+    select(func.count(distinct(INSTANCE_DAYS.instance_id)))
+    .where(*_in_window(INSTANCE_DAYS))
+    .scalar_subquery(),
+).where(*_in_window(DAYS))
+
+
+async def totals(connection: AsyncConnection, account_id: str, window: DayWindow) -> Totals:
     """Totals of a ``days=N`` window, with the models and instances that had usage in it."""
-    first, last = window.first_day, window.last_day
-    models = (
-        select(func.count(distinct(UsageModelDay.model)))
-        .where(*_in_days(UsageModelDay, account_id, first, last))
-        .scalar_subquery()
-    )
-    instances = (
-        select(func.count(distinct(UsageInstanceDay.instance_id)))
-        .where(*_in_days(UsageInstanceDay, account_id, first, last))
-        .scalar_subquery()
-    )
-    row = (
-        await session.execute(
-            select(*_sums(UsageDay), models, instances).where(
-                *_in_days(UsageDay, account_id, first, last)
-            )
-        )
-    ).one()
+    row = (await connection.execute(_TOTALS, _window(account_id, window))).one()
     requests, tokens_in, tokens_out, usd, nanos, model_count, instance_count = tuple(row)
     return Totals(
         requests=int(requests),
@@ -148,101 +179,130 @@ async def totals(session: AsyncSession, account_id: str, window: DayWindow) -> T
     )
 
 
-async def per_instance(
-    session: AsyncSession, account_id: str, window: DayWindow
-) -> list[InstanceTotals]:
-    """Every registered instance with its usage in the window, idle ones included.
-
-    Ordered by requests desc, then instance id in code-point order.
-    """
-    R = UsageInstanceDay
+def _per_instance() -> Select[Any]:
     usage = (
-        select(R.instance_id.label("key"), *_sums(R))
-        .where(*_in_days(R, account_id, window.first_day, window.last_day))
-        .group_by(R.instance_id)
+        select(INSTANCE_DAYS.instance_id.label("key"), *_sums(INSTANCE_DAYS))
+        .where(*_in_window(INSTANCE_DAYS))
+        .group_by(INSTANCE_DAYS.instance_id)
         .subquery()
     )
-    stmt = (
+    return (
         select(
-            Instance.instance_id,
-            Instance.hostname,
-            Instance.status,
+            INSTANCES.instance_id,
+            INSTANCES.hostname,
+            INSTANCES.status,
             *(func.coalesce(c, 0) for c in list(usage.c)[1:]),
         )
-        .select_from(Instance)
-        .join(usage, Instance.instance_id == usage.c.key, isouter=True)
-        .where(Instance.account_id == account_id)
-    )
-    return _by_instance_sorted(
-        [
-            InstanceTotals(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), _cost(r[6], r[7]))
-            for r in await session.execute(stmt)
-        ]
+        .select_from(Instance.__table__)
+        .join(usage, INSTANCES.instance_id == usage.c.key, isouter=True)
+        .where(INSTANCES.account_id == _ACCOUNT)
     )
 
 
-async def per_model(session: AsyncSession, account_id: str, window: DayWindow) -> list[ModelTotals]:
-    """Usage per model used in the window; a model without a price has provider ``""``."""
-    R = UsageModelDay
+_PER_INSTANCE = _per_instance()
+
+
+async def per_instance(
+    connection: AsyncConnection, account_id: str, window: DayWindow
+) -> list[InstanceTotals]:
+    """Every registered instance with its usage in the window, idle ones included."""
+    return _instance_rows(await connection.execute(_PER_INSTANCE, _window(account_id, window)))
+
+
+def _per_model() -> Select[Any]:
     usage = (
-        select(R.model.label("key"), *_sums(R))
-        .where(*_in_days(R, account_id, window.first_day, window.last_day))
-        .group_by(R.model)
+        select(MODEL_DAYS.model.label("key"), *_sums(MODEL_DAYS))
+        .where(*_in_window(MODEL_DAYS))
+        .group_by(MODEL_DAYS.model)
         .subquery()
     )
-    stmt = select(
-        usage.c.key, func.coalesce(ModelPrice.provider, ""), *list(usage.c)[1:]
-    ).join(ModelPrice, ModelPrice.model == usage.c.key, isouter=True)
+    return select(
+        usage.c.key, func.coalesce(MODELS.provider, ""), *list(usage.c)[1:]
+    ).join(ModelPrice.__table__, MODELS.model == usage.c.key, isouter=True)
+
+
+_PER_MODEL = _per_model()
+
+
+async def per_model(
+    connection: AsyncConnection, account_id: str, window: DayWindow
+) -> list[ModelTotals]:
+    """Usage per model used in the window; a model without a price has provider ``""``."""
     rows = [
         ModelTotals(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), _cost(r[5], r[6]))
-        for r in await session.execute(stmt)
+        for r in await connection.execute(_PER_MODEL, _window(account_id, window))
     ]
     rows.sort(key=lambda r: (-r.requests, r.model))
     return rows
 
 
+def _daily(rollup: Any) -> Select[Any]:
+    return select(
+        rollup.day, rollup.requests, rollup.tokens_in, rollup.tokens_out, rollup.cost_usd,
+        rollup.cost_nanos,
+    ).where(*_in_window(rollup))
+
+
+_PER_DAY = _daily(DAYS)
+_PER_INSTANCE_DAY = _daily(INSTANCE_DAYS).where(
+    INSTANCE_DAYS.instance_id == bindparam("instance")
+)
+
+
 async def per_day(
-    session: AsyncSession, account_id: str, window: DayWindow, instance_id: str | None = None
+    connection: AsyncConnection,
+    account_id: str,
+    window: DayWindow,
+    instance_id: str | None = None,
 ) -> list[DayTotals]:
     """One row per UTC day of the window, oldest first; days without usage are zeros."""
-    R: Any = UsageDay if instance_id is None else UsageInstanceDay
-    conditions = _in_days(R, account_id, window.first_day, window.last_day)
-    if instance_id is not None:
-        conditions.append(R.instance_id == instance_id)
-    stmt = select(
-        R.day, R.requests, R.tokens_in, R.tokens_out, R.cost_usd, R.cost_nanos
-    ).where(*conditions)
+    params = _window(account_id, window)
+    if instance_id is None:
+        result = await connection.execute(_PER_DAY, params)
+    else:
+        result = await connection.execute(_PER_INSTANCE_DAY, {**params, "instance": instance_id})
     found = {
-        r[0]: DayTotals(r[0], int(r[1]), int(r[2]), int(r[3]), _cost(r[4], r[5]))
-        for r in await session.execute(stmt)
+        r[0]: DayTotals(r[0], int(r[1]), int(r[2]), int(r[3]), _cost(r[4], r[5])) for r in result
     }
     return [found.get(day) or DayTotals(day, 0, 0, 0, 0) for day in window.dates()]
 
 
-def _range_sources(account_id: str, start: datetime, end: datetime) -> list[Select[Any]]:
-    """Selects of (instance, sums...) that together cover ``[start, end)`` once."""
-    parts = split_range(start, end)
-    sources: list[Select[Any]] = []
-    if parts.days is not None:
-        D = UsageInstanceDay
-        sources.append(
-            select(D.instance_id.label("key"), *_sums(D))
-            .where(*_in_days(D, account_id, *parts.days))
-            .group_by(D.instance_id)
-        )
-    # One select per span, never an OR of spans: each must be an index range.
-    H = UsageInstanceHour
-    for first_hour, end_hour in parts.hours:
+# split_range gives at most one span of days, two of hours and four of
+# instants; the statement has a slot for each, and unused slots get empty
+# spans, so that one statement, built and compiled once, serves every range.
+_HOUR_SLOTS = 2
+_INSTANT_SLOTS = 4
+_NO_DAYS = (date(1, 1, 2), date(1, 1, 1))
+_NO_HOURS = (0, 0)
+_NO_INSTANTS = (EPOCH, EPOCH)
+
+
+def _period() -> Select[Any]:
+    """Per instance: sums over ``[start, end)`` cut into days, hours and instants.
+
+    One select per span, never an OR of spans, so that each is an index range.
+    """
+    D, H = INSTANCE_DAYS, INSTANCE_HOURS
+    sources: list[Select[Any]] = [
+        select(D.instance_id.label("key"), *_sums(D))
+        .where(D.account_id == _ACCOUNT, D.day >= _FIRST, D.day <= _LAST)
+        .group_by(D.instance_id)
+    ]
+    for n in range(_HOUR_SLOTS):
         sources.append(
             select(H.instance_id.label("key"), *_sums(H))
-            .where(H.account_id == account_id, H.hour >= first_hour, H.hour < end_hour)
+            .where(
+                H.account_id == _ACCOUNT,
+                H.hour >= bindparam(f"hour_from_{n}"),
+                H.hour < bindparam(f"hour_to_{n}"),
+            )
             .group_by(H.instance_id)
         )
-    for span_start, span_end in parts.instants:
+    for n in range(_INSTANT_SLOTS):
         sources.append(
             select(
                 E.instance_id.label("key"),
-                func.count(E.id),
+                func.count(),
                 _sum(E.tokens_in),
                 _sum(E.tokens_out),
                 # The rollups' two cost parts, taken event by event.
@@ -250,38 +310,47 @@ def _range_sources(account_id: str, start: datetime, end: datetime) -> list[Sele
                 _sum(E.cost_nanos % NANOS_PER_USD),
             )
             .where(
-                E.account_id == account_id,
-                E.occurred_at >= span_start,
-                E.occurred_at < span_end,
+                E.account_id == _ACCOUNT,
+                E.occurred_at >= bindparam(f"from_{n}", type_=E.occurred_at.type),
+                E.occurred_at < bindparam(f"to_{n}", type_=E.occurred_at.type),
             )
             .group_by(E.instance_id)
         )
-    return sources
-
-
-async def period_usage(
-    session: AsyncSession, account_id: str, start: datetime, end: datetime
-) -> PeriodUsage:
-    """Usage in ``[start, end)``, per instance that had some, ordered as the routes list it."""
-    sources = _range_sources(account_id, start, end)
-    if not sources:
-        return PeriodUsage([], Totals())
     combined = union_all(*sources).subquery()
     usage = (
         select(combined.c.key, *(_sum(c) for c in list(combined.c)[1:]))
         .group_by(combined.c.key)
         .subquery()
     )
-    stmt = (
-        select(Instance.instance_id, Instance.hostname, Instance.status, *list(usage.c)[1:])
-        .join(usage, Instance.instance_id == usage.c.key)
-        .where(Instance.account_id == account_id)
+    return (
+        select(INSTANCES.instance_id, INSTANCES.hostname, INSTANCES.status, *list(usage.c)[1:])
+        .join(usage, INSTANCES.instance_id == usage.c.key)
+        .where(INSTANCES.account_id == _ACCOUNT)
     )
-    rows = _by_instance_sorted(
-        [
-            InstanceTotals(r[0], r[1], r[2], int(r[3]), int(r[4]), int(r[5]), _cost(r[6], r[7]))
-            for r in await session.execute(stmt)
-        ]
+
+
+_PERIOD = _period()
+
+
+def _period_params(account_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+    parts = split_range(start, end)
+    first, last = parts.days or _NO_DAYS
+    params: dict[str, Any] = {"account": account_id, "first": first, "last": last}
+    hours = [*parts.hours, *[_NO_HOURS] * (_HOUR_SLOTS - len(parts.hours))]
+    for n, (hour_from, hour_to) in enumerate(hours):
+        params[f"hour_from_{n}"], params[f"hour_to_{n}"] = hour_from, hour_to
+    instants = [*parts.instants, *[_NO_INSTANTS] * (_INSTANT_SLOTS - len(parts.instants))]
+    for n, (instant_from, instant_to) in enumerate(instants):
+        params[f"from_{n}"], params[f"to_{n}"] = instant_from, instant_to
+    return params
+
+
+async def period_usage(
+    connection: AsyncConnection, account_id: str, start: datetime, end: datetime
+) -> PeriodUsage:
+    """Usage in ``[start, end)``: each instance that had some, ordered as routes list them."""
+    rows = _instance_rows(
+        await connection.execute(_PERIOD, _period_params(account_id, start, end))
     )
     return PeriodUsage(
         by_instance=rows,
@@ -295,38 +364,53 @@ async def period_usage(
     )
 
 
-async def end_users(session: AsyncSession, account_id: str, start: datetime, end: datetime) -> int:
-    """Distinct non-empty end users with an event in ``[start, end)``, exactly.
-
-    While the account has no event at or after ``end`` (a current billing
-    period), that is the end users last seen at or after ``start``: an index
-    range count. A range in the past falls back to counting over its events.
-    """
-    latest = select(func.max(E.occurred_at)).where(E.account_id == account_id).scalar_subquery()
-    recent = (
+def _end_users() -> Select[Any]:
+    latest = select(func.max(E.occurred_at)).where(E.account_id == _ACCOUNT).scalar_subquery()
+    last_seen = (
         select(func.count())
-        .select_from(EndUser)
-        .where(EndUser.account_id == account_id, EndUser.last_seen_at >= start)
+        .select_from(EndUser.__table__)
+        .where(END_USERS.account_id == _ACCOUNT, END_USERS.last_seen_at >= _START)
         .scalar_subquery()
     )
     counted = (
         select(func.count(distinct(E.end_user_id)))
         .where(
-            E.account_id == account_id,
-            E.occurred_at >= start,
-            E.occurred_at < end,
+            E.account_id == _ACCOUNT,
+            E.occurred_at >= _START,
+            E.occurred_at < _END,
             E.end_user_id != "",
         )
         .scalar_subquery()
     )
-    found = await session.scalar(select(case((latest < end, recent), else_=counted)))
+    # Both backends evaluate only the branch CASE takes.
+    return select(case((latest < _END, last_seen), else_=counted))
+
+
+_END_USERS = _end_users()
+
+
+async def end_users(
+    connection: AsyncConnection, account_id: str, start: datetime, end: datetime
+) -> int:
+    """Distinct non-empty end users with an event in ``[start, end)``, exactly.
+
+    While the account has no event at or after ``end`` (a current billing
+    period), those are the end users last seen at or after ``start``: an
+    index range count. A range in the past falls back to counting its events.
+    """
+    found = await connection.scalar(
+        _END_USERS, {"account": account_id, "start": start, "end": end}
+    )
     return int(found or 0)
 
 
-async def instance_exists(session: AsyncSession, account_id: str, instance_id: str) -> bool:
-    found = await session.scalar(
-        select(Instance.instance_id).where(
-            Instance.account_id == account_id, Instance.instance_id == instance_id
-        )
+_INSTANCE_EXISTS = select(INSTANCES.instance_id).where(
+    INSTANCES.account_id == _ACCOUNT, INSTANCES.instance_id == bindparam("instance")
+)
+
+
+async def instance_exists(connection: AsyncConnection, account_id: str, instance_id: str) -> bool:
+    found = await connection.scalar(
+        _INSTANCE_EXISTS, {"account": account_id, "instance": instance_id}
     )
     return found is not None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry import Info
 
 from meterql.context import Context
@@ -59,23 +59,23 @@ class _Period:
     end_users: int
 
 
-async def _billing_period(session: AsyncSession, context: Context) -> _Period:
-    subscriptions = await accounts.live_subscriptions(session, context.account_id)
+async def _billing_period(connection: AsyncConnection, context: Context) -> _Period:
+    subscriptions = await accounts.live_subscriptions(connection, context.account_id)
     plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
     account, start, end = context.account_id, plan.period_start, plan.period_end
     return _Period(
         subscriptions,
         plan,
-        await usage.period_usage(session, account, start, end),
-        await usage.end_users(session, account, start, end),
+        await usage.period_usage(connection, account, start, end),
+        await usage.end_users(connection, account, start, end),
     )
 
 
 async def billing(info: Info[Context, None]) -> Billing:
     context = info.context.require("read")
-    async with context.db.read() as session:
-        period = await _billing_period(session, context)
-        hosting = await accounts.hosting(session, context.account_id)
+    async with context.db.read() as connection:
+        period = await _billing_period(connection, context)
+        hosting = await accounts.hosting(connection, context.account_id)
     plan, totals = period.plan, period.usage.totals
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
@@ -102,8 +102,8 @@ async def billing(info: Info[Context, None]) -> Billing:
 
 async def trial_status(info: Info[Context, None]) -> TrialStatus:
     context = info.context.require("read")
-    async with context.db.read() as session:
-        subscriptions = await accounts.live_subscriptions(session, context.account_id)
+    async with context.db.read() as connection:
+        subscriptions = await accounts.live_subscriptions(connection, context.account_id)
     plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
     ends = plan.trial_ends_at
     return TrialStatus(
@@ -118,8 +118,8 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
     context = info.context.require("read")
-    async with context.db.read() as session:
-        period = await _billing_period(session, context)
+    async with context.db.read() as connection:
+        period = await _billing_period(connection, context)
     plan, totals = period.plan, period.usage.totals
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
@@ -160,13 +160,13 @@ async def usage_chart(
     context = info.context.require("read")
     window = DayWindow.ending_today(context.now, CHART_DAYS.validate(days))
     instance = instance_id or None
-    async with context.db.read() as session:
+    async with context.db.read() as connection:
         if instance is not None and not await usage.instance_exists(
-            session, context.account_id, instance
+            connection, context.account_id, instance
         ):
             # The same answer whether another account owns it or nobody does.
             raise InstanceNotFound()
-        rows = await usage.per_day(session, context.account_id, window, instance)
+        rows = await usage.per_day(connection, context.account_id, window, instance)
     return UsageChart(
         period_label=f"Last {days} days",
         points=[

@@ -29,8 +29,8 @@ async def metrics_summary(
 ) -> MetricsSummary:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as session:
-        totals = await usage.totals(session, context.account_id, window)
+    async with context.db.read() as connection:
+        totals = await usage.totals(connection, context.account_id, window)
     return MetricsSummary(
         active_instances=totals.instances,
         estimated_cost_usd=nanos_to_usd(totals.cost_nanos),
@@ -48,8 +48,8 @@ async def instance_usage(
 ) -> InstanceUsageList:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as session:
-        rows = await usage.per_instance(session, context.account_id, window)
+    async with context.db.read() as connection:
+        rows = await usage.per_instance(connection, context.account_id, window)
     return InstanceUsageList(
         instances=[
             InstanceUsage(
@@ -71,8 +71,8 @@ async def model_breakdown(
 ) -> ModelBreakdown:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as session:
-        rows = await usage.per_model(session, context.account_id, window)
+    async with context.db.read() as connection:
+        rows = await usage.per_model(connection, context.account_id, window)
     total_requests = sum(row.requests for row in rows)
     return ModelBreakdown(
         models=[
@@ -96,8 +96,8 @@ async def usage_timeseries(
 ) -> UsageTimeseries:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as session:
-        days_rows = await usage.per_day(session, context.account_id, window)
+    async with context.db.read() as connection:
+        days_rows = await usage.per_day(connection, context.account_id, window)
     return UsageTimeseries(
         period_days=days,
         points=[

@@ -16,6 +16,7 @@ from meterql.resolvers import billing as billing_resolvers
 from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
+from meterql.schema.execution import LeafFastExecutionContext
 from meterql.schema.ingest import RecordUsageResult
 from meterql.schema.metrics import (
     InstanceUsageList,
@@ -90,12 +91,15 @@ class MeterqlSchema(strawberry.Schema):
                 logger.error("unexpected error in GraphQL execution", exc_info=error.original_error)
 
 
-def build_schema(**kwargs: Any) -> strawberry.Schema:
+def build_schema(
+    execution_context_class: type[Any] = LeafFastExecutionContext, **kwargs: Any
+) -> strawberry.Schema:
     return MeterqlSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
         # A factory, so each operation gets a fresh extension instance.
         extensions=[lambda: MaskErrors(should_mask_error=lambda error: not is_expected(error))],
+        execution_context_class=execution_context_class,
         **kwargs,
     )

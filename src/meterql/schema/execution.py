@@ -1,0 +1,114 @@
+"""A graphql-core executor that completes all-leaf objects in one loop.
+
+Most of an answer here is lists of small objects whose fields are plain
+attributes holding scalars: the 90 points of a daily series, an instance per
+row. graphql-core completes each such field on its own (resolve info, path,
+resolver call, non-null check, coercion), which costs more than the database
+read behind the whole list. For an object whose selected fields are all
+argument-free leaves with Strawberry's plain attribute resolver, this reads
+each attribute and coerces it directly.
+
+Anything unusual on the way (a null, a value the scalar refuses) abandons the
+shortcut for that object and runs graphql-core's own path, which then raises
+the error it always would: answers and errors are the same either way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from graphql import (
+    GraphQLObjectType,
+    Undefined,
+    get_nullable_type,
+    is_leaf_type,
+    is_non_null_type,
+)
+from graphql.execution.collect_fields import GroupedFieldSet
+from graphql.pyutils import AwaitableOrValue, Path
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+
+# (response key, Python attribute, the leaf type's output coercion, nullable)
+_Plan = tuple[tuple[str, str, Any, bool], ...]
+
+
+class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per operation, keyed by identity like graphql-core's own memo of
+        # collected subfields (which hands us the same field set for every
+        # item of a list); the field set is kept alive beside its plan.
+        self._leaf_plans: dict[tuple[str, int], tuple[GroupedFieldSet, _Plan | None]] = {}
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: GroupedFieldSet,
+        position_context: Any,
+    ) -> AwaitableOrValue[dict[str, Any]]:
+        plan = self._plan(parent_type, grouped_field_set)
+        if plan is not None:
+            completed = _complete(plan, source_value)
+            if completed is not None:
+                return completed
+        return super().execute_fields(
+            parent_type, source_value, path, grouped_field_set, position_context
+        )
+
+    def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
+        key = (parent_type.name, id(fields))
+        cached = self._leaf_plans.get(key)
+        if cached is None:
+            # Field middleware (Strawberry's extensions with a ``resolve`` hook)
+            # must see every field: then there is no shortcut.
+            middleware = getattr(self.middleware_manager, "middlewares", None)
+            cached = (fields, None if middleware else _leaf_plan(parent_type, fields))
+            self._leaf_plans[key] = cached
+        return cached[1]
+
+
+def _leaf_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
+    plan = []
+    for response_name, details in fields.items():
+        node = details[0].node
+        field = parent_type.fields.get(node.name.value)
+        if field is None or node.arguments or any(d.node.arguments for d in details):
+            return None
+        leaf = get_nullable_type(field.type)
+        strawberry_field = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+        # Strawberry marks the resolver it gives a field without one of its own.
+        if (
+            not is_leaf_type(leaf)
+            or strawberry_field is None
+            or not getattr(field.resolve, "_is_default", False)
+        ):
+            return None
+        plan.append((
+            response_name,
+            strawberry_field.python_name,
+            leaf.coerce_output_value,
+            not is_non_null_type(field.type),
+        ))
+    return tuple(plan)
+
+
+def _complete(plan: _Plan, source: Any) -> dict[str, Any] | None:
+    result: dict[str, Any] = {}
+    try:
+        for response_name, attribute, coerce, nullable in plan:
+            value = getattr(source, attribute)
+            if value is None:
+                if not nullable:
+                    return None
+                result[response_name] = None
+                continue
+            coerced = coerce(value)
+            if coerced is None or coerced is Undefined:
+                return None
+            result[response_name] = coerced
+    except Exception:
+        return None
+    return result

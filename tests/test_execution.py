@@ -1,0 +1,104 @@
+"""The leaf fast path of the executor changes speed, never answers or errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import strawberry
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+
+from meterql.config import Settings
+from meterql.context import Context
+from meterql.db.accounts import TokenGrant
+from meterql.db.engine import Database
+from meterql.schema import build_schema
+from meterql.schema.execution import LeafFastExecutionContext
+from tests.conftest import NOW
+from tests.golden import seed
+
+EVERYTHING = """
+query Everything($instance: String) {
+  metricsSummary(days: 30) { totalRequests totalTokens estimatedCostUsd uniqueModels periodDays }
+  instanceUsage(days: 30) { totalCount instances { instanceId hostname status requestCount
+                                                    totalTokens estimatedCostUsd } }
+  modelBreakdown(days: 30) { totalRequests models { model provider pctOfTotal tokensIn } }
+  usageTimeseries(days: 30) { points { date requests tokensIn tokensOut estimatedCostUsd } }
+  billing { plan { planName trialEndsAt trialDaysRemaining priceCents }
+            subscribedTierIds usage { totalCostUsd uniqueEndUsers webhostNodes } }
+  trialStatus { planName trialEndsAt trialExpired upgradeUrl }
+  billingUsage { periodStart periodEnd tokenUsagePct byInstance { instanceId costUsd } }
+  chart: usageChart(days: 14, instanceId: $instance) { periodLabel points { date cost: costUsd } }
+  again: usageTimeseries(days: 7) { periodDays ...Points __typename }
+}
+fragment Points on UsageTimeseries { points { requests date } }
+"""
+
+
+class CountingSlowPath(LeafFastExecutionContext):
+    slow_fields = 0
+
+    def execute_field(self, *args: Any, **kwargs: Any) -> Any:
+        type(self).slow_fields += 1
+        return super().execute_field(*args, **kwargs)
+
+
+async def _run(db: Database, settings: Settings, executor: type[Any], **variables: Any) -> Any:
+    context = Context(db=db, settings=settings, grant=TokenGrant("acme", frozenset({"read"})),
+                      now=NOW)
+    return await build_schema(executor).execute(
+        EVERYTHING, context_value=context, variable_values=variables
+    )
+
+
+@pytest.mark.parametrize("instance", [None, "inst-a"])
+async def test_answers_equal_graphql_core_own(
+    db: Database, settings: Settings, instance: str | None
+) -> None:
+    await seed(db)
+    fast = await _run(db, settings, LeafFastExecutionContext, instance=instance)
+    plain = await _run(db, settings, StrawberryGraphQLCoreExecutionContext, instance=instance)
+    assert fast.errors is None and plain.errors is None
+    assert fast.data == plain.data
+    assert fast.data["usageTimeseries"]["points"][-1]["requests"] > 0  # not all zeros
+
+
+async def test_leaves_skip_per_field_execution(db: Database, settings: Settings) -> None:
+    await seed(db)
+    CountingSlowPath.slow_fields = 0
+    result = await _run(db, settings, CountingSlowPath)
+    assert result.errors is None
+    leaves = sum(len(point) for point in result.data["usageTimeseries"]["points"])
+    assert leaves == 150
+    # Root fields and object-valued fields go through graphql-core; the 30
+    # points' 150 leaves (and every other all-leaf object) do not.
+    assert CountingSlowPath.slow_fields < 60
+
+
+@strawberry.type
+class Item:
+    name: str
+    size: int | None
+
+
+@strawberry.type
+class _Query:
+    @strawberry.field
+    def items(self) -> list[Item | None]:
+        # A None where the schema promises a string, and a size that is not an Int.
+        return [Item(name="ok", size=None), Item(name=None, size=1),  # type: ignore[arg-type]
+                Item(name="big", size=2**40)]
+
+
+@pytest.mark.parametrize(
+    "executor", [LeafFastExecutionContext, StrawberryGraphQLCoreExecutionContext]
+)
+def test_bad_values_give_graphql_core_errors(executor: type[Any]) -> None:
+    schema = strawberry.Schema(query=_Query, execution_context_class=executor)
+    result = schema.execute_sync("{ items { name size } }")
+    assert result.data == {"items": [{"name": "ok", "size": None}, None, {"name": "big",
+                                                                         "size": None}]}
+    assert sorted((e.path, e.message.split(":")[0]) for e in result.errors or []) == [
+        (["items", 1, "name"], "Cannot return null for non-nullable field Item.name."),
+        (["items", 2, "size"], "Int cannot represent non 32-bit signed integer value"),
+    ]
