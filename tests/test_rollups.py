@@ -248,9 +248,11 @@ async def test_days_window_reads_match_the_period_reader(db: Database) -> None:
     ]
 
 
-def test_rollup_key_functions_agree_with_the_tables() -> None:
-    """Every rollup writes the measures its table declares, keyed by its primary key."""
-    for table, key_columns, _ in rollups._ROLLUPS:
-        primary = [c.name for c in table.primary_key.columns]
-        assert primary == ["account_id", *key_columns]
-        assert [c.name for c in table.columns if c.name not in primary] == list(rollups.MEASURES)
+def test_rollup_statements_name_every_column_of_their_tables() -> None:
+    """Each rollup writes its table's whole primary key, then every measure."""
+    tables = [UsageDay, UsageInstanceDay, UsageInstanceHour, UsageModelDay]
+    for (statement, _), table in zip(rollups._ROLLUPS, tables, strict=True):
+        columns = table.__table__.columns  # type: ignore[attr-defined]
+        primary = [c.name for c in columns if c.primary_key]
+        assert statement.columns == (*primary, *rollups.MEASURES)
+        assert {c.name for c in columns} == set(statement.columns)

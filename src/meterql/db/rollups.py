@@ -20,7 +20,7 @@ from typing import Any
 from sqlalchemy import Table
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meterql.db.dialect import insert
+from meterql.db.bulk import BulkInsert
 from meterql.db.tables import (
     EndUser,
     UsageDay,
@@ -42,13 +42,31 @@ def _table(model: type[Any]) -> Table:
     return table
 
 
-# Each rollup: its table and how an event row gives its key (after account_id).
-_ROLLUPS: tuple[tuple[Table, tuple[str, ...], Callable[[Row], tuple[Hashable, ...]]], ...] = (
-    (_table(UsageDay), ("day",), lambda r: (r["day"],)),
-    (_table(UsageInstanceDay), ("day", "instance_id"), lambda r: (r["day"], r["instance_id"])),
-    (_table(UsageInstanceHour), ("hour", "instance_id"),
-     lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"])),
-    (_table(UsageModelDay), ("day", "model"), lambda r: (r["day"], r["model"])),
+def _accumulating(table: Table, keys: tuple[str, ...]) -> BulkInsert:
+    """Insert a key's sums, or add them to the sums already stored for it."""
+
+    def on_conflict(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(
+            index_elements=list(keys),
+            set_={m: table.c[m] + stmt.excluded[m] for m in MEASURES},
+        )
+
+    return BulkInsert(table, (*keys, *MEASURES), on_conflict)
+
+
+def _rollup(
+    model: type[Any], keys: tuple[str, ...], key_of: Callable[[Row], tuple[Hashable, ...]]
+) -> tuple[BulkInsert, Callable[[Row], tuple[Hashable, ...]]]:
+    return _accumulating(_table(model), ("account_id", *keys)), key_of
+
+
+# Each rollup: its statement, and how an event row gives its key after the account.
+_ROLLUPS = (
+    _rollup(UsageDay, ("day",), lambda r: (r["day"],)),
+    _rollup(UsageInstanceDay, ("day", "instance_id"), lambda r: (r["day"], r["instance_id"])),
+    _rollup(UsageInstanceHour, ("hour", "instance_id"),
+            lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"])),
+    _rollup(UsageModelDay, ("day", "model"), lambda r: (r["day"], r["model"])),
 )
 
 
@@ -69,32 +87,34 @@ async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
     """Add newly inserted event rows (``usage_events`` column dicts) to every rollup."""
     if not rows:
         return
-    for table, key_columns, key_of in _ROLLUPS:
+    for statement, key_of in _ROLLUPS:
         sums: dict[tuple[Hashable, ...], Sums] = {}
         for row in rows:
             _add(sums, (row["account_id"], *key_of(row)), row)
-        await _accumulate(session, table, ("account_id", *key_columns), sums)
+        await statement.run(
+            session,
+            [
+                dict(zip(statement.columns, (*key, *sums[key]), strict=True))
+                for key in sorted(sums)
+            ],
+        )
     await _see_end_users(session, rows)
 
 
-async def _accumulate(
-    session: AsyncSession,
-    table: Table,
-    keys: tuple[str, ...],
-    sums: dict[tuple[Hashable, ...], Sums],
-) -> None:
-    stmt = insert(session, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=list(keys),
-        set_={m: table.c[m] + stmt.excluded[m] for m in MEASURES},
-    )
-    await session.execute(
-        stmt,
-        [
-            {**dict(zip(keys, key, strict=True)), **dict(zip(MEASURES, sums[key], strict=True))}
-            for key in sorted(sums)
-        ],
-    )
+def _last_seen() -> BulkInsert:
+    table = _table(EndUser)
+
+    def on_conflict(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(
+            index_elements=["account_id", "end_user_id"],
+            set_={"last_seen_at": stmt.excluded.last_seen_at},
+            where=stmt.excluded.last_seen_at > table.c.last_seen_at,
+        )
+
+    return BulkInsert(table, ("account_id", "end_user_id", "last_seen_at"), on_conflict)
+
+
+_LAST_SEEN = _last_seen()
 
 
 async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
@@ -107,17 +127,8 @@ async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
         moment = row["occurred_at"]
         if key not in latest or moment > latest[key]:
             latest[key] = moment
-    if not latest:
-        return
-    table = _table(EndUser)
-    stmt = insert(session, table)
-    stmt = stmt.on_conflict_do_update(
-        index_elements=["account_id", "end_user_id"],
-        set_={"last_seen_at": stmt.excluded.last_seen_at},
-        where=stmt.excluded.last_seen_at > table.c.last_seen_at,
-    )
-    await session.execute(
-        stmt,
+    await _LAST_SEEN.run(
+        session,
         [
             {"account_id": a, "end_user_id": u, "last_seen_at": latest[(a, u)]}
             for a, u in sorted(latest)

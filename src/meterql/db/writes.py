@@ -18,6 +18,7 @@ from sqlalchemy import Table, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db import rollups
+from meterql.db.bulk import BulkInsert
 from meterql.db.dialect import insert
 from meterql.db.tables import (
     Account,
@@ -210,12 +211,6 @@ async def record_events(
     instances are registered; the price at this moment is kept with each
     event, so later price changes never rewrite history.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        # asyncpg prepares statements; a generic plan chosen while the table
-        # (or this import's share of it) was small would scan it whole on
-        # every lookup from then on. Plan each statement for its values,
-        # for this transaction only (SET LOCAL).
-        await session.execute(select(func.set_config("plan_cache_mode", "force_custom_plan", True)))
     keyed: dict[tuple[str, str], UsageEventRecord] = {}
     for event in events:
         owner = account_id or getattr(event, "account_id", None)
@@ -259,6 +254,14 @@ async def _stored_keys(
     for account, event in keys:
         by_account.setdefault(account, []).append(event)
     found: set[tuple[str, str]] = set()
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    if postgresql:
+        # asyncpg prepares statements; a generic plan chosen while the table
+        # (or this import's share of it) was small would scan it whole on
+        # every lookup from then on. Plan the lookups for their values; only
+        # them, since re-planning every insert of a batch costs more than it
+        # saves (SET LOCAL: this transaction only, undone below).
+        await session.execute(select(func.set_config("plan_cache_mode", "force_custom_plan", True)))
     # One account and a plain IN list per query: the unique index answers it
     # directly, and it compiles far faster than a list of row values.
     for account, event_ids in by_account.items():
@@ -270,7 +273,23 @@ async def _stored_keys(
                 )
             )
             found.update((account, event) for event in rows)
+    if postgresql:
+        await session.execute(select(func.set_config("plan_cache_mode", "auto", True)))
     return found
+
+
+_EVENT_COLUMNS = (
+    "account_id", "event_id", "instance_id", "model", "occurred_at", "day", "tokens_in",
+    "tokens_out", "end_user_id", "conversation_id", "cost_nanos",
+)
+_EVENTS_TABLE: Table = UsageEvent.__table__  # type: ignore[assignment]
+_NEW_EVENTS = BulkInsert(_EVENTS_TABLE, _EVENT_COLUMNS)
+_EVENTS_UNLESS_STORED = BulkInsert(
+    _EVENTS_TABLE,
+    _EVENT_COLUMNS,
+    lambda stmt: stmt.on_conflict_do_nothing(index_elements=["account_id", "event_id"]),
+    returning=("account_id", "event_id"),
+)
 
 
 async def _insert_events(
@@ -304,12 +323,17 @@ async def _insert_events(
                 "cost_nanos": cost,
             }
         )
-    stmt = (
-        insert(session, UsageEvent.__table__)  # type: ignore[arg-type]
-        .on_conflict_do_nothing(index_elements=["account_id", "event_id"])
-        .returning(UsageEvent.__table__.c.account_id, UsageEvent.__table__.c.event_id)
-    )
-    inserted = {(row[0], row[1]) for row in await session.execute(stmt, rows)}
+    if session.get_bind().dialect.name == "sqlite":
+        # SQLite has one writer at a time and this transaction holds the lock
+        # (BEGIN IMMEDIATE): every key not found stored a moment ago is new,
+        # so a plain INSERT writes them all, and a conflict would be a bug
+        # that fails the batch rather than a duplicate to skip quietly.
+        await _NEW_EVENTS.run(session, rows)
+        inserted = {(row["account_id"], row["event_id"]) for row in rows}
+    else:
+        # Another gateway may store the same event between our lookup and
+        # this insert: ON CONFLICT skips it, and RETURNING says what was ours.
+        inserted = {(a, e) for a, e in await _EVENTS_UNLESS_STORED.run(session, rows)}
     # Only what this insert wrote reaches the rollups: an event another
     # transaction stored first is a duplicate here, and counted there.
     await rollups.add_events(
