@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
+
 from meterql.db.accounts import TokenGrant, grant_for_token
-from meterql.db.engine import Database
+from meterql.db.engine import AsyncConnection
 from meterql.errors import InvalidCredentials, NotAuthenticated, PermissionDenied
 
 # Longer than any token we issue by far; refuse before hashing megabytes.
@@ -21,11 +24,14 @@ def bearer_token(authorization: str | None) -> str:
     return credentials
 
 
-async def authenticate(db: Database, authorization: str | None) -> TokenGrant:
+async def authenticate(
+    read: Callable[[], AbstractAsyncContextManager[AsyncConnection]], authorization: str | None
+) -> TokenGrant:
+    """The grant of the header's token, looked up on a connection from ``read()``."""
     token = bearer_token(authorization)
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidCredentials()
-    async with db.read() as connection:
+    async with read() as connection:
         grant = await grant_for_token(connection, token)
     if grant is None:
         raise InvalidCredentials()

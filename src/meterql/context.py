@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -10,7 +11,7 @@ import strawberry
 from meterql.auth import authenticate, require_scope
 from meterql.config import Settings
 from meterql.db.accounts import TokenGrant
-from meterql.db.engine import Database
+from meterql.db.engine import AsyncConnection, Database, SharedReads
 from meterql.windows import Clock
 
 
@@ -33,10 +34,16 @@ class Context:
     grant: TokenGrant
     # One instant per request, so every number in an answer agrees on "today".
     now: datetime
+    # The request's one read connection; without it each read takes its own.
+    reads: SharedReads | None = None
 
     @property
     def account_id(self) -> str:
         return self.grant.account_id
+
+    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
+        """A connection for this request's reads (its shared one, when it has one)."""
+        return self.reads.lend() if self.reads is not None else self.db.read()
 
     def require(self, scope: str) -> Context:
         """This context, if its token has ``scope``; else :class:`PermissionDenied`."""
@@ -45,8 +52,24 @@ class Context:
 
 
 async def authenticated_context(services: Services, authorization: str | None) -> Context:
-    """Raises :class:`meterql.errors.AuthenticationError` without a live token."""
-    grant = await authenticate(services.db, authorization)
+    """Raises :class:`meterql.errors.AuthenticationError` without a live token.
+
+    The context holds the request's read connection, which authentication
+    opened: the caller closes it with :func:`finish` once the answer is made.
+    """
+    reads = SharedReads(services.db)
+    try:
+        grant = await authenticate(reads.lend, authorization)
+    except BaseException:
+        await reads.close()
+        raise
     return Context(
-        db=services.db, settings=services.settings, grant=grant, now=services.clock()
+        db=services.db, settings=services.settings, grant=grant, now=services.clock(),
+        reads=reads,
     )
+
+
+async def finish(context: Context | None) -> None:
+    """Give back the request's read connection, if it took one."""
+    if context is not None and context.reads is not None:
+        await context.reads.close()

@@ -11,7 +11,7 @@ from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
-from meterql.context import Context, Services, authenticated_context
+from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.responses import error_response
 
@@ -38,6 +38,11 @@ class GraphQLView(GraphQL[Context | None, None]):
                 await error_response(error)(scope, receive, send)
                 return
             scope.setdefault("state", {})[_CONTEXT_KEY] = context
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                await finish(context)
+            return
         await super().__call__(scope, receive, send)
 
     async def get_context(self, request: object, response: object) -> Context | None:

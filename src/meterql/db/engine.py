@@ -13,9 +13,10 @@ concurrently).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from typing import Any, TypeVar
 
 from sqlalchemy import event
@@ -105,18 +106,59 @@ def is_unavailable(error: BaseException) -> bool:
     return isinstance(error, sa_exc.TimeoutError | TimeoutError | OSError)
 
 
-@asynccontextmanager
-async def _guarded(
-    opened: AbstractAsyncContextManager[_Handle],
-) -> AsyncIterator[_Handle]:
+@contextmanager
+def _unavailable_as_503() -> Iterator[None]:
     try:
-        async with opened as handle:
-            yield handle
+        yield
     except Exception as error:
         if is_unavailable(error):
             logger.warning("database unavailable: %s", error)
             raise DatabaseUnavailable() from error
         raise
+
+
+@asynccontextmanager
+async def _guarded(
+    opened: AbstractAsyncContextManager[_Handle],
+) -> AsyncIterator[_Handle]:
+    with _unavailable_as_503():
+        async with opened as handle:
+            yield handle
+
+
+class SharedReads:
+    """One read connection for a whole request, lent to one task at a time.
+
+    A request then pays for one pool checkout and one transaction, however
+    many statements it runs, and all of them see one snapshot. GraphQL may
+    resolve root fields concurrently: they take turns (an ``AsyncConnection``
+    must never be used by two tasks at once). ``close()`` ends it.
+    """
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+        self._turn = asyncio.Lock()
+        self._connection: AsyncConnection | None = None
+
+    @asynccontextmanager
+    async def lend(self) -> AsyncIterator[AsyncConnection]:
+        async with self._turn:
+            with _unavailable_as_503():
+                if self._connection is None:
+                    connection = self._db.engine.connect()
+                    await connection.start()
+                    self._connection = connection
+                yield self._connection
+
+    async def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception as error:  # a dead connection: the pool drops it
+                if not is_unavailable(error):
+                    raise
+                logger.warning("closing a read connection failed: %s", error)
 
 
 class Database:
@@ -152,4 +194,6 @@ class Database:
         await self.engine.dispose()
 
 
-__all__ = ["AsyncConnection", "AsyncSession", "Database", "create_engine", "is_unavailable"]
+__all__ = [
+    "AsyncConnection", "AsyncSession", "Database", "SharedReads", "create_engine", "is_unavailable",
+]

@@ -73,7 +73,7 @@ async def _billing_period(connection: AsyncConnection, context: Context) -> _Per
 
 async def billing(info: Info[Context, None]) -> Billing:
     context = info.context.require("read")
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         period = await _billing_period(connection, context)
         hosting = await accounts.hosting(connection, context.account_id)
     plan, totals = period.plan, period.usage.totals
@@ -102,7 +102,7 @@ async def billing(info: Info[Context, None]) -> Billing:
 
 async def trial_status(info: Info[Context, None]) -> TrialStatus:
     context = info.context.require("read")
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         subscriptions = await accounts.live_subscriptions(connection, context.account_id)
     plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
     ends = plan.trial_ends_at
@@ -118,7 +118,7 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
     context = info.context.require("read")
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         period = await _billing_period(connection, context)
     plan, totals = period.plan, period.usage.totals
     tier = plan.tier
@@ -160,7 +160,7 @@ async def usage_chart(
     context = info.context.require("read")
     window = DayWindow.ending_today(context.now, CHART_DAYS.validate(days))
     instance = instance_id or None
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         if instance is not None and not await usage.instance_exists(
             connection, context.account_id, instance
         ):

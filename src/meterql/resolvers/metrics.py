@@ -29,7 +29,7 @@ async def metrics_summary(
 ) -> MetricsSummary:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         totals = await usage.totals(connection, context.account_id, window)
     return MetricsSummary(
         active_instances=totals.instances,
@@ -48,7 +48,7 @@ async def instance_usage(
 ) -> InstanceUsageList:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         rows = await usage.per_instance(connection, context.account_id, window)
     return InstanceUsageList(
         instances=[
@@ -71,7 +71,7 @@ async def model_breakdown(
 ) -> ModelBreakdown:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         rows = await usage.per_model(connection, context.account_id, window)
     total_requests = sum(row.requests for row in rows)
     return ModelBreakdown(
@@ -96,7 +96,7 @@ async def usage_timeseries(
 ) -> UsageTimeseries:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.db.read() as connection:
+    async with context.read() as connection:
         days_rows = await usage.per_day(connection, context.account_id, window)
     return UsageTimeseries(
         period_days=days,

@@ -14,7 +14,7 @@ from graphql import DocumentNode, ExecutionResult, execute, parse, validate
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from meterql.context import Context, Services, authenticated_context
+from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.responses import error_response, internal_error_response
 from meterql.rest_compat.body import decode_json, read_body
@@ -95,14 +95,19 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             context = await authenticated_context(
                 services, request.headers.get("authorization")
             )
+        except MeterqlError as error:
+            return error_response(error)
+        try:
             context.require(route.scope)
             variables = coerce(request.query_params, route.params)
             if route.body is not None:
                 document = decode_json(await read_body(request, route.body.max_bytes))
                 variables[route.body.variable] = route.body.coerce(document, context.now)
+            result = await run_document(services.schema, prepared.document, context, variables)
         except MeterqlError as error:
             return error_response(error)
-        result = await run_document(services.schema, prepared.document, context, variables)
+        finally:
+            await finish(context)
         return result_response(result)
 
     endpoint.__name__ = route.document.removesuffix(".graphql")
