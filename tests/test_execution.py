@@ -102,3 +102,47 @@ def test_bad_values_give_graphql_core_errors(executor: type[Any]) -> None:
         (["items", 1, "name"], "Cannot return null for non-nullable field Item.name."),
         (["items", 2, "size"], "Int cannot represent non 32-bit signed integer value"),
     ]
+
+
+RECORD = """mutation($events: [UsageEventInput!]!) {
+  recordUsage(events: $events) { accepted duplicates }
+}"""
+
+
+def _events(prefix: str, **patch: Any) -> list[dict[str, Any]]:
+    return [
+        {"eventId": f"{prefix}-{n}", "instanceId": "inst-a", "model": "gpt-4o",
+         "timestamp": "2026-11-20T12:00:00Z", "tokensIn": 10 + n, "tokensOut": 5,
+         "costUsd": "0.0000000015" if n == 1 else None, "endUserId": "u" if n else None,
+         **patch}
+        for n in range(3)
+    ]
+
+
+@pytest.mark.parametrize("raw_ingest", [True, False])
+async def test_record_usage_resolved_by_either_library_answers_alike(
+    db: Database, settings: Settings, raw_ingest: bool
+) -> None:
+    """graphql-core resolves recordUsage in production; Strawberry's own resolver agrees."""
+    await seed(db)
+    context = Context(db=db, settings=settings,
+                      grant=TokenGrant("acme", frozenset({"read", "ingest"})), now=NOW)
+    schema = build_schema(raw_ingest=raw_ingest)
+
+    async def run(events: list[dict[str, Any]]) -> Any:
+        return await schema.execute(RECORD, context_value=context,
+                                    variable_values={"events": events})
+
+    first = await run(_events("x"))
+    again = await run(_events("x"))
+    bad = await run(_events("y", tokensIn=-1))
+    assert first.errors is None and again.errors is None
+    assert first.data == {"recordUsage": {"accepted": 3, "duplicates": 0}}
+    assert again.data == {"recordUsage": {"accepted": 0, "duplicates": 3}}
+    assert bad.data is None and bad.errors is not None
+    assert [e.message for e in bad.errors] == [
+        "events.0.tokens_in: Input should be greater than or equal to 0"
+    ]
+    summary = await schema.execute("{ metricsSummary(days: 7) { totalRequests } }",
+                                   context_value=context)
+    assert summary.data == {"metricsSummary": {"totalRequests": 5 + 3}}

@@ -136,10 +136,9 @@ class UsageEvent(Base):
         ForeignKeyConstraint(
             ["account_id", "instance_id"], ["instances.account_id", "instances.instance_id"]
         ),
+        # Reads sum rollups; events are read by time only, at the ends of a
+        # billing period and for past periods' end users.
         Index("ix_usage_events_account_occurred", "account_id", "occurred_at"),
-        Index(
-            "ix_usage_events_account_instance_occurred", "account_id", "instance_id", "occurred_at"
-        ),
     )
 
     id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)

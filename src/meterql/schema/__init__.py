@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError
+from graphql import GraphQLError, GraphQLInputObjectType, get_named_type
 from strawberry.extensions import MaskErrors
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
@@ -17,7 +17,7 @@ from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
 from meterql.schema.execution import LeafFastExecutionContext
-from meterql.schema.ingest import RecordUsageResult
+from meterql.schema.ingest import RecordUsageResult, UsageEventInput
 from meterql.schema.metrics import (
     InstanceUsageList,
     MetricsSummary,
@@ -92,9 +92,13 @@ class MeterqlSchema(strawberry.Schema):
 
 
 def build_schema(
-    execution_context_class: type[Any] = LeafFastExecutionContext, **kwargs: Any
+    execution_context_class: type[Any] = LeafFastExecutionContext,
+    *,
+    raw_ingest: bool = True,
+    **kwargs: Any,
 ) -> strawberry.Schema:
-    return MeterqlSchema(
+    """The schema; ``raw_ingest=False`` leaves ``recordUsage`` to Strawberry (for tests)."""
+    schema = MeterqlSchema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
@@ -103,3 +107,18 @@ def build_schema(
         execution_context_class=execution_context_class,
         **kwargs,
     )
+    if raw_ingest:
+        _resolve_record_usage_in_graphql_core(schema)
+    return schema
+
+
+def _resolve_record_usage_in_graphql_core(schema: strawberry.Schema) -> None:
+    field = schema._schema.mutation_type.fields["recordUsage"]  # type: ignore[union-attr]
+    event_type = get_named_type(field.args["events"].type)
+    assert isinstance(event_type, GraphQLInputObjectType)
+    definition = UsageEventInput.__strawberry_definition__  # type: ignore[attr-defined]
+    python_names = {
+        schema.config.name_converter.from_field(f): f.python_name for f in definition.fields
+    }
+    assert set(python_names) == set(event_type.fields), "UsageEventInput fields drifted"
+    field.resolve = ingest_resolvers.raw_resolver(python_names)

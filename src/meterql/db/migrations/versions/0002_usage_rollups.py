@@ -1,4 +1,4 @@
-"""usage rollups and end users, filled from the events already stored
+"""usage rollups and end users, filled from the events already stored; one index fewer
 
 Revision ID: 0002
 Revises: 0001
@@ -63,6 +63,8 @@ def upgrade() -> None:
         'ix_end_users_account_last_seen', 'end_users', ['account_id', 'last_seen_at'], unique=False
     )
     _backfill(days, instance_days, model_days, instance_hours, end_users)
+    # Per-instance reads now come from the rollups: the index only slowed inserts.
+    op.drop_index('ix_usage_events_account_instance_occurred', table_name='usage_events')
 
 
 def _backfill(
@@ -117,6 +119,10 @@ def _backfill(
 
 
 def downgrade() -> None:
+    op.create_index(
+        'ix_usage_events_account_instance_occurred', 'usage_events',
+        ['account_id', 'instance_id', 'occurred_at'], unique=False,
+    )
     op.drop_index('ix_end_users_account_last_seen', table_name='end_users')
     for name in ('end_users', 'usage_instance_hours', 'usage_model_days',
                  'usage_instance_days', 'usage_days'):
