@@ -63,7 +63,7 @@ def _rollup(
 # Each rollup: its statement, and how an event row gives its key after the account.
 _ROLLUPS = (
     _rollup(UsageDay, ("day",), lambda r: (r["day"],)),
-    _rollup(UsageInstanceDay, ("day", "instance_id"), lambda r: (r["day"], r["instance_id"])),
+    _rollup(UsageInstanceDay, ("instance_id", "day"), lambda r: (r["instance_id"], r["day"])),
     _rollup(UsageInstanceHour, ("hour", "instance_id"),
             lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"])),
     _rollup(UsageModelDay, ("day", "model"), lambda r: (r["day"], r["model"])),

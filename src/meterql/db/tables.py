@@ -187,14 +187,19 @@ class UsageDay(_Sums, Base):
 
 
 class UsageInstanceDay(_Sums, Base):
-    """Usage per instance per UTC day: instance lists, per-instance charts."""
+    """Usage per instance per UTC day: instance lists, per-instance charts.
+
+    Keyed instance first: reads walk the account's instances and take each
+    one's days of a window as one key range, with no sort and no scan of
+    days outside the window.
+    """
 
     __tablename__ = "usage_instance_days"
     __table_args__ = _CLUSTERED
 
     account_id: Mapped[str] = mapped_column(ID, primary_key=True)
-    day: Mapped[date] = mapped_column(Date, primary_key=True)
     instance_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date, primary_key=True)
 
 
 class UsageModelDay(_Sums, Base):

@@ -154,13 +154,45 @@ def _instance_rows(rows: Any) -> list[InstanceTotals]:
     return found
 
 
+def _used_in_window(instance_id: Any) -> Select[Any]:
+    """The instance's day rows in the window: one key range of ``usage_instance_days``."""
+    D = INSTANCE_DAYS
+    return select(D.requests).where(
+        D.account_id == _ACCOUNT, D.instance_id == instance_id, D.day >= _FIRST, D.day <= _LAST
+    )
+
+
+def _per_registered_instance(*columns: Any, idle: bool) -> Select[Any]:
+    """``columns`` of each instance of the account, with its sums over the window's days.
+
+    Walks the account's instances and reads each one's key range (no sort,
+    no day outside the window); ``idle`` keeps instances without usage.
+    """
+    D = INSTANCE_DAYS
+    usage = Instance.__table__.join(
+        UsageInstanceDay.__table__,
+        (D.account_id == INSTANCES.account_id)
+        & (D.instance_id == INSTANCES.instance_id)
+        & (D.day >= _FIRST)
+        & (D.day <= _LAST),
+        isouter=idle,
+    )
+    return (
+        select(*columns, *_sums(D))
+        .select_from(usage)
+        .where(INSTANCES.account_id == _ACCOUNT)
+        .group_by(*columns)
+    )
+
+
 _TOTALS = select(
     *_sums(DAYS),
     select(func.count(distinct(MODEL_DAYS.model)))
     .where(*_in_window(MODEL_DAYS))
     .scalar_subquery(),
-    select(func.count(distinct(INSTANCE_DAYS.instance_id)))
-    .where(*_in_window(INSTANCE_DAYS))
+    select(func.count())
+    .select_from(Instance.__table__)
+    .where(INSTANCES.account_id == _ACCOUNT, _used_in_window(INSTANCES.instance_id).exists())
     .scalar_subquery(),
 ).where(*_in_window(DAYS))
 
@@ -179,27 +211,9 @@ async def totals(connection: AsyncConnection, account_id: str, window: DayWindow
     )
 
 
-def _per_instance() -> Select[Any]:
-    usage = (
-        select(INSTANCE_DAYS.instance_id.label("key"), *_sums(INSTANCE_DAYS))
-        .where(*_in_window(INSTANCE_DAYS))
-        .group_by(INSTANCE_DAYS.instance_id)
-        .subquery()
-    )
-    return (
-        select(
-            INSTANCES.instance_id,
-            INSTANCES.hostname,
-            INSTANCES.status,
-            *(func.coalesce(c, 0) for c in list(usage.c)[1:]),
-        )
-        .select_from(Instance.__table__)
-        .join(usage, INSTANCES.instance_id == usage.c.key, isouter=True)
-        .where(INSTANCES.account_id == _ACCOUNT)
-    )
-
-
-_PER_INSTANCE = _per_instance()
+_PER_INSTANCE = _per_registered_instance(
+    INSTANCES.instance_id, INSTANCES.hostname, INSTANCES.status, idle=True
+)
 
 
 async def per_instance(
@@ -282,11 +296,9 @@ def _period() -> Select[Any]:
 
     One select per span, never an OR of spans, so that each is an index range.
     """
-    D, H = INSTANCE_DAYS, INSTANCE_HOURS
+    H = INSTANCE_HOURS
     sources: list[Select[Any]] = [
-        select(D.instance_id.label("key"), *_sums(D))
-        .where(D.account_id == _ACCOUNT, D.day >= _FIRST, D.day <= _LAST)
-        .group_by(D.instance_id)
+        _per_registered_instance(INSTANCES.instance_id.label("key"), idle=False)
     ]
     for n in range(_HOUR_SLOTS):
         sources.append(

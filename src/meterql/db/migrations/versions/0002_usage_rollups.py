@@ -38,8 +38,8 @@ def upgrade() -> None:
     days = _rollup('usage_days', sa.Column('day', sa.Date(), nullable=False))
     instance_days = _rollup(
         'usage_instance_days',
-        sa.Column('day', sa.Date(), nullable=False),
         sa.Column('instance_id', sa.String(length=200), nullable=False),
+        sa.Column('day', sa.Date(), nullable=False),
     )
     model_days = _rollup(
         'usage_model_days',
@@ -100,7 +100,7 @@ def _backfill(
     ]
     for table, keys in (
         (days, [e.account_id, e.day]),
-        (instance_days, [e.account_id, e.day, e.instance_id]),
+        (instance_days, [e.account_id, e.instance_id, e.day]),
         (model_days, [e.account_id, e.day, e.model]),
         (instance_hours, [e.account_id, hour, e.instance_id]),
     ):
