@@ -115,6 +115,18 @@ def test_migrate_is_idempotent(env: str, capsys: pytest.CaptureFixture[str]) -> 
     assert run(capsys, "migrate") == (0, "database schema is up to date\n", "")
 
 
+def test_rollups_rebuild_counts_every_event(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    doc = example()
+    assert run(capsys, "load", str(write(tmp_path, doc)))[0] == 0
+    before = get(env, "/v1/metrics/summary?days=30", READ_TOKEN).json()
+    code, out, err = run(capsys, "rollups", "rebuild")
+    assert (code, out, err) == (0, f"rollups rebuilt from {len(doc['usage_events'])} events\n", "")
+    assert get(env, "/v1/metrics/summary?days=30", READ_TOKEN).json() == before
+    assert before["total_requests"] > 0
+
+
 def test_schema_prints_the_sdl(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "schema")
     assert (code, err) == (0, "")

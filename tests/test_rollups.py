@@ -256,3 +256,21 @@ def test_rollup_statements_name_every_column_of_their_tables() -> None:
         primary = [c.name for c in columns if c.primary_key]
         assert statement.columns == (*primary, *rollups.MEASURES)
         assert {c.name for c in columns} == set(statement.columns)
+
+
+async def test_rebuild_recomputes_rollups_from_the_events(db: Database) -> None:
+    """After events were stored without their sums, a rebuild gives what ingest would have."""
+    await _record(db, _events(random.Random(13), 250, "r"))
+    written = await _rollup_rows(db)
+    async with db.write() as session, session.begin():
+        # An old gateway's doing: sums and last-seen instants that no longer match.
+        await session.execute(UsageDay.__table__.delete())  # type: ignore[attr-defined]
+        await session.execute(UsageInstanceHour.__table__.update().values(requests=0))  # type: ignore[attr-defined]
+    assert await _rollup_rows(db) != written
+    async with db.write() as session, session.begin():
+        original_chunk, rollups.REBUILD_CHUNK = rollups.REBUILD_CHUNK, 40  # several pages
+        try:
+            assert await rollups.rebuild(session) == 250
+        finally:
+            rollups.REBUILD_CHUNK = original_chunk
+    assert await _rollup_rows(db) == written

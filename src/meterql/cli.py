@@ -1,4 +1,4 @@
-"""The ``meterql`` command: serve | load | token | schema | migrate."""
+"""The ``meterql`` command: serve | load | token | schema | migrate | rollups."""
 
 from __future__ import annotations
 
@@ -47,6 +47,17 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     _with_database(settings, noop)
     print("database schema is up to date")
+    return 0
+
+
+def cmd_rollups_rebuild(args: argparse.Namespace, settings: Settings) -> int:
+    from meterql.db import rollups
+
+    async def work(db: Database) -> int:
+        async with db.write() as session, session.begin():
+            return await rollups.rebuild(session)
+
+    print(f"rollups rebuilt from {_with_database(settings, work)} events")
     return 0
 
 
@@ -189,6 +200,13 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=cmd_migrate)
+
+    rollups = commands.add_parser("rollups", help="maintain the usage rollups")
+    rollups_commands = rollups.add_subparsers(dest="rollups_command", required=True)
+    rebuild = rollups_commands.add_parser(
+        "rebuild", help="recompute every rollup from the stored events (one transaction)"
+    )
+    rebuild.set_defaults(run=cmd_rollups_rebuild)
     return root
 
 
