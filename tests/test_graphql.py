@@ -285,3 +285,19 @@ async def test_reading_needs_the_read_scope(db: Database, client: httpx.AsyncCli
     # ... while it may still send usage.
     sent = await client.post("/v1/usage/events", json=[], headers=auth(ingest_only))
     assert sent.json() == {"accepted": 0, "duplicates": 0}
+
+
+async def test_repeated_queries_are_parsed_and_validated_once(client: httpx.AsyncClient) -> None:
+    from strawberry.extensions.parser_cache import _get_parse_cache
+    from strawberry.extensions.validation_cache import _get_validate_cache
+
+    from meterql.schema import GRAPHQL_CACHE_SIZE
+
+    parse, validate = _get_parse_cache(GRAPHQL_CACHE_SIZE), _get_validate_cache(GRAPHQL_CACHE_SIZE)
+    query = {"query": "{ usageTimeseries(days: 9) { periodDays } }"}
+    before = (parse.cache_info(), validate.cache_info())
+    for _ in range(3):
+        response = await client.post("/graphql", json=query, headers=auth())
+        assert response.json() == {"data": {"usageTimeseries": {"periodDays": 9}}}
+    after = (parse.cache_info(), validate.cache_info())
+    assert after[0].hits - before[0].hits >= 2 and after[1].hits - before[1].hits >= 2

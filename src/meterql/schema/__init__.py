@@ -7,7 +7,7 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError, GraphQLInputObjectType, get_named_type
-from strawberry.extensions import MaskErrors
+from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
@@ -27,6 +27,7 @@ from meterql.schema.metrics import (
 from meterql.schema.scalars import SCALAR_MAP
 
 logger = logging.getLogger("meterql.graphql")
+GRAPHQL_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
 
 
 @strawberry.type
@@ -102,8 +103,14 @@ def build_schema(
         query=Query,
         mutation=Mutation,
         config=StrawberryConfig(scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
-        # A factory, so each operation gets a fresh extension instance.
-        extensions=[lambda: MaskErrors(should_mask_error=lambda error: not is_expected(error))],
+        # Factories, so each operation gets fresh extension instances. The
+        # caches (module-level LRUs, bounded) spare a frontend's repeated
+        # queries their parse and validation, as the /v1 documents are spared.
+        extensions=[
+            lambda: MaskErrors(should_mask_error=lambda error: not is_expected(error)),
+            lambda: ParserCache(maxsize=GRAPHQL_CACHE_SIZE),
+            lambda: ValidationCache(maxsize=GRAPHQL_CACHE_SIZE),
+        ],
         execution_context_class=execution_context_class,
         **kwargs,
     )
