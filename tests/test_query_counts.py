@@ -20,9 +20,9 @@ COSTS = {
     "/v1/metrics/instances": 2,
     "/v1/metrics/models": 2,
     "/v1/metrics/usage?days=90": 2,
-    "/v1/billing": 5,  # token, subscriptions, period usage, end users, hosting nodes
+    "/v1/billing": 4,  # token, subscriptions, period usage with end users, hosting nodes
     "/v1/billing/trial-status": 2,
-    "/v1/billing/usage": 4,  # token, subscriptions, period usage, end users
+    "/v1/billing/usage": 3,  # token, subscriptions, period usage with end users
     "/v1/billing/usage/chart?days=366": 2,
     "/v1/billing/usage/chart?instance_id=inst-a": 3,  # + ownership check
 }
@@ -78,5 +78,5 @@ async def test_whole_billing_page_in_one_graphql_query(
     response = await client.post("/graphql", json={"query": query}, headers=auth())
     assert "errors" not in response.json()
     assert len(response.json()["data"]["billingUsage"]["byInstance"]) == 42
-    # token 1 + billing 4 + trial 1 + billing usage 3 + chart 1
-    assert sql.count == 10
+    # token 1 + billing 3 + trial 1 + billing usage 2 + chart 1
+    assert sql.count == 8

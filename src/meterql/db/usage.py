@@ -105,6 +105,7 @@ class PeriodUsage:
 
     by_instance: list[InstanceTotals]
     totals: Totals
+    end_users: int  # distinct non-empty end users
 
 
 def _sum(column: Any) -> ColumnElement[Any]:
@@ -291,10 +292,41 @@ _NO_HOURS = (0, 0)
 _NO_INSTANTS = (EPOCH, EPOCH)
 
 
+def _end_users() -> Any:
+    """Distinct non-empty end users with an event in ``[:start, :end)``, exactly.
+
+    While the account has no event at or after ``end`` (a current billing
+    period), those are the end users last seen at or after ``start``: an
+    index range count. A range in the past falls back to counting its events.
+    Both backends evaluate only the branch the ``CASE`` takes.
+    """
+    latest = select(func.max(E.occurred_at)).where(E.account_id == _ACCOUNT).scalar_subquery()
+    last_seen = (
+        select(func.count())
+        .select_from(EndUser.__table__)
+        .where(END_USERS.account_id == _ACCOUNT, END_USERS.last_seen_at >= _START)
+        .scalar_subquery()
+    )
+    counted = (
+        select(func.count(distinct(E.end_user_id)))
+        .where(
+            E.account_id == _ACCOUNT,
+            E.occurred_at >= _START,
+            E.occurred_at < _END,
+            E.end_user_id != "",
+        )
+        .scalar_subquery()
+    )
+    return case((latest < _END, last_seen), else_=counted)
+
+
 def _period() -> Select[Any]:
     """Per instance: sums over ``[start, end)`` cut into days, hours and instants.
 
     One select per span, never an OR of spans, so that each is an index range.
+    Each row also carries the period's end-user count (one uncorrelated
+    subquery, computed once): a period without usage has neither rows nor
+    end users, so nothing is lost when there are no rows.
     """
     H = INSTANCE_HOURS
     sources: list[Select[Any]] = [
@@ -335,7 +367,13 @@ def _period() -> Select[Any]:
         .subquery()
     )
     return (
-        select(INSTANCES.instance_id, INSTANCES.hostname, INSTANCES.status, *list(usage.c)[1:])
+        select(
+            INSTANCES.instance_id,
+            INSTANCES.hostname,
+            INSTANCES.status,
+            *list(usage.c)[1:],
+            _end_users(),
+        )
         .join(usage, INSTANCES.instance_id == usage.c.key)
         .where(INSTANCES.account_id == _ACCOUNT)
     )
@@ -347,7 +385,9 @@ _PERIOD = _period()
 def _period_params(account_id: str, start: datetime, end: datetime) -> dict[str, Any]:
     parts = split_range(start, end)
     first, last = parts.days or _NO_DAYS
-    params: dict[str, Any] = {"account": account_id, "first": first, "last": last}
+    params: dict[str, Any] = {
+        "account": account_id, "start": start, "end": end, "first": first, "last": last,
+    }
     hours = [*parts.hours, *[_NO_HOURS] * (_HOUR_SLOTS - len(parts.hours))]
     for n, (hour_from, hour_to) in enumerate(hours):
         params[f"hour_from_{n}"], params[f"hour_to_{n}"] = hour_from, hour_to
@@ -361,11 +401,11 @@ async def period_usage(
     connection: AsyncConnection, account_id: str, start: datetime, end: datetime
 ) -> PeriodUsage:
     """Usage in ``[start, end)``: each instance that had some, ordered as routes list them."""
-    rows = _instance_rows(
-        await connection.execute(_PERIOD, _period_params(account_id, start, end))
-    )
+    result = (await connection.execute(_PERIOD, _period_params(account_id, start, end))).all()
+    rows = _instance_rows(result)
     return PeriodUsage(
         by_instance=rows,
+        end_users=int(result[0][-1]) if result else 0,
         totals=Totals(
             requests=sum(r.requests for r in rows),
             tokens_in=sum(r.tokens_in for r in rows),
@@ -374,46 +414,6 @@ async def period_usage(
             instances=sum(1 for r in rows if r.requests),
         ),
     )
-
-
-def _end_users() -> Select[Any]:
-    latest = select(func.max(E.occurred_at)).where(E.account_id == _ACCOUNT).scalar_subquery()
-    last_seen = (
-        select(func.count())
-        .select_from(EndUser.__table__)
-        .where(END_USERS.account_id == _ACCOUNT, END_USERS.last_seen_at >= _START)
-        .scalar_subquery()
-    )
-    counted = (
-        select(func.count(distinct(E.end_user_id)))
-        .where(
-            E.account_id == _ACCOUNT,
-            E.occurred_at >= _START,
-            E.occurred_at < _END,
-            E.end_user_id != "",
-        )
-        .scalar_subquery()
-    )
-    # Both backends evaluate only the branch CASE takes.
-    return select(case((latest < _END, last_seen), else_=counted))
-
-
-_END_USERS = _end_users()
-
-
-async def end_users(
-    connection: AsyncConnection, account_id: str, start: datetime, end: datetime
-) -> int:
-    """Distinct non-empty end users with an event in ``[start, end)``, exactly.
-
-    While the account has no event at or after ``end`` (a current billing
-    period), those are the end users last seen at or after ``start``: an
-    index range count. A range in the past falls back to counting its events.
-    """
-    found = await connection.scalar(
-        _END_USERS, {"account": account_id, "start": start, "end": end}
-    )
-    return int(found or 0)
 
 
 _INSTANCE_EXISTS = select(INSTANCES.instance_id).where(

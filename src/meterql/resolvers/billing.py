@@ -56,19 +56,15 @@ class _Period:
     subscriptions: list[SubscriptionRow]
     plan: EffectivePlan
     usage: usage.PeriodUsage
-    end_users: int
 
 
 async def _billing_period(connection: AsyncConnection, context: Context) -> _Period:
     subscriptions = await accounts.live_subscriptions(connection, context.account_id)
     plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
-    account, start, end = context.account_id, plan.period_start, plan.period_end
-    return _Period(
-        subscriptions,
-        plan,
-        await usage.period_usage(connection, account, start, end),
-        await usage.end_users(connection, account, start, end),
+    period = await usage.period_usage(
+        connection, context.account_id, plan.period_start, plan.period_end
     )
+    return _Period(subscriptions, plan, period)
 
 
 async def billing(info: Info[Context, None]) -> Billing:
@@ -94,7 +90,7 @@ async def billing(info: Info[Context, None]) -> Billing:
             total_hosted_sites=BigInt(hosting.sites),
             total_requests=BigInt(totals.requests),
             total_tokens=BigInt(totals.tokens_in + totals.tokens_out),
-            unique_end_users=period.end_users,
+            unique_end_users=period.usage.end_users,
             webhost_nodes=hosting.nodes,
         ),
     )
@@ -143,7 +139,7 @@ async def billing_usage(info: Info[Context, None]) -> BillingUsage:
         total_cost_usd=platform_cost + nanos_to_usd(totals.cost_nanos),
         total_requests=BigInt(totals.requests),
         total_tokens=BigInt(total_tokens),
-        unique_end_users=period.end_users,
+        unique_end_users=period.usage.end_users,
     )
 
 
