@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, update
+from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db import rollups
@@ -347,3 +347,34 @@ async def _insert_events(
         duplicates=len(keyed) - len(inserted),
         unpriced=len(unpriced_by_key & inserted),
     )
+
+
+# What a bulk load changes the shape of. ANALYZE has no SQLAlchemy construct:
+# fixed statements, written out, never assembled from input.
+_ANALYZE_LOADED_TABLES = tuple(
+    text(statement)
+    for statement in (
+        "ANALYZE usage_events",
+        "ANALYZE usage_days",
+        "ANALYZE usage_instance_days",
+        "ANALYZE usage_model_days",
+        "ANALYZE usage_instance_hours",
+        "ANALYZE end_users",
+        "ANALYZE instances",
+    )
+)
+
+
+async def refresh_statistics(session: AsyncSession) -> None:
+    """Have PostgreSQL's planner see what a bulk load just wrote (no-op on SQLite).
+
+    Right after a load the tables' statistics still describe them empty, and
+    the planner walks 4,500 rollup rows fifty times over instead of once
+    (measured: 148 ms instead of 7 for the instance list) until autovacuum
+    gets to them. Inside the load's transaction, ANALYZE samples its own
+    rows, and the statistics take effect when it commits.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return
+    for statement in _ANALYZE_LOADED_TABLES:
+        await session.execute(statement)
