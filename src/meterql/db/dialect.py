@@ -7,12 +7,8 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 
-def insert_for(dialect: str, table: Table) -> postgresql.Insert | sqlite.Insert:
+def insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
     """An INSERT that can take ``ON CONFLICT``: spelled alike, but each dialect has its own."""
-    if dialect == "postgresql":
+    if session.get_bind().dialect.name == "postgresql":
         return postgresql.insert(table)
     return sqlite.insert(table)
-
-
-def insert(session: AsyncSession, table: Table) -> postgresql.Insert | sqlite.Insert:
-    return insert_for(session.get_bind().dialect.name, table)
