@@ -17,6 +17,7 @@ evt-3 is outside the 7-day window (11-14..11-20) and inside the 30-day one.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from pathlib import Path
@@ -664,6 +665,15 @@ async def test_sections_after_many_events_are_applied_first(
     summary = await get(client, "/v1/metrics/summary?days=7")
     # 12,000 × (2.5 + 10) / 1e6 = 0.15 USD: priced with the file's prices.
     assert (summary["total_requests"], summary["estimated_cost_usd"]) == (12_000, "0.1500")
+
+
+async def test_garbage_collector_thresholds_are_restored(db: Database, tmp_path: Path) -> None:
+    before = gc.get_threshold()
+    await load(db, write(tmp_path, example()))
+    assert gc.get_threshold() == before
+    with pytest.raises(ImportFileError):
+        await load(db, write(tmp_path, changed(_set("usage_events", 3, "tokens_in", value=-5))()))
+    assert gc.get_threshold() == before
 
 
 # ---------------------------------------------------------------------------
