@@ -667,13 +667,14 @@ async def test_sections_after_many_events_are_applied_first(
     assert (summary["total_requests"], summary["estimated_cost_usd"]) == (12_000, "0.1500")
 
 
-async def test_garbage_collector_thresholds_are_restored(db: Database, tmp_path: Path) -> None:
-    before = gc.get_threshold()
+async def test_garbage_collector_is_restored(db: Database, tmp_path: Path) -> None:
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
     await load(db, write(tmp_path, example()))
-    assert gc.get_threshold() == before
+    assert (gc.isenabled(), gc.get_freeze_count()) == (True, frozen)
     with pytest.raises(ImportFileError):
         await load(db, write(tmp_path, changed(_set("usage_events", 3, "tokens_in", value=-5))()))
-    assert gc.get_threshold() == before
+    assert (gc.isenabled(), gc.get_freeze_count()) == (True, frozen)
 
 
 # ---------------------------------------------------------------------------

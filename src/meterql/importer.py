@@ -165,7 +165,7 @@ def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator
 async def load(db: Database, path: Path, progress: Progress | None = None) -> ImportReport:
     """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad."""
     size = path.stat().st_size
-    with _fewer_collections, path.open("rb") as stream:
+    with _collections, path.open("rb") as stream:
         scan = _scan(stream, progress)
         report = ImportReport(
             models=len(scan.models),
@@ -193,6 +193,7 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
                     break
                 report.events_seen += len(batch)
                 await _write_batch(session, batch, report)
+                _collections.collect()
                 if progress:
                     progress(size + stream.tell())
             if progress:
@@ -200,38 +201,43 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
     return report
 
 
-class _FewerCollections:
-    """Run the cyclic garbage collector less often while importing.
+class _Collections:
+    """The cyclic garbage collector runs once per batch while importing.
 
     An import allocates several containers per event (parsed dicts, records,
     the database layer's rows) and keeps a batch of them alive; at the default
-    threshold (700 allocations) the collector runs every few events and, as
-    batches move to the older generations, often traverses every object of
-    the process. Garbage is still collected, every :data:`YOUNG` allocations,
-    so memory stays flat. The threshold is restored when the last import
-    running in the process ends.
+    threshold (700 allocations) the collector would run every few events and,
+    as batches move to the older generations, often traverse every object of
+    the process. Instead, the objects that exist when the import starts are
+    frozen (:func:`gc.freeze`: never traversed) and automatic collection is off
+    until the last import running in the process ends; :meth:`collect`, called
+    after each batch, collects what the import left, so memory stays flat.
     """
-
-    YOUNG = 50_000
 
     def __init__(self) -> None:
         self.running = 0
-        self.saved = gc.get_threshold()
+        self.was_enabled = True
 
     def __enter__(self) -> None:
         if self.running == 0:
-            self.saved = gc.get_threshold()
-            young, *older = self.saved
-            gc.set_threshold(max(young, self.YOUNG), *older)
+            self.was_enabled = gc.isenabled()
+            gc.disable()
+            gc.freeze()
         self.running += 1
 
     def __exit__(self, *_exc: object) -> None:
         self.running -= 1
         if self.running == 0:
-            gc.set_threshold(*self.saved)
+            gc.unfreeze()
+            if self.was_enabled:
+                gc.enable()
+
+    @staticmethod
+    def collect() -> None:
+        gc.collect()
 
 
-_fewer_collections = _FewerCollections()
+_collections = _Collections()
 
 
 def _events(items: Iterator[Any], start: int) -> tuple[list[EventRecord], ImportFileError | None]:
