@@ -193,6 +193,7 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
                     break
                 report.events_seen += len(batch)
                 await _write_batch(session, batch, report)
+                del batch  # before the next batch is built: one batch in memory
                 _collections.collect()
                 if progress:
                     progress(size + stream.tell())
