@@ -2,10 +2,13 @@
 
 Two passes over the file, so memory stays flat however many events it holds:
 
-1. *scan*: check the document's shape, build and validate the small sections
-   (models, tiers, accounts) and count the events;
+1. *scan*: check the document's shape and its JSON syntax, build and validate
+   the small sections (models, tiers, accounts); the events array is skipped
+   without Python code per parser event;
 2. *write*: in one transaction, apply models, tiers and accounts, then stream
-   the events through :func:`meterql.db.writes.record_events` in batches.
+   the events through :func:`meterql.db.writes.record_events` in batches,
+   validating (:class:`meterql.records.PlausibleEventRecord`) and counting
+   them as they are parsed.
 
 A bad value anywhere raises :class:`ImportFileError` naming its JSON path, and
 the transaction rolls back: nothing is written. Loading a file twice changes
