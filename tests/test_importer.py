@@ -17,6 +17,7 @@ evt-3 is outside the 7-day window (11-14..11-20) and inside the 30-day one.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 from pathlib import Path
@@ -543,7 +544,23 @@ INVALID = [
      "$.usage_events[12000].tokens_in"),
     ("unknown-account-after-12000", many_events_then(_set("account_id", value="nobody")),
      "$.usage_events[12000].account_id"),
+    # 0001-01-01T00:00+01:00 is 0000-12-31T23:00Z, before anything datetime can hold.
+    ("timestamp-out-of-range-after-12000",
+     many_events_then(_set("timestamp", value="0001-01-01T00:00:00+01:00")),
+     "$.usage_events[12000].timestamp"),
+    ("unknown-key-after-12000-events",
+     lambda: {**many_events_then(lambda _: None)(), "usage": []}, "$.usage"),
+    ("bad-model-after-12000-events", lambda: _events_first(changed(
+        _set("models", 0, "input_usd_per_mtok", value="-1"))()), "$.models[0].input_usd_per_mtok"),
+    ("malformed-json-in-the-events", lambda: json.dumps(many_events_then(lambda _: None)())
+     .replace('"bulk-9000"', '"bulk-9000'), "$"),
 ]
+
+
+def _events_first(doc: dict[str, Any]) -> dict[str, Any]:
+    """``doc`` with 12,000 good events, written before every other section."""
+    events = [event(f"bulk-{n}", "gpt-4o", "2026-11-19T12:00:00Z", 1, 1) for n in range(12_000)]
+    return {"usage_events": events, **{k: v for k, v in doc.items() if k != "usage_events"}}
 
 
 @pytest.mark.parametrize(("build", "path"), [(b, p) for _, b, p in INVALID],
@@ -586,6 +603,80 @@ async def test_unknown_account_before_a_bad_field_is_reported_first(
     assert caught.value.path == "$.usage_events[0].account_id"
 
 
+async def test_first_bad_event_in_a_later_batch_is_reported_before_a_later_account(
+    db: Database, tmp_path: Path
+) -> None:
+    doc = many_events_then(_set("tokens_out", value=-1))()
+    doc["usage_events"][12_000 - 1]["timestamp"] = "2026-11-19T12:00:00"  # no time zone
+    doc["usage_events"].append(event("after", "gpt-4o", "2026-11-19T12:00:00Z", 1, 1,
+                                     account="nobody"))
+    with pytest.raises(ImportFileError) as caught:
+        await load(db, write(tmp_path, doc))
+    assert str(caught.value) == "$.usage_events[11999].timestamp: Input should have timezone info"
+    assert all(rows == [] for rows in (await snapshot(db)).values())
+
+
+@pytest.mark.parametrize(
+    ("timestamp", "message"),
+    [
+        ("0001-01-01T00:00:00+00:01", "Value error, timestamp is out of range"),
+        ("9999-12-31T23:59:59-00:01", "Value error, timestamp is out of range"),
+        ("9999-12-31T23:59:59", "Input should have timezone info"),
+    ],
+)
+async def test_timestamp_errors_name_the_event(
+    db: Database, tmp_path: Path, timestamp: str, message: str
+) -> None:
+    doc = second_file()
+    doc["usage_events"][2]["timestamp"] = timestamp
+    doc["usage_events"][3]["tokens_in"] = -1  # later in the file: not the one reported
+    with pytest.raises(ImportFileError) as caught:
+        await load(db, write(tmp_path, doc))
+    assert str(caught.value) == f"$.usage_events[2].timestamp: {message}"
+
+
+async def test_timestamps_near_the_ends_of_the_range_are_accepted(
+    db: Database, tmp_path: Path
+) -> None:
+    # Refused by the quick check of every event, then accepted by the full one.
+    doc = example()
+    doc["usage_events"] = [
+        event("evt-first", "gpt-4o", "0001-01-01T00:00:00Z", 1, 1),
+        event("evt-last", "gpt-4o", "9999-12-31T23:59:59.999999Z", 1, 1),
+        event("evt-offset", "gpt-4o", "0001-01-01T23:00:00+23:00", 1, 1),
+        event("evt-now", "gpt-4o", "2026-11-20T12:00:00Z", 1, 1),
+    ]
+    report = await load(db, write(tmp_path, doc))
+    assert (report.events_seen, report.events_accepted) == (4, 4)
+    async with db.read() as session:
+        stored = set((await session.execute(select(UsageEvent.event_id))).scalars())
+    assert stored == {"evt-first", "evt-last", "evt-offset", "evt-now"}
+
+
+async def test_sections_after_many_events_are_applied_first(
+    db: Database, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    # Pass 1 skips 12,000 events to find the catalogue and the account behind them.
+    doc = _events_first(example())
+    assert next(iter(doc)) == "usage_events"
+    report = await load(db, write(tmp_path, doc))
+    assert report == ImportReport(models=2, tiers=1, accounts=1, events_seen=12_000,
+                                  events_accepted=12_000, events_duplicate=0, events_unpriced=0)
+    summary = await get(client, "/v1/metrics/summary?days=7")
+    # 12,000 × (2.5 + 10) / 1e6 = 0.15 USD: priced with the file's prices.
+    assert (summary["total_requests"], summary["estimated_cost_usd"]) == (12_000, "0.1500")
+
+
+async def test_garbage_collector_is_restored(db: Database, tmp_path: Path) -> None:
+    assert gc.isenabled()
+    frozen = gc.get_freeze_count()
+    await load(db, write(tmp_path, example()))
+    assert (gc.isenabled(), gc.get_freeze_count()) == (True, frozen)
+    with pytest.raises(ImportFileError):
+        await load(db, write(tmp_path, changed(_set("usage_events", 3, "tokens_in", value=-5))()))
+    assert (gc.isenabled(), gc.get_freeze_count()) == (True, frozen)
+
+
 # ---------------------------------------------------------------------------
 # A large file: several batches, progress reported
 
@@ -610,4 +701,10 @@ async def test_large_file_loads_across_batches_with_progress(
     # One call per full batch and one at the end, bytes never going backwards.
     assert len(seen) >= 3
     assert seen == sorted(seen)
-    assert seen[-1] == 2 * path.stat().st_size  # two passes over the file
+    size = path.stat().st_size
+    assert size > 1024 * 1024
+    assert seen[-1] == 2 * size  # two passes over the file
+    # The first pass reports as it reads (every MiB), up to the whole file.
+    first = [done for done in seen if done <= size]
+    assert len(first) >= 2
+    assert first[-1] == size

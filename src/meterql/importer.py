@@ -2,10 +2,13 @@
 
 Two passes over the file, so memory stays flat however many events it holds:
 
-1. *scan*: check the document's shape, build and validate the small sections
-   (models, tiers, accounts) and count the events;
+1. *scan*: check the document's shape and its JSON syntax, build and validate
+   the small sections (models, tiers, accounts); the events array is skipped
+   without Python code per parser event;
 2. *write*: in one transaction, apply models, tiers and accounts, then stream
-   the events through :func:`meterql.db.writes.record_events` in batches.
+   the events through :func:`meterql.db.writes.record_events` in batches,
+   validating (:class:`meterql.records.PlausibleEventRecord`) and counting
+   them as they are parsed.
 
 A bad value anywhere raises :class:`ImportFileError` naming its JSON path, and
 the transaction rolls back: nothing is written. Loading a file twice changes
@@ -14,8 +17,12 @@ nothing (upserts by id; events deduplicated by ``(account_id, event_id)``).
 
 from __future__ import annotations
 
+import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
+from itertools import dropwhile, islice
+from operator import ne
 from pathlib import Path
 from typing import IO, Any
 
@@ -30,6 +37,7 @@ from meterql.records import (
     AccountRecord,
     EventRecord,
     ModelRecord,
+    PlausibleEventRecord,
     TierRecord,
     first_error,
     json_path,
@@ -46,7 +54,7 @@ BATCH = 5_000
 # Called with the bytes read so far over both passes: the file is read twice,
 # so the total is twice its size.
 Progress = Callable[[int], None]
-_SCAN_REPORT_EVERY = 1 << 16  # parser events between two progress reports
+_SCAN_REPORT_EVERY = 1 << 20  # bytes read by pass 1 between two progress reports
 
 
 class ImportFileError(InvalidInput):
@@ -73,7 +81,6 @@ class _Scan:
     models: list[ModelRecord] = field(default_factory=list)
     tiers: list[TierRecord] = field(default_factory=list)
     accounts: list[AccountRecord] = field(default_factory=list)
-    events: int = 0
 
 
 def _validate(model: type[BaseModel], value: Any, path: str) -> Any:
@@ -83,12 +90,30 @@ def _validate(model: type[BaseModel], value: Any, path: str) -> Any:
         raise ImportFileError(*first_error(error, path)) from None
 
 
+class _Reporting:
+    """A binary file that reports how far it has been read, every ``every`` bytes and at its end."""
+
+    def __init__(self, stream: IO[bytes], progress: Progress, every: int) -> None:
+        self.stream = stream
+        self.progress = progress
+        self.every = every
+        self.reported = 0
+
+    def read(self, size: int = -1) -> bytes:
+        data = self.stream.read(size)
+        done = self.stream.tell()
+        if done - self.reported >= self.every or (size and not data):
+            self.reported = done
+            self.progress(done)
+        return data
+
+
 def _scan(stream: IO[bytes], progress: Progress | None = None) -> _Scan:
-    """Pass 1: shape, small sections, event count."""
+    """Pass 1: shape and small sections; the events are only parsed (JSON syntax)."""
     scan = _Scan()
-    seen = 0
+    source = stream if progress is None else _Reporting(stream, progress, _SCAN_REPORT_EVERY)
     try:
-        parser = ijson.parse(stream, use_float=False)
+        parser = ijson.parse(source, use_float=False)
         prefix, event, _ = next(parser, ("", "eof", None))
         if event != "start_map":
             raise ImportFileError("$", "the document must be a JSON object")
@@ -104,22 +129,19 @@ def _scan(stream: IO[bytes], progress: Progress | None = None) -> _Scan:
                     raise ImportFileError(f"$.{pending_key}", "expected an array")
                 pending_key = None
                 if prefix == EVENTS:
+                    # Skip the events without a Python step per parser event.
+                    next(dropwhile(partial(ne, _EVENTS_END), parser), None)
                     continue
                 records = getattr(scan, prefix)
                 model = SMALL_SECTIONS[prefix]
                 for index, item in enumerate(_items(parser, prefix + ".item")):
                     records.append(_validate(model, item, json_path(f"$.{prefix}", [index])))
-            elif prefix == EVENTS + ".item" and event in _ITEM_STARTS:
-                scan.events += 1
-            seen += 1
-            if progress and seen % _SCAN_REPORT_EVERY == 0:
-                progress(stream.tell())
     except ijson.JSONError as error:
         raise ImportFileError("$", f"not valid JSON ({error})") from None
     return scan
 
 
-_ITEM_STARTS = frozenset({"start_map", "start_array", "string", "number", "boolean", "null"})
+_EVENTS_END = (EVENTS, "end_array", None)  # the parser event that closes the events
 
 
 def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator[Any]:
@@ -146,13 +168,12 @@ def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator
 async def load(db: Database, path: Path, progress: Progress | None = None) -> ImportReport:
     """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad."""
     size = path.stat().st_size
-    with path.open("rb") as stream:
+    with _collections, path.open("rb") as stream:
         scan = _scan(stream, progress)
         report = ImportReport(
             models=len(scan.models),
             tiers=len(scan.tiers),
             accounts=len(scan.accounts),
-            events_seen=scan.events,
         )
         stream.seek(0)
         async with db.write() as session, session.begin():
@@ -162,28 +183,95 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
             for account in scan.accounts:
                 await writes.upsert_account(session, account)
             accounts = _Accounts(session, {a.account_id for a in scan.accounts})
-            batch: list[EventRecord] = []
             events = ijson.items(stream, EVENTS + ".item", use_float=False)
-            for index, item in enumerate(events):
-                # Check each event fully, its account included, before the
-                # next: the error names the first bad value in file order.
-                record = _event(item, index)
-                await accounts.require(record.account_id, index)
-                batch.append(record)
-                if len(batch) >= BATCH:
-                    await _write_batch(session, batch, report)
-                    batch = []
-                    if progress:
-                        progress(size + stream.tell())
-            await _write_batch(session, batch, report)
+            while True:
+                start = report.events_seen
+                batch, error = _events(islice(events, BATCH), start)
+                # The error names the first bad value in file order: an
+                # unknown account before the first invalid event comes first.
+                await accounts.require(batch, start)
+                if error is not None:
+                    raise error
+                if not batch:
+                    break
+                report.events_seen += len(batch)
+                await _write_batch(session, batch, report)
+                del batch  # before the next batch is built: one batch in memory
+                _collections.collect()
+                if progress:
+                    progress(size + stream.tell())
             if progress:
                 progress(size + stream.tell())
     return report
 
 
-def _event(item: Any, index: int) -> EventRecord:
-    record: EventRecord = _validate(EventRecord, item, f"$.{EVENTS}[{index}]")
-    return record
+class _Collections:
+    """The cyclic garbage collector runs once per batch while importing.
+
+    An import allocates several containers per event (parsed dicts, records,
+    the database layer's rows) and keeps a batch of them alive; at the default
+    threshold (700 allocations) the collector would run every few events and,
+    as batches move to the older generations, often traverse every object of
+    the process. Instead, the objects that exist when the import starts are
+    frozen (:func:`gc.freeze`: never traversed) and automatic collection is off
+    until the last import running in the process ends; :meth:`collect`, called
+    after each batch, collects what the import left, so memory stays flat.
+    """
+
+    def __init__(self) -> None:
+        self.running = 0
+        self.was_enabled = True
+
+    def __enter__(self) -> None:
+        if self.running == 0:
+            self.was_enabled = gc.isenabled()
+            gc.disable()
+            gc.freeze()
+        self.running += 1
+
+    def __exit__(self, *_exc: object) -> None:
+        self.running -= 1
+        if self.running == 0:
+            gc.unfreeze()
+            if self.was_enabled:
+                gc.enable()
+
+    @staticmethod
+    def collect() -> None:
+        gc.collect()
+
+
+_collections = _Collections()
+
+
+def _events(items: Iterator[Any], start: int) -> tuple[list[EventRecord], ImportFileError | None]:
+    """Validate ``items`` (events ``start``, ``start + 1``, ... of the file) in order.
+
+    Returns the events up to the first invalid one, and that one's error if any.
+    Each event goes through :class:`PlausibleEventRecord` (no Python code per
+    event); only one it refuses is validated again, by :class:`EventRecord`,
+    for the exact error, or accepted after all (a timestamp near the ends of
+    the representable range).
+    """
+    batch: list[EventRecord] = []
+    append = batch.append
+    fast = _PLAUSIBLE
+    item: Any = None
+    while True:
+        try:
+            for item in items:
+                append(fast(item))
+            return batch, None
+        except ValidationError:
+            try:
+                append(_validate(EventRecord, item, f"$.{EVENTS}[{start + len(batch)}]"))
+            except ImportFileError as error:
+                return batch, error
+
+
+_PLAUSIBLE: Callable[[Any], EventRecord] = (
+    PlausibleEventRecord.__pydantic_validator__.validate_python
+)
 
 
 class _Accounts:
@@ -194,7 +282,14 @@ class _Accounts:
         self.known = known
         self.missing: set[str] = set()
 
-    async def require(self, account_id: str, index: int) -> None:
+    async def require(self, batch: list[EventRecord], start: int) -> None:
+        """Raise for the first event of ``batch`` (event ``start`` on) whose account is unknown."""
+        if {event.account_id for event in batch} <= self.known:
+            return
+        for index, event in enumerate(batch, start):
+            await self._require(event.account_id, index)
+
+    async def _require(self, account_id: str, index: int) -> None:
         if account_id in self.known:
             return
         if account_id not in self.missing:
