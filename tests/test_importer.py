@@ -708,3 +708,20 @@ async def test_large_file_loads_across_batches_with_progress(
     first = [done for done in seen if done <= size]
     assert len(first) >= 2
     assert first[-1] == size
+
+
+async def test_a_load_leaves_postgresql_fresh_statistics(db: Database, tmp_path: Path) -> None:
+    """Right after a load the planner knows the tables' sizes (ANALYZE in the load)."""
+    from sqlalchemy import text
+
+    report = await load(db, write(tmp_path, example()))
+    assert report.events_accepted > 0
+    if db.dialect != "postgresql":
+        return  # SQLite's planner needs no statistics for these reads
+    async with db.read() as connection:
+        tuples = await connection.scalar(
+            text("SELECT reltuples FROM pg_class WHERE relname = 'usage_instance_days'")
+        )
+        stored = await connection.scalar(text("SELECT count(*) FROM usage_instance_days"))
+    # Never analysed, reltuples is -1; analysed, it is the row count.
+    assert tuples == stored > 0

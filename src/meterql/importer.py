@@ -200,6 +200,8 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
                 _collections.collect()
                 if progress:
                     progress(size + stream.tell())
+            if report.events_accepted:
+                await writes.refresh_statistics(session)
             if progress:
                 progress(size + stream.tell())
     return report
