@@ -155,3 +155,30 @@ def test_absent_parameters_are_not_sent() -> None:
     params = [QueryParam("days", "days", METRICS_DAYS.adapter)]
     assert coerce(QueryParams(""), params) == {}
     assert coerce(QueryParams("days=9"), params) == {"days": 9}
+
+
+@pytest.mark.parametrize(
+    "moment",
+    [
+        "2026-11-20T12:00:00+00:00",
+        "0001-01-01T00:00:00+00:00",
+        "0999-05-05T07:08:09.000001+00:00",
+        "2026-03-29T01:30:59.123456+02:00",
+        "9999-12-31T23:59:59.999999+00:00",
+    ],
+)
+def test_sqlite_timestamps_are_stored_as_sqlalchemy_writes_them(moment: str) -> None:
+    """The fast SQLite bind processor writes the very text SQLAlchemy's DATETIME would."""
+    from sqlalchemy import DateTime
+    from sqlalchemy.dialects import sqlite
+
+    from meterql.db.types import UTCDateTime
+
+    dialect = sqlite.dialect()
+    fast = UTCDateTime().bind_processor(dialect)
+    generic = DateTime().dialect_impl(dialect).bind_processor(dialect)
+    assert fast is not None and generic is not None
+    value = datetime.fromisoformat(moment)
+    assert fast(value) == generic(value.astimezone(UTC).replace(tzinfo=None))
+    with pytest.raises(ValueError, match="naive"):
+        fast(value.replace(tzinfo=None))
