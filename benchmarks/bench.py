@@ -538,7 +538,10 @@ def main() -> int:
     if args.write_docs:
         results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
         docs = HERE.parent / "docs" / "performance.md"
-        docs.write_text(render(results))
+        # The hand-written reading of the figures (profile findings, what is
+        # left) lives beside the results and is placed after the targets.
+        analysis = HERE / "analysis.md"
+        docs.write_text(render(results, analysis.read_text() if analysis.exists() else ""))
         print(f"wrote {docs.relative_to(HERE.parent)} from {len(results)} result files")
     return 0
 

@@ -291,7 +291,8 @@ def _targets(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
-def render(results: list[dict[str, Any]]) -> str:
+def render(results: list[dict[str, Any]], analysis: str = "") -> str:
+    """The document; ``analysis`` (hand-written Markdown) follows the targets."""
     by_backend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for result in sorted(results, key=lambda r: (r["backend"], r["events"])):
         by_backend[result["backend"]].append(result)
@@ -342,6 +343,8 @@ def render(results: list[dict[str, Any]]) -> str:
     for backend, runs in by_backend.items():
         lines += [f"### {backend}", "", "| target | measured | verdict |", "|---|---|---|",
                   *_targets(runs), ""]
+    if analysis:
+        lines += [analysis.strip(), ""]
     lines += _growth_section(by_backend)
     lines += ["## Results", ""]
     for runs in by_backend.values():
