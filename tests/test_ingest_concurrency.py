@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import datetime
 
 import httpx
 import pytest
@@ -144,3 +145,38 @@ async def test_sqlite_writes_take_the_lock_up_front(
         event.remove(db.engine.sync_engine, "before_cursor_execute", on_execute)
     assert "BEGIN IMMEDIATE" in begins  # the ingest transaction
     assert "BEGIN" in begins  # reads stay deferred
+
+
+async def test_end_users_seen_by_many_gateways_at_once_are_counted_once(
+    gateways: list[httpx.AsyncClient], db: Database
+) -> None:
+    """Gateways adding the same new end users, and moving the same users' last-seen
+    instants, leave every last-seen count exact (PostgreSQL: row locks and claims)."""
+    from tests.test_rollups import assert_last_seen_counts_match
+
+    def batch(gateway: int) -> list[dict[str, object]]:
+        return [
+            {"event_id": f"eu-{gateway}-{n}", "instance_id": f"inst-{n % 5}", "model": "gpt-4o",
+             # Each gateway sees the same 150 users, at instants hours apart.
+             "timestamp": f"2026-11-20T{(gateway + n) % 15:02d}:{n % 60:02d}:00Z",
+             "tokens_in": 1, "tokens_out": 1, "end_user_id": f"shared-{n % 150}"}
+            for n in range(300)
+        ]
+
+    for _ in range(2):  # the second round moves users that exist by then
+        responses = await asyncio.gather(*(
+            client.post("/v1/usage/events", json=batch(n), headers=auth(ACME_INGEST_TOKEN))
+            for n, client in enumerate(gateways)
+        ))
+        assert [r.status_code for r in responses] == [200] * GATEWAYS
+        await assert_last_seen_counts_match(db)
+    usage = (await gateways[0].get("/v1/billing/usage", headers=auth())).json()
+    start, end = (datetime.fromisoformat(usage[k]) for k in ("period_start", "period_end"))
+    async with db.read() as connection:
+        stored = await connection.scalar(
+            select(func.count(func.distinct(UsageEvent.end_user_id))).where(
+                UsageEvent.account_id == "acme", UsageEvent.end_user_id != "",
+                UsageEvent.occurred_at >= start, UsageEvent.occurred_at < end,
+            )
+        )
+    assert usage["unique_end_users"] == stored >= 150

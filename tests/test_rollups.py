@@ -25,6 +25,8 @@ from meterql.db.engine import Database
 from meterql.db.migrate import alembic_config, upgrade
 from meterql.db.tables import (
     EndUser,
+    EndUsersLastSeenDay,
+    EndUsersLastSeenHour,
     UsageDay,
     UsageInstanceDay,
     UsageInstanceHour,
@@ -170,6 +172,11 @@ async def test_period_usage_and_end_users_equal_the_raw_events(db: Database) -> 
         tuple(sorted(BASE + timedelta(seconds=rng.randrange(11 * 86_400)) for _ in range(2)))
         for _ in range(15)
     ]
+    # Ranges ending after the last event: counted from last-seen buckets.
+    ranges += [
+        (BASE + timedelta(seconds=rng.randrange(10 * 86_400)), BASE + timedelta(days=10, hours=7))
+        for _ in range(10)
+    ]
     async with db.read() as session:
         for start, end in ranges:
             got = await usage.period_usage(session, ACCOUNT, start, end)
@@ -201,7 +208,8 @@ async def test_a_late_event_moves_last_seen_only_forward(db: Database) -> None:
 
 async def _rollup_rows(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     tables = {"days": UsageDay, "instance_days": UsageInstanceDay, "model_days": UsageModelDay,
-              "instance_hours": UsageInstanceHour, "end_users": EndUser}
+              "instance_hours": UsageInstanceHour, "end_users": EndUser,
+              "seen_days": EndUsersLastSeenDay, "seen_hours": EndUsersLastSeenHour}
     found = {}
     async with db.read() as session:
         for name, table in tables.items():
@@ -275,3 +283,34 @@ async def test_rebuild_recomputes_rollups_from_the_events(db: Database) -> None:
         finally:
             rollups.REBUILD_CHUNK = original_chunk
     assert await _rollup_rows(db) == written
+
+
+async def assert_last_seen_counts_match(db: Database) -> None:
+    """Every day's and hour's count equals the end users whose last-seen instant is in it."""
+    async with db.read() as connection:
+        users = (await connection.execute(select(EndUser.account_id, EndUser.last_seen_at))).all()
+        days = (await connection.execute(select(
+            EndUsersLastSeenDay.account_id, EndUsersLastSeenDay.day, EndUsersLastSeenDay.users
+        ))).all()
+        hours = (await connection.execute(select(
+            EndUsersLastSeenHour.account_id, EndUsersLastSeenHour.hour, EndUsersLastSeenHour.users
+        ))).all()
+    want_days: dict[tuple[str, Any], int] = {}
+    want_hours: dict[tuple[str, Any], int] = {}
+    for account, seen in users:
+        want_days[(account, seen.date())] = want_days.get((account, seen.date()), 0) + 1
+        hour = epoch_hour(seen)
+        want_hours[(account, hour)] = want_hours.get((account, hour), 0) + 1
+    assert {(a, d): n for a, d, n in days if n} == want_days
+    assert {(a, h): n for a, h, n in hours if n} == want_hours
+    assert all(n >= 0 for *_, n in [*days, *hours])
+
+
+async def test_last_seen_counts_follow_users_through_batches(db: Database) -> None:
+    """Users seen again later, earlier, or in the same batch twice move between buckets once."""
+    rng = random.Random(21)
+    for n in range(4):
+        events = _events(rng, 80, f"b{n}")
+        rng.shuffle(events)  # late events among early ones
+        await _record(db, events)
+        await assert_last_seen_counts_match(db)

@@ -2,7 +2,8 @@
 
 Every event inserted into ``usage_events`` is added, in the same transaction,
 to its account's day, its instance's day and hour, and its model's day, and
-moves its end user's last-seen instant forward. Duplicates are never added:
+moves its end user's last-seen instant forward (and that user from one
+day's and hour's count of last-seen end users to another's). Duplicates are never added:
 the caller passes only the rows its insert actually wrote. Reads then sum a
 few hundred rollup rows instead of every event in a window.
 
@@ -13,8 +14,9 @@ PostgreSQL; concurrent first writes of one key meet in ``ON CONFLICT``.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import Table, delete, select
@@ -23,6 +25,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from meterql.db.bulk import BulkInsert
 from meterql.db.tables import (
     EndUser,
+    EndUsersLastSeenDay,
+    EndUsersLastSeenHour,
     UsageDay,
     UsageEvent,
     UsageInstanceDay,
@@ -102,7 +106,7 @@ async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
     await _see_end_users(session, rows)
 
 
-def _last_seen() -> BulkInsert:
+def _keeping_the_latest() -> BulkInsert:
     table = _table(EndUser)
 
     def on_conflict(stmt: Any) -> Any:
@@ -115,10 +119,36 @@ def _last_seen() -> BulkInsert:
     return BulkInsert(table, ("account_id", "end_user_id", "last_seen_at"), on_conflict)
 
 
-_LAST_SEEN = _last_seen()
+_LAST_SEEN = _keeping_the_latest()
+
+
+def _counting(model: type[Any], bucket: str) -> BulkInsert:
+    """Add to (or take from) the number of end users last seen in a bucket."""
+    table = _table(model)
+
+    def on_conflict(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(
+            index_elements=["account_id", bucket],
+            set_={"users": table.c.users + stmt.excluded.users},
+        )
+
+    return BulkInsert(table, ("account_id", bucket, "users"), on_conflict)
+
+
+_SEEN_DAYS = _counting(EndUsersLastSeenDay, "day")
+_SEEN_HOURS = _counting(EndUsersLastSeenHour, "hour")
+_CLAIM_NEW_USERS = BulkInsert(
+    _table(EndUser),
+    ("account_id", "end_user_id", "last_seen_at"),
+    lambda stmt: stmt.on_conflict_do_nothing(index_elements=["account_id", "end_user_id"]),
+    returning=("account_id", "end_user_id"),
+)
+_USERS = _table(EndUser).c
+LOOKUP_CHUNK = 1_000
 
 
 async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
+    """Move each end user's last-seen instant forward, and its day and hour counts with it."""
     latest: dict[tuple[str, str], datetime] = {}
     for row in rows:
         user = row["end_user_id"]
@@ -128,13 +158,89 @@ async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
         moment = row["occurred_at"]
         if key not in latest or moment > latest[key]:
             latest[key] = moment
-    await _LAST_SEEN.run(
-        session,
-        [
-            {"account_id": a, "end_user_id": u, "last_seen_at": latest[(a, u)]}
-            for a, u in sorted(latest)
-        ],
-    )
+    if not latest:
+        return
+    keys = sorted(latest)
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    before = await _last_seen(session, keys, lock=postgresql)
+    if postgresql:
+        # Another gateway may be adding the same new end user: whoever
+        # inserts it counts it; the others wait for that one to commit and
+        # then read (and lock) the instant it wrote, as for any known user.
+        new = [k for k in keys if k not in before]
+        claimed = {
+            (a, u)
+            for a, u in await _CLAIM_NEW_USERS.run(session, [_user_row(k, latest) for k in new])
+        }
+        before.update(await _last_seen(session, [k for k in new if k not in claimed], lock=True))
+    days: Counter[tuple[str, date]] = Counter()
+    hours: Counter[tuple[str, int]] = Counter()
+    for key in keys:
+        account, seen, previous = key[0], latest[key], before.get(key)
+        if previous is not None:
+            if seen <= previous:
+                continue
+            days[(account, previous.date())] -= 1
+            hours[(account, epoch_hour(previous))] -= 1
+        days[(account, seen.date())] += 1
+        hours[(account, epoch_hour(seen))] += 1
+    await _LAST_SEEN.run(session, [_user_row(k, latest) for k in keys])
+    await _SEEN_DAYS.run(session, _counts(days, "day"))
+    await _SEEN_HOURS.run(session, _counts(hours, "hour"))
+    # A bucket its last user left is deleted, so the tables hold what a
+    # recount would (the migration's, a rebuild's) and do not grow with churn.
+    for model, column, changes in (
+        (EndUsersLastSeenDay, "day", days),
+        (EndUsersLastSeenHour, "hour", hours),
+    ):
+        emptied: dict[str, list[Any]] = {}
+        for (account, value), change in sorted(changes.items()):
+            if change < 0:
+                emptied.setdefault(account, []).append(value)
+        table = _table(model)
+        for account, values in emptied.items():
+            await session.execute(
+                delete(table).where(
+                    table.c.account_id == account, table.c[column].in_(values), table.c.users == 0
+                )
+            )
+
+
+def _counts(changes: Counter[tuple[str, Any]], bucket: str) -> list[Row]:
+    return [
+        {"account_id": account, bucket: value, "users": change}
+        for (account, value), change in sorted(changes.items())
+        if change
+    ]
+
+
+def _user_row(key: tuple[str, str], latest: dict[tuple[str, str], datetime]) -> Row:
+    return {"account_id": key[0], "end_user_id": key[1], "last_seen_at": latest[key]}
+
+
+async def _last_seen(
+    session: AsyncSession, keys: Sequence[tuple[str, str]], *, lock: bool
+) -> dict[tuple[str, str], datetime]:
+    """The stored last-seen instants of these end users; with ``lock``, held until commit."""
+    by_account: dict[str, list[str]] = {}
+    for account, user in keys:
+        by_account.setdefault(account, []).append(user)
+    found: dict[tuple[str, str], datetime] = {}
+    for account, users in by_account.items():
+        for start in range(0, len(users), LOOKUP_CHUNK):
+            stmt = (
+                select(_USERS.end_user_id, _USERS.last_seen_at)
+                .where(
+                    _USERS.account_id == account,
+                    _USERS.end_user_id.in_(users[start : start + LOOKUP_CHUNK]),
+                )
+                .order_by(_USERS.end_user_id)  # rows are locked in key order
+            )
+            if lock:
+                stmt = stmt.with_for_update()
+            for user, seen in await session.execute(stmt):
+                found[(account, user)] = seen
+    return found
 
 
 REBUILD_CHUNK = 5_000
@@ -149,7 +255,10 @@ async def rebuild(session: AsyncSession) -> int:
     same ``add_events`` as ingest, in chunks paged by event id, in the
     caller's transaction: readers see the old sums until it commits.
     """
-    for model in (UsageDay, UsageInstanceDay, UsageInstanceHour, UsageModelDay, EndUser):
+    for model in (
+        UsageDay, UsageInstanceDay, UsageInstanceHour, UsageModelDay,
+        EndUser, EndUsersLastSeenDay, EndUsersLastSeenHour,
+    ):
         await session.execute(delete(_table(model)))
     events = _table(UsageEvent).c
     columns = [events[name] for name in _EVENT_FIELDS]

@@ -62,7 +62,24 @@ def upgrade() -> None:
     op.create_index(
         'ix_end_users_account_last_seen', 'end_users', ['account_id', 'last_seen_at'], unique=False
     )
+    seen_days = op.create_table(
+        'end_users_last_seen_days',
+        sa.Column('account_id', sa.String(length=200), nullable=False),
+        sa.Column('day', sa.Date(), nullable=False),
+        sa.Column('users', sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint('account_id', 'day', name=op.f('pk_end_users_last_seen_days')),
+        sqlite_with_rowid=False,
+    )
+    seen_hours = op.create_table(
+        'end_users_last_seen_hours',
+        sa.Column('account_id', sa.String(length=200), nullable=False),
+        sa.Column('hour', sa.BigInteger(), nullable=False),
+        sa.Column('users', sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint('account_id', 'hour', name=op.f('pk_end_users_last_seen_hours')),
+        sqlite_with_rowid=False,
+    )
     _backfill(days, instance_days, model_days, instance_hours, end_users)
+    _backfill_last_seen(end_users, seen_days, seen_hours)
     # Per-instance reads now come from the rollups: the index only slowed inserts.
     op.drop_index('ix_usage_events_account_instance_occurred', table_name='usage_events')
 
@@ -84,13 +101,7 @@ def _backfill(
         sa.column('end_user_id', sa.String),
     )
     e = events.c
-    if op.get_bind().dialect.name == 'postgresql':
-        hour: sa.ColumnElement[int] = sa.cast(
-            sa.func.floor(sa.extract('epoch', e.occurred_at) / 3600), sa.BigInteger
-        )
-    else:
-        # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text; '%s' is its epoch second.
-        hour = sa.cast(sa.func.strftime('%s', e.occurred_at), sa.BigInteger) // 3600
+    hour = _epoch_hour(e.occurred_at)
     sums = [
         sa.func.count(),
         sa.func.sum(e.tokens_in),
@@ -118,12 +129,39 @@ def _backfill(
     )
 
 
+def _epoch_hour(instant: sa.ColumnElement[object]) -> sa.ColumnElement[int]:
+    if op.get_bind().dialect.name == 'postgresql':
+        return sa.cast(sa.func.floor(sa.extract('epoch', instant) / 3600), sa.BigInteger)
+    # Stored as 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text; '%s' is its epoch second.
+    return sa.cast(sa.func.strftime('%s', instant), sa.BigInteger) // 3600
+
+
+def _utc_day(instant: sa.ColumnElement[object]) -> sa.ColumnElement[object]:
+    if op.get_bind().dialect.name == 'postgresql':
+        return sa.cast(sa.func.timezone('UTC', instant), sa.Date)
+    return sa.func.date(instant)
+
+
+def _backfill_last_seen(end_users: sa.Table, seen_days: sa.Table, seen_hours: sa.Table) -> None:
+    """Count the end users just filled by the day and the hour they were last seen."""
+    u = end_users.c
+    for table, bucket in ((seen_days, _utc_day(u.last_seen_at)),
+                          (seen_hours, _epoch_hour(u.last_seen_at))):
+        op.execute(
+            table.insert().from_select(
+                [c.name for c in table.c],
+                sa.select(u.account_id, bucket, sa.func.count()).group_by(u.account_id, bucket),
+            )
+        )
+
+
 def downgrade() -> None:
     op.create_index(
         'ix_usage_events_account_instance_occurred', 'usage_events',
         ['account_id', 'instance_id', 'occurred_at'], unique=False,
     )
     op.drop_index('ix_end_users_account_last_seen', table_name='end_users')
-    for name in ('end_users', 'usage_instance_hours', 'usage_model_days',
+    for name in ('end_users_last_seen_hours', 'end_users_last_seen_days',
+                 'end_users', 'usage_instance_hours', 'usage_model_days',
                  'usage_instance_days', 'usage_days'):
         op.drop_table(name)
