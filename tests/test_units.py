@@ -179,6 +179,13 @@ def test_sqlite_timestamps_are_stored_as_sqlalchemy_writes_them(moment: str) -> 
     generic = DateTime().dialect_impl(dialect).bind_processor(dialect)
     assert fast is not None and generic is not None
     value = datetime.fromisoformat(moment)
-    assert fast(value) == generic(value.astimezone(UTC).replace(tzinfo=None))
+    stored = fast(value)
+    assert stored == generic(value.astimezone(UTC).replace(tzinfo=None))
     with pytest.raises(ValueError, match="naive"):
         fast(value.replace(tzinfo=None))
+    # ...and reads it back as the same instant, as the generic parser would.
+    read = UTCDateTime().result_processor(dialect, None)
+    parse = DateTime().dialect_impl(dialect).result_processor(dialect, None)
+    assert read is not None and parse is not None
+    assert read(stored) == parse(stored).replace(tzinfo=UTC) == value
+    assert read(stored).tzinfo is UTC

@@ -53,6 +53,22 @@ class UTCDateTime(TypeDecorator[datetime]):
 
         return process
 
+    def result_processor(
+        self, dialect: Dialect, coltype: object
+    ) -> Callable[[Any], datetime | None] | None:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+
+        # The stored text back to an aware instant in one C call; the generic
+        # path parses it with a regular expression, and ingest reads a stored
+        # instant per end user of every batch.
+        def process(value: str | None) -> datetime | None:
+            if value is None:
+                return None
+            return datetime.fromisoformat(value).replace(tzinfo=UTC)
+
+        return process
+
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         if value is None:
             return None

@@ -211,6 +211,14 @@ async def record_events(
     instances are registered; the price at this moment is kept with each
     event, so later price changes never rewrite history.
     """
+    if session.get_bind().dialect.name == "postgresql":
+        # asyncpg prepares statements; a generic plan chosen while a table
+        # (or this import's share of it) was small would scan it whole on
+        # every lookup of events or end users from then on. Plan each
+        # statement for its values, for this transaction only (SET LOCAL).
+        # Each batch writes through a handful of statements (one per table,
+        # see db/bulk.py), so planning them afresh costs next to nothing.
+        await session.execute(select(func.set_config("plan_cache_mode", "force_custom_plan", True)))
     keyed: dict[tuple[str, str], UsageEventRecord] = {}
     for event in events:
         owner = account_id or getattr(event, "account_id", None)
@@ -254,14 +262,6 @@ async def _stored_keys(
     for account, event in keys:
         by_account.setdefault(account, []).append(event)
     found: set[tuple[str, str]] = set()
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    if postgresql:
-        # asyncpg prepares statements; a generic plan chosen while the table
-        # (or this import's share of it) was small would scan it whole on
-        # every lookup from then on. Plan the lookups for their values; only
-        # them, since re-planning every insert of a batch costs more than it
-        # saves (SET LOCAL: this transaction only, undone below).
-        await session.execute(select(func.set_config("plan_cache_mode", "force_custom_plan", True)))
     # One account and a plain IN list per query: the unique index answers it
     # directly, and it compiles far faster than a list of row values.
     for account, event_ids in by_account.items():
@@ -273,8 +273,6 @@ async def _stored_keys(
                 )
             )
             found.update((account, event) for event in rows)
-    if postgresql:
-        await session.execute(select(func.set_config("plan_cache_mode", "auto", True)))
     return found
 
 
