@@ -163,6 +163,7 @@ async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
     keys = sorted(latest)
     postgresql = session.get_bind().dialect.name == "postgresql"
     before = await _last_seen(session, keys, lock=postgresql)
+    claimed: set[tuple[str, str]] = set()
     if postgresql:
         # Another gateway may be adding the same new end user: whoever
         # inserts it counts it; the others wait for that one to commit and
@@ -175,16 +176,19 @@ async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
         before.update(await _last_seen(session, [k for k in new if k not in claimed], lock=True))
     days: Counter[tuple[str, date]] = Counter()
     hours: Counter[tuple[str, int]] = Counter()
+    to_write = []
     for key in keys:
         account, seen, previous = key[0], latest[key], before.get(key)
         if previous is not None:
             if seen <= previous:
-                continue
+                continue  # seen again, but not later: nothing moves
             days[(account, previous.date())] -= 1
             hours[(account, epoch_hour(previous))] -= 1
         days[(account, seen.date())] += 1
         hours[(account, epoch_hour(seen))] += 1
-    await _LAST_SEEN.run(session, [_user_row(k, latest) for k in keys])
+        if key not in claimed:  # a claim already wrote its row
+            to_write.append(_user_row(key, latest))
+    await _LAST_SEEN.run(session, to_write)
     await _SEEN_DAYS.run(session, _counts(days, "day"))
     await _SEEN_HOURS.run(session, _counts(hours, "hour"))
     # A bucket its last user left is deleted, so the tables hold what a
