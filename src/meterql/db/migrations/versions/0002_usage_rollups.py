@@ -34,6 +34,18 @@ def _rollup(name: str, *keys: sa.Column[object]) -> sa.Table:
     )
 
 
+def _last_seen_counts(name: str, bucket: sa.Column[object]) -> sa.Table:
+    """How many end users were last seen in each bucket (a day or an hour)."""
+    return op.create_table(
+        name,
+        sa.Column('account_id', sa.String(length=200), nullable=False),
+        bucket,
+        sa.Column('users', sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint('account_id', bucket.name, name=op.f(f'pk_{name}')),
+        sqlite_with_rowid=False,
+    )
+
+
 def upgrade() -> None:
     days = _rollup('usage_days', sa.Column('day', sa.Date(), nullable=False))
     instance_days = _rollup(
@@ -62,21 +74,11 @@ def upgrade() -> None:
     op.create_index(
         'ix_end_users_account_last_seen', 'end_users', ['account_id', 'last_seen_at'], unique=False
     )
-    seen_days = op.create_table(
-        'end_users_last_seen_days',
-        sa.Column('account_id', sa.String(length=200), nullable=False),
-        sa.Column('day', sa.Date(), nullable=False),
-        sa.Column('users', sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint('account_id', 'day', name=op.f('pk_end_users_last_seen_days')),
-        sqlite_with_rowid=False,
+    seen_days = _last_seen_counts(
+        'end_users_last_seen_days', sa.Column('day', sa.Date(), nullable=False)
     )
-    seen_hours = op.create_table(
-        'end_users_last_seen_hours',
-        sa.Column('account_id', sa.String(length=200), nullable=False),
-        sa.Column('hour', sa.BigInteger(), nullable=False),
-        sa.Column('users', sa.BigInteger(), nullable=False),
-        sa.PrimaryKeyConstraint('account_id', 'hour', name=op.f('pk_end_users_last_seen_hours')),
-        sqlite_with_rowid=False,
+    seen_hours = _last_seen_counts(
+        'end_users_last_seen_hours', sa.Column('hour', sa.BigInteger(), nullable=False)
     )
     _backfill(days, instance_days, model_days, instance_hours, end_users)
     _backfill_last_seen(end_users, seen_days, seen_hours)
