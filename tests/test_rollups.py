@@ -314,3 +314,10 @@ async def test_last_seen_counts_follow_users_through_batches(db: Database) -> No
         rng.shuffle(events)  # late events among early ones
         await _record(db, events)
         await assert_last_seen_counts_match(db)
+
+
+def test_a_bulk_load_analyzes_every_derived_table() -> None:
+    """refresh_statistics names each rollup and end-user table, and the events."""
+    analyzed = {str(statement).removeprefix("ANALYZE ")
+                for statement in writes._ANALYZE_LOADED_TABLES}
+    assert {table.name for table in rollups.DERIVED_TABLES} | {"usage_events"} <= analyzed

@@ -16,7 +16,7 @@ SQLAlchemy constructs, never by hand) takes the fastest path each has:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Dialect, Insert, Table, bindparam, func, select
@@ -100,3 +100,19 @@ class BulkInsert:
                 stmt = stmt.returning(*(self.table.c[name] for name in self.returning))
             self._postgresql = stmt
         return self._postgresql
+
+
+def by_account(
+    keys: Iterable[tuple[str, str]], chunk: int = 1_000
+) -> Iterator[tuple[str, list[str]]]:
+    """``(account, ids)`` pairs of at most ``chunk`` ids, for lookups by key.
+
+    One account and a plain ``IN`` list per query: the ``(account_id, ...)``
+    key answers it directly, and it compiles far faster than row values.
+    """
+    grouped: dict[str, list[str]] = {}
+    for account, key in keys:
+        grouped.setdefault(account, []).append(key)
+    for account, ids in grouped.items():
+        for start in range(0, len(ids), chunk):
+            yield account, ids[start : start + chunk]

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import Table, delete, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meterql.db.bulk import BulkInsert
+from meterql.db.bulk import BulkInsert, by_account
 from meterql.db.tables import (
     EndUser,
     EndUsersLastSeenDay,
@@ -144,7 +144,6 @@ _CLAIM_NEW_USERS = BulkInsert(
     returning=("account_id", "end_user_id"),
 )
 _USERS = _table(EndUser).c
-LOOKUP_CHUNK = 1_000
 
 
 async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
@@ -226,27 +225,27 @@ async def _last_seen(
     session: AsyncSession, keys: Sequence[tuple[str, str]], *, lock: bool
 ) -> dict[tuple[str, str], datetime]:
     """The stored last-seen instants of these end users; with ``lock``, held until commit."""
-    by_account: dict[str, list[str]] = {}
-    for account, user in keys:
-        by_account.setdefault(account, []).append(user)
     found: dict[tuple[str, str], datetime] = {}
-    for account, users in by_account.items():
-        for start in range(0, len(users), LOOKUP_CHUNK):
-            stmt = (
-                select(_USERS.end_user_id, _USERS.last_seen_at)
-                .where(
-                    _USERS.account_id == account,
-                    _USERS.end_user_id.in_(users[start : start + LOOKUP_CHUNK]),
-                )
-                .order_by(_USERS.end_user_id)  # rows are locked in key order
-            )
-            if lock:
-                stmt = stmt.with_for_update()
-            for user, seen in await session.execute(stmt):
-                found[(account, user)] = seen
+    for account, users in by_account(keys):
+        stmt = (
+            select(_USERS.end_user_id, _USERS.last_seen_at)
+            .where(_USERS.account_id == account, _USERS.end_user_id.in_(users))
+            .order_by(_USERS.end_user_id)  # rows are locked in key order
+        )
+        if lock:
+            stmt = stmt.with_for_update()
+        for user, seen in await session.execute(stmt):
+            found[(account, user)] = seen
     return found
 
 
+# Every table this module keeps from the events (and `rebuild` recomputes).
+DERIVED_TABLES = (
+    *(statement.table for statement, _ in _ROLLUPS),
+    _table(EndUser),
+    _table(EndUsersLastSeenDay),
+    _table(EndUsersLastSeenHour),
+)
 REBUILD_CHUNK = 5_000
 
 
@@ -259,11 +258,8 @@ async def rebuild(session: AsyncSession) -> int:
     same ``add_events`` as ingest, in chunks paged by event id, in the
     caller's transaction: readers see the old sums until it commits.
     """
-    for model in (
-        UsageDay, UsageInstanceDay, UsageInstanceHour, UsageModelDay,
-        EndUser, EndUsersLastSeenDay, EndUsersLastSeenHour,
-    ):
-        await session.execute(delete(_table(model)))
+    for table in DERIVED_TABLES:
+        await session.execute(delete(table))
     events = _table(UsageEvent).c
     columns = [events[name] for name in _EVENT_FIELDS]
     last_id, count = None, 0

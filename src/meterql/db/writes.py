@@ -18,7 +18,7 @@ from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db import rollups
-from meterql.db.bulk import BulkInsert
+from meterql.db.bulk import BulkInsert, by_account
 from meterql.db.dialect import insert
 from meterql.db.tables import (
     Account,
@@ -258,21 +258,14 @@ async def _stored_keys(
     session: AsyncSession, keys: Sequence[tuple[str, str]]
 ) -> set[tuple[str, str]]:
     """Which ``(account_id, event_id)`` keys are already stored."""
-    by_account: dict[str, list[str]] = {}
-    for account, event in keys:
-        by_account.setdefault(account, []).append(event)
     found: set[tuple[str, str]] = set()
-    # One account and a plain IN list per query: the unique index answers it
-    # directly, and it compiles far faster than a list of row values.
-    for account, event_ids in by_account.items():
-        for start in range(0, len(event_ids), EVENT_CHUNK):
-            rows = await session.scalars(
-                select(UsageEvent.event_id).where(
-                    UsageEvent.account_id == account,
-                    UsageEvent.event_id.in_(event_ids[start : start + EVENT_CHUNK]),
-                )
+    for account, event_ids in by_account(keys, EVENT_CHUNK):
+        rows = await session.scalars(
+            select(UsageEvent.event_id).where(
+                UsageEvent.account_id == account, UsageEvent.event_id.in_(event_ids)
             )
-            found.update((account, event) for event in rows)
+        )
+        found.update((account, event) for event in rows)
     return found
 
 
@@ -358,6 +351,8 @@ _ANALYZE_LOADED_TABLES = tuple(
         "ANALYZE usage_model_days",
         "ANALYZE usage_instance_hours",
         "ANALYZE end_users",
+        "ANALYZE end_users_last_seen_days",
+        "ANALYZE end_users_last_seen_hours",
         "ANALYZE instances",
     )
 )
