@@ -146,3 +146,35 @@ async def test_record_usage_resolved_by_either_library_answers_alike(
     summary = await schema.execute("{ metricsSummary(days: 7) { totalRequests } }",
                                    context_value=context)
     assert summary.data == {"metricsSummary": {"totalRequests": 5 + 3}}
+
+
+async def test_a_prevalidated_variable_reaches_the_resolver_as_it_is(
+    db: Database, settings: Settings
+) -> None:
+    """What the REST layer validated is written without graphql-core coercing it again."""
+    from meterql.ingest import validate_batch
+    from meterql.schema.execution import Prevalidated
+
+    await seed(db)
+    context = Context(db=db, settings=settings,
+                      grant=TokenGrant("acme", frozenset({"read", "ingest"})), now=NOW)
+    schema = build_schema()
+    records = validate_batch(
+        [{"event_id": f"pre-{n}", "instance_id": "inst-a", "model": "gpt-4o",
+          "timestamp": "2026-11-20T12:00:00Z", "tokens_in": 10, "tokens_out": 5}
+         for n in range(2)],
+        NOW, ("body",),
+    )
+    result = await schema.execute(RECORD, context_value=context,
+                                  variable_values={"events": Prevalidated(records)})
+    assert result.errors is None
+    assert result.data == {"recordUsage": {"accepted": 2, "duplicates": 0}}
+    # The operation's variable definitions are still checked: its placeholder
+    # must fit the declared type.
+    refused = await schema.execute(
+        RECORD, context_value=context,
+        variable_values={"events": Prevalidated(records, placeholder=[{"eventId": 1}])},
+    )
+    assert refused.data is None and refused.errors is not None
+    assert refused.errors[0].message.startswith("Variable '$events' has invalid value")
+

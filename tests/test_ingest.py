@@ -199,6 +199,29 @@ async def test_rest_answer_bytes(client: httpx.AsyncClient) -> None:
     assert response.content == b'{"accepted":2,"duplicates":0}'
 
 
+async def test_rest_validates_a_batch_once(
+    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The route validates the body; the resolver takes its records as they are."""
+    import meterql.ingest
+    import meterql.resolvers.ingest
+    import meterql.rest_compat.routes
+
+    calls: list[str] = []
+    original = meterql.ingest.validate_batch
+
+    def counting(items: object, now: Any, loc: Any) -> Any:
+        calls.append(loc[0])
+        return original(items, now, loc)
+
+    monkeypatch.setattr(meterql.rest_compat.routes, "validate_batch", counting)
+    monkeypatch.setattr(meterql.resolvers.ingest, "validate_batch", counting)
+    response = await client.post(EVENTS_PATH, json=[event("once-1"), event("once-2")],
+                                 headers=auth(ACME_INGEST_TOKEN))
+    assert response.json() == {"accepted": 2, "duplicates": 0}
+    assert calls == ["body"]
+
+
 # --- accepting a batch -----------------------------------------------------------------
 
 

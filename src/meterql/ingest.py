@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -36,22 +35,3 @@ def validate_batch(
     except ValidationError as error:
         raise invalid_input(error, loc) from None
 
-
-def as_graphql_variables(events: Sequence[UsageEventRecord]) -> list[dict[str, Any]]:
-    """Validated events in the shape of ``UsageEventInput`` (camelCase, wire scalars)."""
-    from meterql.schema.scalars import format_instant
-
-    return [
-        {
-            "eventId": e.event_id,
-            "instanceId": e.instance_id,
-            "model": e.model,
-            "timestamp": format_instant(e.timestamp),
-            "tokensIn": e.tokens_in,
-            "tokensOut": e.tokens_out,
-            "endUserId": e.end_user_id,
-            "conversationId": e.conversation_id,
-            "costUsd": None if e.cost_usd is None else str(e.cost_usd),
-        }
-        for e in events
-    ]

@@ -6,9 +6,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from meterql.ingest import MAX_BODY_BYTES, as_graphql_variables, validate_batch
+from meterql.ingest import MAX_BODY_BYTES, validate_batch
 from meterql.rest_compat.body import JsonBody
 from meterql.rest_compat.params import QueryParam, days, optional_str
+from meterql.schema.execution import Prevalidated
 from meterql.windows import CHART_DAYS, METRICS_DAYS
 
 
@@ -24,8 +25,10 @@ class CompatRoute:
     scope: str = "read"
 
 
-def _events(document: Any, now: datetime) -> Any:
-    return as_graphql_variables(validate_batch(document, now, ("body",)))
+def _events(document: Any, now: datetime) -> Prevalidated:
+    # Validated here, with FastAPI's ``body`` locations, and not again: the
+    # executor hands the records to the resolver as they are.
+    return Prevalidated(validate_batch(document, now, ("body",)))
 
 
 ROUTES: tuple[CompatRoute, ...] = (

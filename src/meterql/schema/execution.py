@@ -11,13 +11,20 @@ each attribute and coerces it directly.
 Anything unusual on the way (a null, a value the scalar refuses) abandons the
 shortcut for that object and runs graphql-core's own path, which then raises
 the error it always would: answers and errors are the same either way.
+
+It also takes variables the caller has already validated in-process
+(:class:`Prevalidated`): the REST layer checks an ingest body with the same
+pydantic models the resolver would, and graphql-core coercing a thousand
+events again, field by field, cost as much as writing them.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
 from graphql import (
+    GraphQLError,
     GraphQLObjectType,
     Undefined,
     get_nullable_type,
@@ -28,6 +35,21 @@ from graphql.execution.collect_fields import GroupedFieldSet
 from graphql.pyutils import AwaitableOrValue, Path
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+
+
+@dataclass(frozen=True)
+class Prevalidated:
+    """A variable value checked by the caller, given to resolvers as is.
+
+    graphql-core coerces ``placeholder`` in its place, so the operation's
+    variable definitions are still checked; then the resolver receives this
+    object, and must recognise it. Only in-process callers can make one: a
+    variable decoded from a request's JSON never is.
+    """
+
+    value: Any
+    placeholder: Any = field(default_factory=list)
+
 
 # (response key, Python attribute, the leaf type's output coercion, nullable)
 _Plan = tuple[tuple[str, str, Any, bool], ...]
@@ -40,6 +62,35 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # collected subfields (which hands us the same field set for every
         # item of a list); the field set is kept alive beside its plan.
         self._leaf_plans: dict[tuple[str, int], tuple[GroupedFieldSet, _Plan | None]] = {}
+
+    @classmethod
+    def build(
+        cls,
+        schema: Any,
+        document: Any,
+        root_value: Any = None,
+        context_value: Any = None,
+        raw_variable_values: dict[str, Any] | None = None,
+        *args: Any,
+        **kwargs: Any,
+    ) -> list[GraphQLError] | LeafFastExecutionContext:
+        prevalidated = {
+            name: value
+            for name, value in (raw_variable_values or {}).items()
+            if isinstance(value, Prevalidated)
+        }
+        if prevalidated:
+            assert raw_variable_values is not None
+            raw_variable_values = {
+                **raw_variable_values,
+                **{name: value.placeholder for name, value in prevalidated.items()},
+            }
+        built = super().build(
+            schema, document, root_value, context_value, raw_variable_values, *args, **kwargs
+        )
+        if prevalidated and not isinstance(built, list):
+            built.variable_values.coerced.update(prevalidated)
+        return built  # type: ignore[return-value]
 
     def execute_fields(
         self,
