@@ -10,8 +10,10 @@ rollups of a database that already holds events.
 from __future__ import annotations
 
 import itertools
+import json
 import random
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -321,3 +323,60 @@ def test_a_bulk_load_analyzes_every_derived_table() -> None:
     analyzed = {str(statement).removeprefix("ANALYZE ")
                 for statement in writes._ANALYZE_LOADED_TABLES}
     assert {table.name for table in rollups.DERIVED_TABLES} | {"usage_events"} <= analyzed
+
+
+def _import_file(path: Path, events: list[UsageEventRecord], batch: int) -> Path:
+    """An import file of ``events`` for the account (every price and instance known)."""
+    document = {
+        "models": [{"model": "gpt-4o", "input_usd_per_mtok": "2.5", "output_usd_per_mtok": "10"}],
+        "accounts": [{"account_id": ACCOUNT,
+                      "instances": [{"instance_id": i} for i in INSTANCES]}],
+        "usage_events": [
+            {"account_id": ACCOUNT, **e.model_dump(mode="json", exclude_none=True)}
+            for e in events
+        ],
+    }
+    path.write_text(json.dumps(document), encoding="utf-8")
+    return path
+
+
+# Instants where computing the hour in SQL could go wrong: before 1970 (where
+# integer division truncates toward zero) a fraction of a second before an
+# hour, the ends of the importable range, and an offset that changes the day.
+EDGE_TIMESTAMPS = (
+    "1969-12-31T23:59:59.500000Z", "1969-12-31T23:00:00.250000Z", "1969-12-31T22:59:59Z",
+    "1970-01-01T00:00:00Z", "0001-01-03T00:00:00.000001Z", "9999-12-28T23:59:59.999999Z",
+    "2026-10-03T00:30:00+05:45", "2026-10-02T23:59:59.999999Z",
+)
+
+
+@pytest.mark.parametrize("batch", [7, 1_000])
+async def test_an_import_gives_the_rollups_ingest_gives(
+    db: Database, tmp_path: Path, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whichever way an import adds its events (per batch, or all at the end in SQL on
+    SQLite), the rollups and end-user counts equal what ingest's own code recomputes."""
+    from meterql import importer
+
+    monkeypatch.setattr(importer, "BATCH", batch)
+    rng = random.Random(31)
+    edges = [
+        UsageEventRecord(event_id=f"edge{n}", instance_id=INSTANCES[n % 4], model="gpt-4o",
+                         timestamp=datetime.fromisoformat(moment), tokens_in=n, tokens_out=1,
+                         end_user_id=f"u{n % 3}")
+        for n, moment in enumerate(EDGE_TIMESTAMPS)
+    ]
+    first = _events(rng, 120, "f") + edges[:4]
+    # The second file repeats some events, and sees known users both earlier
+    # and later than before, and new ones.
+    second = first[::5] + _events(rng, 90, "s") + edges[4:]
+    for n, events in enumerate((first, second)):
+        rng.shuffle(events)
+        report = await importer.load(db, _import_file(tmp_path / f"{n}.json", events, batch))
+        assert report.events_accepted == len(events) - (len(first[::5]) if n else 0)
+        await assert_last_seen_counts_match(db)
+    imported = await _rollup_rows(db)
+    assert sum(r[2] for r in imported["days"]) == len(first) + len(second) - len(first[::5])
+    async with db.write() as session, session.begin():
+        await rollups.rebuild(session)
+    assert await _rollup_rows(db) == imported

@@ -30,7 +30,7 @@ import ijson
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meterql.db import writes
+from meterql.db import rollups, writes
 from meterql.db.engine import Database
 from meterql.errors import InvalidInput
 from meterql.records import (
@@ -183,6 +183,11 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
             for account in scan.accounts:
                 await writes.upsert_account(session, account)
             accounts = _Accounts(session, {a.account_id for a in scan.accounts})
+            # SQLite: this transaction is the one writer from here to its
+            # commit, so the rollups take the new events in one pass at the end
+            # (see rollups.add_events_after). PostgreSQL adds them per batch.
+            sqlite = session.get_bind().dialect.name == "sqlite"
+            after_id = await writes.last_event_id(session) if sqlite else None
             events = ijson.items(stream, EVENTS + ".item", use_float=False)
             while True:
                 start = report.events_seen
@@ -195,12 +200,14 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
                 if not batch:
                     break
                 report.events_seen += len(batch)
-                await _write_batch(session, batch, report)
+                await _write_batch(session, batch, report, add_to_rollups=after_id is None)
                 del batch  # before the next batch is built: one batch in memory
                 _collections.collect()
                 if progress:
                     progress(size + stream.tell())
             if report.events_accepted:
+                if after_id is not None:
+                    await rollups.add_events_after(session, after_id)
                 await writes.refresh_statistics(session)
             if progress:
                 progress(size + stream.tell())
@@ -318,11 +325,11 @@ async def _check_tiers(session: AsyncSession, scan: _Scan) -> None:
 
 
 async def _write_batch(
-    session: AsyncSession, batch: list[EventRecord], report: ImportReport
+    session: AsyncSession, batch: list[EventRecord], report: ImportReport, *, add_to_rollups: bool
 ) -> None:
     if not batch:
         return
-    result = await writes.record_events(session, batch)
+    result = await writes.record_events(session, batch, add_to_rollups=add_to_rollups)
     report.events_accepted += result.accepted
     report.events_duplicate += result.duplicates
     report.events_unpriced += result.unpriced

@@ -42,7 +42,7 @@ class BulkInsert:
         self.table = table
         self.columns = tuple(columns)
         self.returning = tuple(returning)
-        self._finish = finish
+        self.finish = finish
         self._sqlite: tuple[str, tuple[Processor, ...]] | None = None
         self._postgresql: Insert | None = None
 
@@ -70,7 +70,7 @@ class BulkInsert:
 
     def _sqlite_statement(self, dialect: Dialect) -> tuple[str, tuple[Processor, ...]]:
         if self._sqlite is None:
-            stmt = self._finish(sqlite.insert(self.table))
+            stmt = self.finish(sqlite.insert(self.table))
             compiled = stmt.compile(
                 dialect=dialect, column_keys=list(self.columns), for_executemany=True
             )
@@ -93,7 +93,7 @@ class BulkInsert:
                     for name in self.columns
                 )
             )
-            stmt = self._finish(
+            stmt = self.finish(
                 postgresql.insert(self.table).from_select(list(self.columns), rows)
             )
             if self.returning:
