@@ -184,14 +184,19 @@ async def test_unexpected_errors_are_masked(
 
     monkeypatch.setattr(usage, "totals", broken)
     graphql = await client.post(
-        "/graphql", json={"query": "{ metricsSummary { periodDays } }"}, headers=auth()
+        "/graphql", json={"query": "{ metricsSummary { periodDays } }"},
+        headers={**auth(), "X-Request-ID": "req-graphql-1"},
     )
     assert graphql.status_code == 200
-    assert graphql.json()["errors"][0]["message"] == "Unexpected error."
+    (error,) = graphql.json()["errors"]
+    assert error["message"] == "Internal server error"
+    assert error["extensions"] == {"code": "INTERNAL", "requestId": "req-graphql-1"}
     assert "secret" not in graphql.text and "Traceback" not in graphql.text
     rest = await client.get("/v1/metrics/summary", headers=auth())
     assert rest.status_code == 500
-    assert rest.json() == {"detail": "Internal Server Error"}
+    # The id the server made up is in the body and the header alike.
+    assert rest.json() == {"detail": "Internal Server Error",
+                           "request_id": rest.headers["x-request-id"]}
     assert "secret" not in rest.text
 
 

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
@@ -15,9 +17,13 @@ from meterql.config import Settings
 from meterql.context import Services
 from meterql.db.engine import Database
 from meterql.graphql_view import GraphQLView
+from meterql.request_ids import HEADER, RequestIdMiddleware, request_id
+from meterql.responses import internal_error_response
 from meterql.rest_compat.endpoint import make_endpoint, prepare
+from meterql.rest_compat.openapi import openapi_document
 from meterql.rest_compat.routes import ROUTES
 from meterql.schema import build_schema
+from meterql.schema.limits import GraphQLLimits
 from meterql.windows import Clock, system_clock
 
 
@@ -25,6 +31,18 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     # FastAPI's shape for routing errors ({"detail": "Not Found"}), not Starlette's text.
     assert isinstance(exc, HTTPException)
     return JSONResponse({"detail": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    # A bug escaped an endpoint. Starlette logs it with its traceback (and
+    # re-raises it to the server); the client gets a generic answer and the
+    # id to report, never the exception's text.
+    # This answer is sent from outside every middleware: name the id here.
+    rid = request_id(request.scope)
+    response = internal_error_response(rid)
+    if rid:
+        response.headers[HEADER] = rid
+    return response
 
 
 def create_app(
@@ -40,12 +58,16 @@ def create_app(
     """
     settings = settings or Settings()
     db = database or Database.from_settings(settings)
-    services = Services(settings=settings, db=db, schema=build_schema(), clock=clock)
+    schema = build_schema(limits=GraphQLLimits.from_settings(settings))
+    services = Services(settings=settings, db=db, schema=schema, clock=clock)
 
+    prepared = prepare(services.schema, ROUTES)
     routes: list[BaseRoute] = [
         Route(p.route.path, make_endpoint(p, services), methods=[p.route.method])
-        for p in prepare(services.schema, ROUTES)
+        for p in prepared
     ]
+    openapi = openapi_document(schema._schema, prepared)
+    routes.append(Route("/v1/openapi.json", _static_json(openapi), methods=["GET"]))
     graphql = GraphQLView(services)
     routes.append(Route("/graphql", graphql, methods=["GET", "POST"]))
 
@@ -57,10 +79,20 @@ def create_app(
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
-        exception_handlers={HTTPException: _http_error},
+        exception_handlers={HTTPException: _http_error, Exception: _unexpected},
+        middleware=[Middleware(RequestIdMiddleware)],
     )
     app.state.services = services
     return app
+
+
+def _static_json(document: object) -> Callable[[Request], Awaitable[Response]]:
+    body = json.dumps(document, separators=(",", ":")).encode()
+
+    async def endpoint(_request: Request) -> Response:
+        return Response(body, media_type="application/json")
+
+    return endpoint
 
 
 def app_from_environment() -> Starlette:

@@ -42,3 +42,13 @@ class Settings(BaseSettings):
     db_pool_timeout_s: float = Field(default=1.5, gt=0)
     # Echo SQL to the log (debugging only).
     echo_sql: bool = False
+
+    # GraphQL guards (docs/decisions.md, "Hardening"). `introspection=false`
+    # also turns off GraphiQL and "did you mean" suggestions in errors.
+    introspection: bool = True
+    graphql_max_depth: int = Field(default=10, ge=1)
+    graphql_max_aliases: int = Field(default=50, ge=0)
+    graphql_max_tokens: int = Field(default=2_000, ge=1)
+    graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Operations per batched POST (a JSON list); 0 turns batching off.
+    graphql_max_batch: int = Field(default=0, ge=0)

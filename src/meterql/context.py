@@ -36,6 +36,8 @@ class Context:
     now: datetime
     # The request's one read connection; without it each read takes its own.
     reads: SharedReads | None = None
+    # Named in masked errors and log lines (``meterql.request_ids``).
+    request_id: str = ""
 
     @property
     def account_id(self) -> str:
@@ -51,7 +53,9 @@ class Context:
         return self
 
 
-async def authenticated_context(services: Services, authorization: str | None) -> Context:
+async def authenticated_context(
+    services: Services, authorization: str | None, request_id: str = ""
+) -> Context:
     """Raises :class:`meterql.errors.AuthenticationError` without a live token.
 
     The context holds the request's read connection, which authentication
@@ -65,7 +69,7 @@ async def authenticated_context(services: Services, authorization: str | None) -
         raise
     return Context(
         db=services.db, settings=services.settings, grant=grant, now=services.clock(),
-        reads=reads,
+        reads=reads, request_id=request_id,
     )
 
 

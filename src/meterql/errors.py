@@ -106,5 +106,5 @@ HTTP_STATUS: dict[str, int] = {
 }
 
 
-def http_status(error: MeterqlError) -> int:
+def http_status(error: MeterqlError | type[MeterqlError]) -> int:
     return HTTP_STATUS.get(error.code, 500)

@@ -2,26 +2,47 @@
 
 The GraphiQL page itself loads without a token (people paste theirs into its
 headers pane); every operation, over GET or POST, needs one.
+
+What the view refuses before any GraphQL work (each a JSON ``{"detail"}``):
+a body over ``graphql_max_body_bytes`` (413, counted as it arrives, whatever
+``Content-Length`` claims); form-encoded, multipart and other non-JSON POSTs
+(400: a browser can send those cross-site without a preflight, so refusing
+them closes the CSRF door even for cookie-less clients); a JSON list of
+operations unless batching is configured (400); a mutation over GET (405).
 """
 
 from __future__ import annotations
 
+from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.types import Receive, Scope, Send
+from starlette.responses import JSONResponse
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
+from meterql.request_ids import request_id
 from meterql.responses import error_response
+from meterql.rest_compat.body import read_body
 
 _CONTEXT_KEY = "meterql_context"
+# Strawberry's words when a GET asks for a mutation (a 400 there).
+_GET_MUTATION = "mutations are not allowed when using GET"
 
 
 class GraphQLView(GraphQL[Context | None, None]):
     def __init__(self, services: Services) -> None:
-        super().__init__(services.schema, graphql_ide="graphiql", allow_queries_via_get=True)
+        settings = services.settings
+        super().__init__(
+            services.schema,
+            # Without introspection the explorer could show nothing anyway.
+            graphql_ide="graphiql" if settings.introspection else None,
+            allow_queries_via_get=True,
+            multipart_uploads_enabled=False,
+        )
         self.services = services
+        self.max_body_bytes = settings.graphql_max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -29,24 +50,60 @@ class GraphQLView(GraphQL[Context | None, None]):
             await WebSocket(scope, receive, send).close()
             return
         request = Request(scope, receive)
-        if not self.should_render_graphql_ide(self.request_adapter_class(request)):
-            try:
-                context = await authenticated_context(
-                    self.services, request.headers.get("authorization")
-                )
-            except MeterqlError as error:
-                await error_response(error)(scope, receive, send)
-                return
-            scope.setdefault("state", {})[_CONTEXT_KEY] = context
-            try:
-                await super().__call__(scope, receive, send)
-            finally:
-                await finish(context)
+        if self.should_render_graphql_ide(self.request_adapter_class(request)):
+            await self._respond(scope, receive, send)
             return
-        await super().__call__(scope, receive, send)
+        try:
+            context = await authenticated_context(
+                self.services, request.headers.get("authorization"), request_id(scope)
+            )
+        except MeterqlError as error:
+            await error_response(error)(scope, receive, send)
+            return
+        scope.setdefault("state", {})[_CONTEXT_KEY] = context
+        try:
+            # The body is read here, within its bound, and replayed to
+            # Strawberry, which would read any size into memory.
+            body = await read_body(request, self.max_body_bytes)
+        except MeterqlError as error:
+            await finish(context)
+            await error_response(error)(scope, receive, send)
+            return
+        try:
+            await self._respond(scope, _replay(body), send)
+        finally:
+            await finish(context)
+
+    async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            response = await self.run(Request(scope, receive))
+        except HTTPException as error:
+            # Strawberry answers these in plain text; every other error of
+            # ours is FastAPI's JSON shape.
+            status, headers = error.status_code, None
+            if error.reason == _GET_MUTATION:
+                # GraphQL over HTTP: the method is what is wrong, so 405.
+                status, headers = 405, {"Allow": "POST"}
+            response = JSONResponse({"detail": error.reason}, status_code=status, headers=headers)
+        await response(scope, receive, send)
 
     async def get_context(self, request: object, response: object) -> Context | None:
         # None only while rendering the GraphiQL page, which runs no resolver.
         state = getattr(request, "scope", {}).get("state", {})
         context: Context | None = state.get(_CONTEXT_KEY)
         return context
+
+
+def _replay(body: bytes) -> Receive:
+    sent = False
+
+    async def receive() -> Message:
+        nonlocal sent
+        if sent:
+            # After the body, an ASGI app that waits again waits for the
+            # client to go away.
+            return {"type": "http.disconnect"}
+        sent = True
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    return receive

@@ -30,5 +30,9 @@ def error_response(error: MeterqlError) -> JSONResponse:
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
 
 
-def internal_error_response() -> JSONResponse:
-    return JSONResponse({"detail": "Internal Server Error"}, status_code=500)
+def internal_error_response(request_id: str = "") -> JSONResponse:
+    """A bug's answer: FastAPI's words, and the id to find it in the log by."""
+    body: dict[str, str] = {"detail": "Internal Server Error"}
+    if request_id:
+        body["request_id"] = request_id
+    return JSONResponse(body, status_code=500)

@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
+from meterql.request_ids import request_id
 from meterql.responses import error_response, internal_error_response
 from meterql.rest_compat.body import decode_json, read_body
 from meterql.rest_compat.params import coerce
@@ -73,14 +74,15 @@ async def run_document(
     return result
 
 
-def result_response(result: ExecutionResult) -> Response:
+def result_response(result: ExecutionResult, request_id: str) -> Response:
     if result.errors:
         error = result.errors[0]
         original = error.original_error
         if isinstance(original, MeterqlError):
             return error_response(original)
-        logger.error("compat document failed: %s", error.message, exc_info=original)
-        return internal_error_response()
+        logger.error("compat document failed (request id %s): %s", request_id or "-",
+                     error.message, exc_info=original)
+        return internal_error_response(request_id)
     assert result.data is not None
     return JSONResponse(result.data["body"])
 
@@ -93,7 +95,7 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             # FastAPI resolved the security dependency before validating
             # parameters: a bad token wins over a bad `days`.
             context = await authenticated_context(
-                services, request.headers.get("authorization")
+                services, request.headers.get("authorization"), request_id(request.scope)
             )
         except MeterqlError as error:
             return error_response(error)
@@ -108,7 +110,7 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             return error_response(error)
         finally:
             await finish(context)
-        return result_response(result)
+        return result_response(result, context.request_id)
 
     endpoint.__name__ = route.document.removesuffix(".graphql")
     return endpoint

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from meterql.errors import InstanceNotFound, MeterqlError, PayloadTooLarge
 from meterql.ingest import MAX_BODY_BYTES, validate_batch
 from meterql.rest_compat.body import JsonBody
 from meterql.rest_compat.params import QueryParam, days, optional_str
@@ -23,6 +24,9 @@ class CompatRoute:
     # Checked before the body is read, so a read-only token never learns
     # whether its payload would have been valid.
     scope: str = "read"
+    # Errors this route answers beyond every route's (401, 403, 422, 503),
+    # for the OpenAPI document.
+    answers: tuple[type[MeterqlError], ...] = ()
 
 
 def _events(document: Any, now: datetime) -> Prevalidated:
@@ -43,6 +47,7 @@ ROUTES: tuple[CompatRoute, ...] = (
         "/v1/billing/usage/chart",
         "billing_usage_chart.graphql",
         (days(CHART_DAYS), optional_str("instance_id", "instanceId")),
+        answers=(InstanceNotFound,),
     ),
     CompatRoute(
         "/v1/usage/events",
@@ -50,5 +55,6 @@ ROUTES: tuple[CompatRoute, ...] = (
         method="POST",
         body=JsonBody("events", MAX_BODY_BYTES, _events),
         scope="ingest",
+        answers=(PayloadTooLarge,),
     ),
 )

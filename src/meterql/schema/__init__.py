@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import strawberry
 from graphql import GraphQLError, GraphQLInputObjectType, get_named_type
-from strawberry.extensions import MaskErrors, ParserCache, ValidationCache
+from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
-from meterql.errors import MeterqlError
 from meterql.resolvers import billing as billing_resolvers
 from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
+from meterql.schema.errors import MaskUnexpected, hide_suggestions, log_unexpected
 from meterql.schema.execution import LeafFastExecutionContext
 from meterql.schema.ingest import RecordUsageResult, UsageEventInput
+from meterql.schema.limits import GraphQLLimits
 from meterql.schema.metrics import (
     InstanceUsageList,
     MetricsSummary,
@@ -26,7 +26,6 @@ from meterql.schema.metrics import (
 )
 from meterql.schema.scalars import SCALAR_MAP
 
-logger = logging.getLogger("meterql.graphql")
 GRAPHQL_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
 
 
@@ -71,47 +70,48 @@ class Mutation:
     )
 
 
-def is_expected(error: GraphQLError) -> bool:
-    """Errors a client may see: our own, and GraphQL's own (syntax, validation, variables)."""
-    original = error.original_error
-    return original is None or isinstance(original, MeterqlError | GraphQLError) or (
-        # Variable coercion happens before execution: its errors carry no path
-        # and describe the client's input, never our internals.
-        error.path is None
-    )
-
-
 class MeterqlSchema(strawberry.Schema):
+    def __init__(self, *args: Any, limits: GraphQLLimits, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.limits = limits
+
     def process_errors(
         self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
     ) -> None:
-        # Expected failures are answers, not incidents: log only the rest,
-        # with their tracebacks, before MaskErrors hides them from the client.
-        for error in errors:
-            if not is_expected(error):
-                logger.error("unexpected error in GraphQL execution", exc_info=error.original_error)
+        if not self.limits.introspection:
+            hide_suggestions(errors)
+        log_unexpected(errors, execution_context)
 
 
 def build_schema(
     execution_context_class: type[Any] = LeafFastExecutionContext,
     *,
+    limits: GraphQLLimits | None = None,
     raw_ingest: bool = True,
     **kwargs: Any,
-) -> strawberry.Schema:
+) -> MeterqlSchema:
     """The schema; ``raw_ingest=False`` leaves ``recordUsage`` to Strawberry (for tests)."""
+    limits = limits or GraphQLLimits()
     schema = MeterqlSchema(
         query=Query,
         mutation=Mutation,
-        config=StrawberryConfig(scalar_map=SCALAR_MAP),  # type: ignore[arg-type]
+        config=StrawberryConfig(
+            scalar_map=SCALAR_MAP,  # type: ignore[arg-type]
+            batching_config={"max_operations": limits.max_batch} if limits.max_batch else None,
+        ),
         # Factories, so each operation gets fresh extension instances. The
-        # caches (module-level LRUs, bounded) spare a frontend's repeated
-        # queries their parse and validation, as the /v1 documents are spared.
+        # limits run as validation rules, before anything executes. The caches
+        # (module-level LRUs, bounded) spare a frontend's repeated queries
+        # their parse and validation, as the /v1 documents are spared; they
+        # key on the parse options and validation rules, so limits still hold.
         extensions=[
-            lambda: MaskErrors(should_mask_error=lambda error: not is_expected(error)),
+            MaskUnexpected,
+            *limits.extensions(),
             lambda: ParserCache(maxsize=GRAPHQL_CACHE_SIZE),
             lambda: ValidationCache(maxsize=GRAPHQL_CACHE_SIZE),
         ],
         execution_context_class=execution_context_class,
+        limits=limits,
         **kwargs,
     )
     if raw_ingest:
