@@ -6,6 +6,7 @@ path refuses is refused by all of them with the same message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -15,6 +16,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictInt,
@@ -27,12 +29,37 @@ from pydantic import (
 from meterql.errors import InvalidInput
 from meterql.money import PrecisionError, usd_to_nanos
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Text = Annotated[str, StringConstraints(max_length=255)]
-Count = Annotated[StrictInt, Field(ge=0, le=2**62)]
+# No NUL characters: PostgreSQL text cannot hold them, and an id one backend
+# stores must be storable on the other. (pydantic already refuses strings
+# with unpaired surrogates, which no database can encode either.)
+_NO_NUL = r"^[^\x00]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=_NO_NUL)]
+Text = Annotated[str, StringConstraints(max_length=255, pattern=_NO_NUL)]
+OptionalId = Annotated[str, StringConstraints(max_length=200, pattern=_NO_NUL)]
+
+
+def _integral_number(value: object) -> object:
+    """JSON has one kind of number: ``783.0`` and ``7.83e2`` are the integer 783.
+
+    Bodies are decoded with Decimals. Only a finite one with no fraction and
+    at most 30 digits becomes an int (a huge exponent would make a huge int);
+    anything else reaches the strict check as it came, and is refused there.
+    """
+    if (
+        isinstance(value, Decimal)
+        and value.is_finite()
+        and value.adjusted() <= 30
+        and value == value.to_integral_value()
+    ):
+        return int(value)
+    return value
+
+
+Integer = Annotated[StrictInt, BeforeValidator(_integral_number)]
+Count = Annotated[Integer, Field(ge=0, le=2**62)]
 # Bounds that keep one event's cost within a 64-bit count of nano-dollars:
 # 1e10 tokens × 1e5 USD per million tokens = 1e9 USD = 1e18 nano-USD.
-Tokens = Annotated[StrictInt, Field(ge=0, le=10**10)]
+Tokens = Annotated[Integer, Field(ge=0, le=10**10)]
 SubscriptionStatus = Literal["trialing", "active", "past_due", "canceled", "expired"]
 Scope = Literal["read", "ingest"]
 LIVE_STATUSES: tuple[str, ...] = ("trialing", "active", "past_due")
@@ -84,7 +111,7 @@ class TokenRecord(Record):
 class InstanceRecord(Record):
     instance_id: Id
     hostname: Text = ""
-    status: Annotated[str, StringConstraints(max_length=50)] = "unknown"
+    status: Annotated[str, StringConstraints(max_length=50, pattern=_NO_NUL)] = "unknown"
 
 
 class SubscriptionRecord(Record):
@@ -147,8 +174,8 @@ class UsageEventRecord(Record):
     timestamp: EventTimestamp
     tokens_in: Tokens
     tokens_out: Tokens
-    end_user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
-    conversation_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    end_user_id: OptionalId | None = None
+    conversation_id: OptionalId | None = None
     cost_usd: ReportedUsd | None = None
 
 
@@ -219,9 +246,16 @@ def invalid_input(error: ValidationError, loc_prefix: Sequence[int | str]) -> In
     return InvalidInput(f"{where}: {first['msg']}", entries)
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
 def _jsonable(value: Any) -> Any:
     """JSON-safe copies of the values pydantic reports (as FastAPI's encoder did)."""
-    if isinstance(value, str | int | float | bool) or value is None:
+    if isinstance(value, str):
+        # A refused value may hold unpaired surrogates (JSON's "\\udc00"),
+        # which no JSON answer can carry as UTF-8: they are shown as U+FFFD.
+        return _SURROGATE.sub("\ufffd", value)
+    if isinstance(value, int | float | bool) or value is None:
         return value
     if isinstance(value, Decimal):
         return int(value) if value == value.to_integral_value() else float(value)
