@@ -47,7 +47,7 @@ import asyncpg
 import httpx
 from dataset import BIG, INSTANCES, MODELS, SMALL_EVENTS, Tenant, write_tenant
 from exact import DAYS, NAIVE, bounds, check, check_pricing, plain
-from report import render
+from report import write_docs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
@@ -536,13 +536,8 @@ def main() -> int:
             print_table(result)
             print(f"wrote {path.relative_to(HERE.parent)}")
     if args.write_docs:
-        results = [json.loads(p.read_text()) for p in sorted(RESULTS.glob("*.json"))]
-        docs = HERE.parent / "docs" / "performance.md"
-        # The hand-written reading of the figures (profile findings, what is
-        # left) lives beside the results and is placed after the targets.
-        analysis = HERE / "analysis.md"
-        docs.write_text(render(results, analysis.read_text() if analysis.exists() else ""))
-        print(f"wrote {docs.relative_to(HERE.parent)} from {len(results)} result files")
+        docs, count = write_docs(HERE.parent)
+        print(f"wrote {docs.relative_to(HERE.parent)} from {count} result files")
     return 0
 
 

@@ -1,16 +1,22 @@
-"""Render docs/performance.md from the results files of ``bench.py``.
+"""Render docs/performance.md from the results files of ``bench.py`` and ``load.py``.
 
 The document is generated, never edited by hand, so its figures are always
 the ones a results file holds and the command that produced them. Every
 verdict in it is computed here from those figures. Results files written
 before the exactness check covered every route (only the summary was
-compared then) still render; what they did not check shows as such.
+compared then) still render; what they did not check shows as such. The
+load test's files (``load-*.json``, ``"kind": "load"``) get a section of
+their own.
 """
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
+from pathlib import Path
 from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
 
 FLOOR_RATIO = 2.5
 GROWTH = 1.5
@@ -291,8 +297,82 @@ def _targets(results: list[dict[str, Any]]) -> list[str]:
     ]
 
 
+def _load_section(runs: list[dict[str, Any]]) -> list[str]:
+    """Issue 6's load test: throughput, latency per kind of request, exactly-once."""
+    lines = [
+        "## Load test (issue 6)",
+        "",
+        "`benchmarks/load.py`, run by hand: a generated tenant imported with `meterql load`,",
+        "one `meterql serve`, then concurrent clients (asyncio, one shared `httpx` pool,",
+        "on the same machine as the server) loop until the deadline, each request drawn",
+        "from a fixed mix: the eight `/v1` reads (the chart also for one instance), two",
+        "GraphQL queries, and `POST /v1/usage/events` batches of new events or re-sent",
+        "earlier ones (possibly still in flight), which must count as duplicates. Then the",
+        "database is read directly: the events accepted (the sum of `accepted` over every",
+        "ingest answer) must be stored exactly once, the account's events must be the",
+        "imported ones plus those, and every rollup table must sum to the account's events",
+        "(requests, tokens, cost). The target: no 5xx, every accepted event counted once.",
+        "",
+    ]
+    for run in sorted(runs, key=lambda r: r["backend"]):
+        lines += _load_run(run)
+    return lines
+
+
+def _load_run(run: dict[str, Any]) -> list[str]:
+    check, ingest, info = run["verification"], run["ingest"], run["machine"]
+    extra = f", PostgreSQL {info['postgresql']}" if "postgresql" in info else ""
+    lines = [
+        f"### {run['backend']}: {run['clients']} clients, {run['seconds']:g} s, "
+        f"{run['events']:,} events imported",
+        "",
+        f"- **{run['requests_per_s']:,.0f} requests/s** ({run['requests']:,} requests in "
+        f"{run['elapsed_s']:.1f} s); all requests: p50 {_ms(run['p50_ms'])} ms, "
+        f"p99 {_ms(run['p99_ms'])} ms",
+        f"- 5xx: **{run['status_5xx']}** (target 0: {_verdict(not run['status_5xx'])}); "
+        f"other failed answers: {run['failures'] - run['status_5xx'] - run['transport_errors']}"
+        f"; transport errors: {run['transport_errors']}; tracebacks in the server log: "
+        f"{run['server']['tracebacks']}",
+        f"- ingest: {ingest['accepted']:,} events accepted "
+        f"({ingest['accepted_per_s']:,.0f} events/s) in {ingest['batches']:,} batches of "
+        f"{ingest['batch']}; {ingest['duplicates']:,} duplicates answered over "
+        f"{ingest['sends']:,} sends",
+        f"- exactly once: {_verdict(check['exact'])}: {check['stored_live']:,} live events "
+        f"stored for {check['accepted']:,} accepted, {check['events']:,} events in the account"
+        + (", no event id twice, every rollup equal to them" if check["exact"] else ""),
+    ]
+    lines += [f"  - **mismatch** {name}: expected {wrong['expected']}, found {wrong['found']}"
+              for name, wrong in check["mismatches"].items()]
+    lines += [
+        f"- machine: {info['nproc']} CPUs, Python {info['python']}, SQLite {info['sqlite']}"
+        f"{extra}, measured {run['date'][:16]} UTC; `meterql serve --workers "
+        f"{run['workers']}`"
+        + ("" if not run.get("server_env") else "; server settings: " + ", ".join(
+            f"`{k}={v}`" for k, v in run["server_env"].items())),
+        f"- command: `{run['command']}`",
+        "",
+        "| request | share of the mix | requests | p50 ms | p99 ms | failed | statuses |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    weights = sum(kind["weight"] for kind in run["kinds"].values())
+    for name, kind in run["kinds"].items():
+        statuses = ", ".join(f"{code}: {n:,}" for code, n in kind["statuses"].items())
+        lines.append(f"| `{name}` | {100 * kind['weight'] / weights:.0f} % | "
+                     f"{kind['requests']:,} | {_ms(kind['p50_ms'])} | {_ms(kind['p99_ms'])} | "
+                     f"{kind['failures']} | {statuses} |")
+    lines.append("")
+    # What went wrong, verbatim: the first failed answer of each kind that had one.
+    for name, kind in run["kinds"].items():
+        if kind["examples"]:
+            lines.append(f"- first failure of `{name}`: "
+                         f"`{json.dumps(kind['examples'][0])[:300]}`")
+    return [*lines, ""] if any(k["examples"] for k in run["kinds"].values()) else lines
+
+
 def render(results: list[dict[str, Any]], analysis: str = "") -> str:
     """The document; ``analysis`` (hand-written Markdown) follows the targets."""
+    load = [r for r in results if r.get("kind") == "load"]
+    results = [r for r in results if r.get("kind") != "load"]
     by_backend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for result in sorted(results, key=lambda r: (r["backend"], r["events"])):
         by_backend[result["backend"]].append(result)
@@ -346,6 +426,8 @@ def render(results: list[dict[str, Any]], analysis: str = "") -> str:
     if analysis:
         lines += [analysis.strip(), ""]
     lines += _growth_section(by_backend)
+    if load:
+        lines += _load_section(load)
     lines += ["## Results", ""]
     for runs in by_backend.values():
         for result in runs:
@@ -362,3 +444,18 @@ def render(results: list[dict[str, Any]], analysis: str = "") -> str:
         "",
     ]
     return "\n".join(lines)
+
+
+def write_docs(root: Path = ROOT) -> tuple[Path, int]:
+    """Render ``docs/performance.md`` from every results file; (its path, files read).
+
+    The entry point of ``bench.py --write-docs`` and ``load.py --write-docs``.
+    """
+    results = [json.loads(p.read_text())
+               for p in sorted((root / "benchmarks" / "results").glob("*.json"))]
+    docs = root / "docs" / "performance.md"
+    # The hand-written reading of the figures (profile findings, what is
+    # left) lives beside the results and is placed after the targets.
+    analysis = root / "benchmarks" / "analysis.md"
+    docs.write_text(render(results, analysis.read_text() if analysis.exists() else ""))
+    return docs, len(results)

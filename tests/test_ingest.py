@@ -284,6 +284,28 @@ IDEMPOTENCY = {
 COST_AFTER = {0: "1.3700", 1: "1.3850", 2: "1.4000"}
 
 
+async def test_a_batch_holds_one_connection_while_it_writes(
+    door: Door, db: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The read connection authentication took is given back before the write takes one.
+
+    Holding it while waiting for a second one deadlocked the pool under load
+    (``benchmarks/load.py``: with as many ingests waiting as the pool had
+    connections, every request timed out with a 503).
+    """
+    held: list[int] = []
+    record_events = writes.record_events
+
+    async def spy(session: Any, *args: Any, **kwargs: Any) -> Any:
+        await session.connection()  # a session checks its connection out lazily
+        held.append(db.engine.pool.checkedout())
+        return await record_events(session, *args, **kwargs)
+
+    monkeypatch.setattr(writes, "record_events", spy)
+    assert await door.send([event("n1")]) == {"accepted": 1, "duplicates": 0}
+    assert held == [1]
+
+
 @pytest.mark.parametrize("case", sorted(IDEMPOTENCY))
 async def test_resending_never_double_counts(
     door: Door, client: httpx.AsyncClient, case: str

@@ -57,6 +57,13 @@ def raw_resolver(python_names: Mapping[str, str]) -> Any:
 
 
 async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUsageResult:
+    # Give back the read connection authentication took before taking one to
+    # write: a request holding one pooled connection while it waits for
+    # another deadlocks the pool as soon as as many ingests as it has
+    # connections wait together (every request then times out with a 503).
+    # A later read in the same request opens a new one.
+    if context.reads is not None:
+        await context.reads.close()
     async with context.db.write() as session, session.begin():
         result = await writes.record_events(session, records, account_id=context.account_id)
     return RecordUsageResult(accepted=result.accepted, duplicates=result.duplicates)
