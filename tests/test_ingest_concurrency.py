@@ -180,3 +180,55 @@ async def test_end_users_seen_by_many_gateways_at_once_are_counted_once(
             )
         )
     assert usage["unique_end_users"] == stored >= 150
+
+
+async def test_one_process_queues_its_writers_in_order(
+    settings: Settings, database_url: str
+) -> None:
+    """Many ingests at once in one process all succeed, SQLite's busy handler never waited on.
+
+    With no busy timeout at all, any two write transactions of the process
+    that overlapped would fail ("database is locked", a 503): they queue in
+    the process instead, and take a connection only when it is their turn.
+    """
+    settings = settings.model_copy(update={"sqlite_busy_timeout_ms": 0,
+                                           "db_statement_timeout_s": 60.0})
+    db = Database.from_settings(settings)
+    try:
+        await seed(db)
+        app = create_app(settings, database=db, clock=lambda: NOW)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://one") as client:
+            answers = await asyncio.gather(*(
+                client.post("/v1/usage/events", json=_batch(f"q{n}", 50),
+                            headers=auth(ACME_INGEST_TOKEN))
+                for n in range(24)
+            ))
+        assert [a.status_code for a in answers] == [200] * 24
+        assert sum(a.json()["accepted"] for a in answers) == 24 * 50
+        assert await _count(db) == 8 + 24 * 50  # the golden acme events (e1..e8) + these
+        if db.dialect == "sqlite":
+            assert db.engine.pool.checkedout() == 0
+    finally:
+        await db.dispose()
+
+
+async def test_a_writer_that_waits_too_long_answers_503(settings: Settings) -> None:
+    db = Database.from_settings(settings.model_copy(update={"db_concurrent_writes": 1,
+                                                            "db_write_queue_timeout_s": 0.2}))
+    try:
+        await seed(db)
+        app = create_app(settings, database=db, clock=lambda: NOW)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://one") as client:
+            async with db.write():  # someone else's long write transaction
+                answer = await client.post("/v1/usage/events", json=_batch("late", 3),
+                                           headers=auth(ACME_INGEST_TOKEN))
+            assert answer.status_code == 503
+            assert answer.headers["retry-after"] == "5"
+            assert answer.json() == {"detail": "Too many writes queued; retry shortly"}
+            again = await client.post("/v1/usage/events", json=_batch("late", 3),
+                                      headers=auth(ACME_INGEST_TOKEN))
+            assert again.json() == {"accepted": 3, "duplicates": 0}
+    finally:
+        await db.dispose()

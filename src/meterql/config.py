@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     db_connect_timeout_s: float = Field(default=1.5, gt=0)
     db_statement_timeout_s: float = Field(default=2.0, gt=0)
     db_pool_timeout_s: float = Field(default=1.5, gt=0)
+    # Write transactions at once per process (None: 1 on SQLite, which has
+    # one writer anyway, 4 on a server); more wait their turn, in order, up
+    # to the queue timeout, then answer 503.
+    db_concurrent_writes: int | None = Field(default=None, ge=1)
+    db_write_queue_timeout_s: float = Field(default=10.0, gt=0)
     # Echo SQL to the log (debugging only).
     echo_sql: bool = False
 

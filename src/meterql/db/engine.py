@@ -170,21 +170,56 @@ class Database:
     (503), whatever the driver.
     """
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(
+        self, engine: AsyncEngine, *, writers: int | None = None, write_wait_s: float = 10.0
+    ) -> None:
         self.engine = engine
         self._write = async_sessionmaker(
             engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
         )
+        # Write transactions queue here, in arrival order, before they take a
+        # connection. SQLite has one writer at a time: its busy handler makes
+        # waiting writers sleep and retry (up to 100 ms a try, unfairly) while
+        # each holds a pooled connection; under 64 clients that starved
+        # writers into "database is locked". On PostgreSQL a few writers at
+        # once keep the row locks on an account's rollups from queueing
+        # inside the server, each waiter holding a connection and running
+        # down its statement timeout.
+        if writers is None:
+            writers = 1 if engine.dialect.name == "sqlite" else 4
+        self._writers = asyncio.Semaphore(writers)
+        self._write_wait_s = write_wait_s
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _guarded(self.engine.connect())
 
     def write(self) -> AbstractAsyncContextManager[AsyncSession]:
-        return _guarded(self._write())
+        return self._queued(_guarded(self._write()))
+
+    @asynccontextmanager
+    async def _queued(
+        self, opened: AbstractAsyncContextManager[AsyncSession]
+    ) -> AsyncIterator[AsyncSession]:
+        try:
+            async with asyncio.timeout(self._write_wait_s):
+                await self._writers.acquire()
+        except TimeoutError:
+            # Overloaded rather than down, but the answer is the same: 503
+            # with Retry-After, and nothing written.
+            raise DatabaseUnavailable("Too many writes queued; retry shortly") from None
+        try:
+            async with opened as session:
+                yield session
+        finally:
+            self._writers.release()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Database:
-        return cls(create_engine(settings))
+        return cls(
+            create_engine(settings),
+            writers=settings.db_concurrent_writes,
+            write_wait_s=settings.db_write_queue_timeout_s,
+        )
 
     @property
     def dialect(self) -> str:
