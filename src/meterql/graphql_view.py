@@ -6,16 +6,29 @@ headers pane); every operation, over GET or POST, needs one.
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+from cross_web import HTTPException
 from starlette.requests import Request
+from starlette.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http.types import QueryParams
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.responses import error_response
 
 _CONTEXT_KEY = "meterql_context"
+
+
+def _decode(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HTTPException(400, "Unable to parse request body as JSON") from None
 
 
 class GraphQLView(GraphQL[Context | None, None]):
@@ -39,11 +52,39 @@ class GraphQLView(GraphQL[Context | None, None]):
                 return
             scope.setdefault("state", {})[_CONTEXT_KEY] = context
             try:
-                await super().__call__(scope, receive, send)
+                await self._serve(request, scope, receive, send)
             finally:
                 await finish(context)
             return
-        await super().__call__(scope, receive, send)
+        await self._serve(request, scope, receive, send)
+
+    async def _serve(self, request: Request, scope: Scope, receive: Receive, send: Send) -> None:
+        # Strawberry's own __call__, but its refusals (a body that is no JSON
+        # object, a mutation over GET...) answer JSON like every other error
+        # of the app, not plain text.
+        try:
+            response = await self.run(request)
+        except HTTPException as error:
+            response = JSONResponse({"detail": error.reason}, status_code=error.status_code)
+        await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # The body of a POST. Strawberry turns only JSONDecodeError into a
+        # 400: invalid UTF-8, nesting deeper than the decoder's stack, and a
+        # document that is no object (``null``, ``"x"``) escaped as 500s.
+        document = _decode(data)
+        if not isinstance(document, dict | list):
+            raise HTTPException(400, "The GraphQL request must be a JSON object")
+        return document
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        # A GET's ``variables`` and ``extensions`` may be JSON ``null``: only
+        # decoded here; Strawberry checks their types afterwards.
+        parsed: dict[str, Any] = dict(params)
+        for key in ("variables", "extensions"):
+            if parsed.get(key):
+                parsed[key] = _decode(parsed[key])
+        return parsed
 
     async def get_context(self, request: object, response: object) -> Context | None:
         # None only while rendering the GraphiQL page, which runs no resolver.

@@ -6,6 +6,7 @@ path refuses is refused by all of them with the same message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -19,6 +20,7 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -27,8 +29,12 @@ from pydantic import (
 from meterql.errors import InvalidInput
 from meterql.money import PrecisionError, usd_to_nanos
 
-Id = Annotated[str, StringConstraints(min_length=1, max_length=200)]
-Text = Annotated[str, StringConstraints(max_length=255)]
+# No NUL characters: PostgreSQL text cannot hold them (SQLite could), so both
+# backends refuse them here, as bad input, rather than one of them at INSERT.
+NO_NUL = r"^[^\x00]*$"
+Id = Annotated[str, StringConstraints(min_length=1, max_length=200, pattern=NO_NUL)]
+Text = Annotated[str, StringConstraints(max_length=255, pattern=NO_NUL)]
+OptionalId = Annotated[str, StringConstraints(max_length=200, pattern=NO_NUL)]
 Count = Annotated[StrictInt, Field(ge=0, le=2**62)]
 # Bounds that keep one event's cost within a 64-bit count of nano-dollars:
 # 1e10 tokens × 1e5 USD per million tokens = 1e9 USD = 1e18 nano-USD.
@@ -49,6 +55,18 @@ def _nano_exact(value: Decimal) -> Decimal:
 Usd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 5), AfterValidator(_nano_exact)]
 # A reported cost may carry more digits than a nano-dollar; it is rounded half-up.
 ReportedUsd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 9, allow_inf_nan=False)]
+
+
+_ID: TypeAdapter[str] = TypeAdapter(Id)
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` passes as an ``Id``; one that does not was never stored as one."""
+    try:
+        _ID.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 class Record(BaseModel):
@@ -84,7 +102,7 @@ class TokenRecord(Record):
 class InstanceRecord(Record):
     instance_id: Id
     hostname: Text = ""
-    status: Annotated[str, StringConstraints(max_length=50)] = "unknown"
+    status: Annotated[str, StringConstraints(max_length=50, pattern=NO_NUL)] = "unknown"
 
 
 class SubscriptionRecord(Record):
@@ -147,8 +165,8 @@ class UsageEventRecord(Record):
     timestamp: EventTimestamp
     tokens_in: Tokens
     tokens_out: Tokens
-    end_user_id: Annotated[str, StringConstraints(max_length=200)] | None = None
-    conversation_id: Annotated[str, StringConstraints(max_length=200)] | None = None
+    end_user_id: OptionalId | None = None
+    conversation_id: OptionalId | None = None
     cost_usd: ReportedUsd | None = None
 
 
@@ -197,7 +215,7 @@ def error_entries(error: ValidationError, loc_prefix: Sequence[int | str]) -> li
     for detail in error.errors(include_url=False, include_context=True):
         entry: dict[str, Any] = {
             "type": detail["type"],
-            "loc": [*loc_prefix, *detail["loc"]],
+            "loc": [*loc_prefix, *(_jsonable(part) for part in detail["loc"])],
             "msg": detail["msg"],
             "input": _jsonable(detail["input"]),
         }
@@ -219,16 +237,37 @@ def invalid_input(error: ValidationError, loc_prefix: Sequence[int | str]) -> In
     return InvalidInput(f"{where}: {first['msg']}", entries)
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copies of the values pydantic reports (as FastAPI's encoder did)."""
-    if isinstance(value, str | int | float | bool) or value is None:
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Far deeper than any record: a body nested further (JSON allows ~1000
+# levels) is echoed cut short there instead of recursing out of stack.
+_MAX_ECHO_DEPTH = 32
+# Numbers with more integer digits than this are echoed as strings: Python
+# refuses to write an int of over 4300 digits, and a JSON number's exponent
+# can ask for billions.
+_MAX_ECHO_DIGITS = 1000
+
+
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """JSON-safe copies of the values pydantic reports (as FastAPI's encoder did).
+
+    A lone surrogate (JSON ``"\\ud800"``) cannot be written as UTF-8, so the
+    422 that refuses it would itself fail: it is echoed as U+FFFD instead.
+    """
+    if isinstance(value, str):
+        return _LONE_SURROGATE.sub("\ufffd", value)
+    if isinstance(value, int | float | bool) or value is None:
         return value
     if isinstance(value, Decimal):
+        if not value.is_finite() or value.adjusted() >= _MAX_ECHO_DIGITS:
+            # 1e999999999 as an int would take minutes and gigabytes to build.
+            return str(value)
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict | list | tuple) and depth >= _MAX_ECHO_DEPTH:
+        return "..."
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_jsonable(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)

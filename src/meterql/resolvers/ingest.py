@@ -57,6 +57,12 @@ def raw_resolver(python_names: Mapping[str, str]) -> Any:
 
 
 async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUsageResult:
+    if context.reads is not None:
+        # Give the request's read connection (authentication's) back first:
+        # holding it while waiting for a write connection, enough concurrent
+        # batches would each hold one and wait for another until the pool
+        # timed out (a 503 for all). A later read would simply take a new one.
+        await context.reads.close()
     async with context.db.write() as session, session.begin():
         result = await writes.record_events(session, records, account_id=context.account_id)
     return RecordUsageResult(accepted=result.accepted, duplicates=result.duplicates)
