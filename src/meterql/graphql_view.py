@@ -13,12 +13,16 @@ operations unless batching is configured (400); a mutation over GET (405).
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http.types import QueryParams
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
@@ -29,6 +33,13 @@ from meterql.rest_compat.body import read_body
 _CONTEXT_KEY = "meterql_context"
 # Strawberry's words when a GET asks for a mutation (a 400 there).
 _GET_MUTATION = "mutations are not allowed when using GET"
+
+
+def _decode(data: str | bytes) -> Any:
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise HTTPException(400, "Unable to parse request body as JSON") from None
 
 
 class GraphQLView(GraphQL[Context | None, None]):
@@ -86,6 +97,24 @@ class GraphQLView(GraphQL[Context | None, None]):
                 status, headers = 405, {"Allow": "POST"}
             response = JSONResponse({"detail": error.reason}, status_code=status, headers=headers)
         await response(scope, receive, send)
+
+    def parse_json(self, data: str | bytes) -> Any:
+        # The body of a POST. Strawberry turns only JSONDecodeError into a
+        # 400: invalid UTF-8, nesting deeper than the decoder's stack, and a
+        # document that is no object (``null``, ``"x"``) escaped as 500s.
+        document = _decode(data)
+        if not isinstance(document, dict | list):
+            raise HTTPException(400, "The GraphQL request must be a JSON object")
+        return document
+
+    def parse_query_params(self, params: QueryParams) -> dict[str, Any]:
+        # A GET's ``variables`` and ``extensions`` may be JSON ``null``: only
+        # decoded here; Strawberry checks their types afterwards.
+        parsed: dict[str, Any] = dict(params)
+        for key in ("variables", "extensions"):
+            if parsed.get(key):
+                parsed[key] = _decode(parsed[key])
+        return parsed
 
     async def get_context(self, request: object, response: object) -> Context | None:
         # None only while rendering the GraphiQL page, which runs no resolver.

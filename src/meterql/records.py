@@ -21,6 +21,7 @@ from pydantic import (
     Field,
     StrictInt,
     StringConstraints,
+    TypeAdapter,
     ValidationError,
     ValidationInfo,
     model_validator,
@@ -76,6 +77,18 @@ def _nano_exact(value: Decimal) -> Decimal:
 Usd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 5), AfterValidator(_nano_exact)]
 # A reported cost may carry more digits than a nano-dollar; it is rounded half-up.
 ReportedUsd = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 9, allow_inf_nan=False)]
+
+
+_ID: TypeAdapter[str] = TypeAdapter(Id)
+
+
+def is_valid_id(value: str) -> bool:
+    """Whether ``value`` passes as an ``Id``; one that does not was never stored as one."""
+    try:
+        _ID.validate_python(value)
+    except ValidationError:
+        return False
+    return True
 
 
 class Record(BaseModel):
@@ -224,7 +237,7 @@ def error_entries(error: ValidationError, loc_prefix: Sequence[int | str]) -> li
     for detail in error.errors(include_url=False, include_context=True):
         entry: dict[str, Any] = {
             "type": detail["type"],
-            "loc": [*loc_prefix, *detail["loc"]],
+            "loc": [*loc_prefix, *(_jsonable(part) for part in detail["loc"])],
             "msg": detail["msg"],
             "input": _jsonable(detail["input"]),
         }
@@ -246,23 +259,37 @@ def invalid_input(error: ValidationError, loc_prefix: Sequence[int | str]) -> In
     return InvalidInput(f"{where}: {first['msg']}", entries)
 
 
-_SURROGATE = re.compile("[\ud800-\udfff]")
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+# Far deeper than any record: a body nested further (JSON allows ~1000
+# levels) is echoed cut short there instead of recursing out of stack.
+_MAX_ECHO_DEPTH = 32
+# Numbers with more integer digits than this are echoed as strings: Python
+# refuses to write an int of over 4300 digits, and a JSON number's exponent
+# can ask for billions.
+_MAX_ECHO_DIGITS = 1000
 
 
-def _jsonable(value: Any) -> Any:
-    """JSON-safe copies of the values pydantic reports (as FastAPI's encoder did)."""
+def _jsonable(value: Any, depth: int = 0) -> Any:
+    """JSON-safe copies of the values pydantic reports (as FastAPI's encoder did).
+
+    A lone surrogate (JSON ``"\\ud800"``) cannot be written as UTF-8, so the
+    422 that refuses it would itself fail: it is echoed as U+FFFD instead.
+    """
     if isinstance(value, str):
-        # A refused value may hold unpaired surrogates (JSON's "\\udc00"),
-        # which no JSON answer can carry as UTF-8: they are shown as U+FFFD.
-        return _SURROGATE.sub("\ufffd", value)
+        return _LONE_SURROGATE.sub("\ufffd", value)
     if isinstance(value, int | float | bool) or value is None:
         return value
     if isinstance(value, Decimal):
+        if not value.is_finite() or value.adjusted() >= _MAX_ECHO_DIGITS:
+            # 1e999999999 as an int would take minutes and gigabytes to build.
+            return str(value)
         return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, dict | list | tuple) and depth >= _MAX_ECHO_DEPTH:
+        return "..."
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {_jsonable(str(k)): _jsonable(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_jsonable(v) for v in value]
+        return [_jsonable(v, depth + 1) for v in value]
     if isinstance(value, datetime):
         return value.isoformat()
     return str(value)

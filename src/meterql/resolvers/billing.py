@@ -13,6 +13,7 @@ from meterql.db.accounts import SubscriptionRow
 from meterql.errors import InstanceNotFound
 from meterql.money import cents_to_usd, nanos_to_usd, percentage
 from meterql.plans import EffectivePlan, effective_plan, subscribed_tier_ids
+from meterql.records import is_valid_id
 from meterql.schema.billing import (
     Billing,
     BillingPeriodUsage,
@@ -151,14 +152,17 @@ async def usage_chart(
     """Daily usage of the account, or of one of its instances.
 
     An empty ``instance_id`` means the whole account, as the old service's
-    ``if instance_id:`` did.
+    ``if instance_id:`` did. One that is no valid id at all (a NUL byte, a
+    lone surrogate, too long) is not looked up: no instance has it, and
+    PostgreSQL would refuse it as a parameter.
     """
     context = info.context.require("read")
     window = DayWindow.ending_today(context.now, CHART_DAYS.validate(days))
     instance = instance_id or None
     async with context.read() as connection:
-        if instance is not None and not await usage.instance_exists(
-            connection, context.account_id, instance
+        if instance is not None and not (
+            is_valid_id(instance)
+            and await usage.instance_exists(connection, context.account_id, instance)
         ):
             # The same answer whether another account owns it or nobody does.
             raise InstanceNotFound()
