@@ -386,7 +386,10 @@ BAD_BODIES: list[tuple[str, bytes, str, list[Any]]] = [
     ("negative-tokens", _with("tokens_in", "-1"), "greater_than_equal",
      ["body", 0, "tokens_in"]),
     ("float-tokens", _with("tokens_in", "10.5"), "int_type", ["body", 0, "tokens_in"]),
-    ("integral-float-tokens", _with("tokens_in", "10.0"), "int_type", ["body", 0, "tokens_in"]),
+    # 10.0 and 1e1 are the integer 10 (JSON has one number type); 1e11 is
+    # therefore an integer too, and past the bound.
+    ("integral-exponent-beyond-limit", _with("tokens_in", "1e11"), "less_than_equal",
+     ["body", 0, "tokens_in"]),
     ("string-tokens", _with("tokens_in", '"10"'), "int_type", ["body", 0, "tokens_in"]),
     ("bool-tokens", _with("tokens_out", "true"), "int_type", ["body", 0, "tokens_out"]),
     ("null-tokens", _with("tokens_in", "null"), "int_type", ["body", 0, "tokens_in"]),
@@ -455,6 +458,20 @@ async def test_a_good_body_is_accepted(raw_client: httpx.AsyncClient) -> None:
     response = await raw_client.post(EVENTS_PATH, content=("[" + GOOD_EVENT + "]").encode(),
                                      headers=auth(ACME_INGEST_TOKEN))
     assert clean(response, 200) == {"accepted": 1, "duplicates": 0}
+
+
+@pytest.mark.parametrize("written", ["10.0", "1e1", "1.0E+1", "10"])
+async def test_an_integral_number_is_an_integer(raw_client: httpx.AsyncClient,
+                                                written: str) -> None:
+    """JSON has one number type: 10.0 and 1e1 are the integer 10 (JSON Schema agrees)."""
+    before = (await raw_client.get("/v1/metrics/summary?days=7", headers=auth())).json()
+    response = await raw_client.post(
+        EVENTS_PATH, content=_with("tokens_in", written),
+        headers={**auth(ACME_INGEST_TOKEN), "content-type": "application/json"},
+    )
+    assert clean(response, 200) == {"accepted": 1, "duplicates": 0}
+    after = (await raw_client.get("/v1/metrics/summary?days=7", headers=auth())).json()
+    assert after["total_tokens_in"] == before["total_tokens_in"] + 10
 
 
 async def test_a_surrogate_is_echoed_as_a_replacement_character(
