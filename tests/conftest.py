@@ -122,6 +122,14 @@ async def client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
         yield c
 
 
+@pytest.fixture
+async def raw_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
+    """Like ``client``, but an exception escaping the app is a 500 answer, as on a server."""
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
+    async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as c:
+        yield c
+
+
 class StatementCounter:
     def __init__(self) -> None:
         self.statements: list[str] = []

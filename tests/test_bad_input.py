@@ -22,13 +22,11 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
 from meterql.db.engine import Database
 from meterql.rest_compat.routes import ROUTES
@@ -54,14 +52,6 @@ INSTANCE_NOT_FOUND = b'{"detail":"Instance not found"}'
 @pytest.fixture(autouse=True)
 async def _seeded(db: Database) -> None:
     await seed(db)
-
-
-@pytest.fixture
-async def raw_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """Like ``client``, but an exception escaping the app is a 500 answer, as on a server."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as c:
-        yield c
 
 
 def _without_inputs(value: Any) -> Any:

@@ -289,7 +289,7 @@ async def test_each_request_gets_its_own_id(client: httpx.AsyncClient) -> None:
 
 
 async def test_a_crash_outside_graphql_is_a_masked_500(
-    client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+    raw_client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Even a bug before any GraphQL runs (here, in authentication) leaks nothing."""
     from meterql import context
@@ -298,13 +298,12 @@ async def test_a_crash_outside_graphql_is_a_masked_500(
         raise RuntimeError("password=hunter2 in SELECT * FROM api_tokens")
 
     monkeypatch.setattr(context, "authenticate", broken)
-    transport = httpx.ASGITransport(app=client._transport.app,  # type: ignore[attr-defined]
-                                    raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as raw:
-        for response in (await raw.get("/v1/billing", headers=auth()),
-                         await raw.post("/graphql", json={"query": "{ billing { plan { planName } } }"},
-                                        headers=auth())):
-            assert response.status_code == 500
-            assert response.json() == {"detail": "Internal Server Error",
-                                       "request_id": response.headers["x-request-id"]}
-            assert "hunter2" not in response.text
+    for response in (
+        await raw_client.get("/v1/billing", headers=auth()),
+        await raw_client.post("/graphql", json={"query": "{ billing { plan { planName } } }"},
+                              headers=auth()),
+    ):
+        assert response.status_code == 500
+        assert response.json() == {"detail": "Internal Server Error",
+                                   "request_id": response.headers["x-request-id"]}
+        assert "hunter2" not in response.text

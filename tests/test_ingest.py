@@ -32,11 +32,13 @@ from typing import Any
 
 import httpx
 import pytest
-from starlette.applications import Starlette
 
+from meterql.app import create_app
+from meterql.config import Settings
 from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.records import ModelRecord
+from tests.conftest import NOW
 from tests.golden import ACME_INGEST_TOKEN, ACME_TOKEN, GLOBEX_TOKEN, auth, seed
 
 EVENTS_PATH = "/v1/usage/events"
@@ -57,14 +59,6 @@ GOLDEN_SUMMARY_90 = {
 @pytest.fixture(autouse=True)
 async def _seeded(db: Database) -> None:
     await seed(db)
-
-
-@pytest.fixture
-async def raw_client(app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
-    """Like ``client``, but an exception escaping the app is a 500 answer, as on a server."""
-    transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
-    async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as c:
-        yield c
 
 
 def event(event_id: str, *, instance: str = "inst-a", model: str = "gpt-4o",
@@ -836,11 +830,26 @@ async def test_graphql_error_shape(client: httpx.AsyncClient) -> None:
 async def test_10001_events_are_too_many(door: Door, client: httpx.AsyncClient) -> None:
     batch = [event(f"bulk-{i}", tokens_in=1, tokens_out=1) for i in range(10_001)]
     response = await door.post(batch)
-    if door.name == "rest":
-        assert response.status_code == 413
-    else:
-        (error,) = response.json()["errors"]
-        assert error["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
+    # Both doors refuse it before anything is written: REST by its count,
+    # /graphql already by its body size (about 1.5 MB, over its 1 MiB).
+    assert response.status_code == 413
+    await assert_untouched(client)
+
+
+async def test_a_batch_past_the_limit_is_refused_by_count_over_graphql(
+    settings: Settings, db: Database, client: httpx.AsyncClient
+) -> None:
+    """With room in the body, /graphql counts the events like REST does."""
+    roomy = create_app(settings.model_copy(update={"graphql_max_body_bytes": 10 * 1024 * 1024}),
+                       database=db, clock=lambda: NOW)
+    batch = [camel(event(f"bulk-{i}", tokens_in=1, tokens_out=1)) for i in range(10_001)]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=roomy),
+                                 base_url="http://meterql.test") as big:
+        response = await big.post("/graphql", json={"query": RECORD_USAGE,
+                                                    "variables": {"events": batch}},
+                                   headers=auth(ACME_INGEST_TOKEN))
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "PAYLOAD_TOO_LARGE"
     await assert_untouched(client)
 
 
@@ -949,7 +958,7 @@ async def test_mutation_over_get_is_refused(client: httpx.AsyncClient) -> None:
     response = await client.get("/graphql", params={"query": RECORD_USAGE,
                                                     "variables": variables},
                                 headers=auth(ACME_INGEST_TOKEN))
-    assert response.status_code == 400
+    assert response.status_code == 405
     assert "mutations are not allowed" in response.text
     await assert_untouched(client)
 

@@ -56,11 +56,13 @@ def _integral_number(value: object) -> object:
     return value
 
 
-Integer = Annotated[StrictInt, BeforeValidator(_integral_number)]
-Count = Annotated[Integer, Field(ge=0, le=2**62)]
+# The conversion wraps the bounded type (it comes last), so the JSON schema
+# still says minimum and maximum.
+_INTEGRAL = BeforeValidator(_integral_number)
+Count = Annotated[StrictInt, Field(ge=0, le=2**62), _INTEGRAL]
 # Bounds that keep one event's cost within a 64-bit count of nano-dollars:
 # 1e10 tokens × 1e5 USD per million tokens = 1e9 USD = 1e18 nano-USD.
-Tokens = Annotated[Integer, Field(ge=0, le=10**10)]
+Tokens = Annotated[StrictInt, Field(ge=0, le=10**10), _INTEGRAL]
 SubscriptionStatus = Literal["trialing", "active", "past_due", "canceled", "expired"]
 Scope = Literal["read", "ingest"]
 LIVE_STATUSES: tuple[str, ...] = ("trialing", "active", "past_due")
