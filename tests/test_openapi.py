@@ -59,6 +59,11 @@ async def test_every_route_is_documented(document: dict[str, Any]) -> None:
         # The fixed document travels with its route, for the docs page.
         assert operation["x-graphql-document"].lstrip().startswith(("query", "mutation"))
         assert "body:" in operation["x-graphql-document"]
+        # …and in the description as a fenced block, which /v1/docs (Swagger UI) shows.
+        fenced = f"```graphql\n{operation['x-graphql-document']}\n```"
+        assert operation["description"].endswith(fenced)
+    # The docs page is HTML for people, not an operation of the compat API.
+    assert "/v1/docs" not in document["paths"]
     assert document["components"]["securitySchemes"] == {
         "bearer": {"type": "http", "scheme": "bearer"}
     }

@@ -13,10 +13,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from meterql.assets import asset_endpoint
 from meterql.config import Settings
 from meterql.context import Services
 from meterql.db.engine import Database
 from meterql.graphql_view import GraphQLView
+from meterql.pages import api_docs_page
 from meterql.request_ids import HEADER, RequestIdMiddleware, request_id
 from meterql.responses import internal_error_response
 from meterql.rest_compat.endpoint import make_endpoint, prepare
@@ -68,6 +70,9 @@ def create_app(
     ]
     openapi = openapi_document(schema._schema, prepared)
     routes.append(Route("/v1/openapi.json", _static_json(openapi), methods=["GET"]))
+    # For people, not clients: not an operation of the OpenAPI document.
+    routes.append(Route("/v1/docs", api_docs_page, methods=["GET"]))
+    routes.append(Route("/static/{path:path}", asset_endpoint, methods=["GET"]))
     graphql = GraphQLView(services)
     routes.append(Route("/graphql", graphql, methods=["GET", "POST"]))
 

@@ -151,7 +151,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"try:      curl -H 'Authorization: Bearer {token}' "
             f"'{base}/v1/metrics/summary?days=7'"
         )
-        print(f"GraphiQL: {base}/graphql  (add the header Authorization: Bearer <token>)")
+        print(f"GraphiQL: {base}/graphql  (paste the token into the bar at the top; /v1/docs too)")
     if args.workers > 1:
         # Each worker process builds its own app (and engine) from the same
         # environment the settings came from.

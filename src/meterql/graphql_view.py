@@ -1,7 +1,8 @@
 """``/graphql``: Strawberry's ASGI view behind bearer-token authentication.
 
-The GraphiQL page itself loads without a token (people paste theirs into its
-headers pane); every operation, over GET or POST, needs one.
+The explorer page itself (``meterql.pages``: GraphiQL from files this package
+serves, no CDN) loads without a token; every operation, over GET or POST,
+needs one.
 
 What the view refuses before any GraphQL work (each a JSON ``{"detail"}``):
 a body over ``graphql_max_body_bytes`` (413, counted as it arrives, whatever
@@ -18,7 +19,7 @@ from typing import Any
 
 from cross_web import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -26,6 +27,7 @@ from strawberry.http.types import QueryParams
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
+from meterql.pages import explorer_page
 from meterql.request_ids import request_id
 from meterql.responses import error_response
 from meterql.rest_compat.body import read_body
@@ -48,6 +50,8 @@ class GraphQLView(GraphQL[Context | None, None]):
         super().__init__(
             services.schema,
             # Without introspection the explorer could show nothing anyway.
+            # Strawberry's own page loads GraphiQL from a CDN: only the switch
+            # is used, ``render_graphql_ide`` serves ours.
             graphql_ide="graphiql" if settings.introspection else None,
             allow_queries_via_get=True,
             multipart_uploads_enabled=False,
@@ -97,6 +101,9 @@ class GraphQLView(GraphQL[Context | None, None]):
                 status, headers = 405, {"Allow": "POST"}
             response = JSONResponse({"detail": error.reason}, status_code=status, headers=headers)
         await response(scope, receive, send)
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        return explorer_page()
 
     def parse_json(self, data: str | bytes) -> Any:
         # The body of a POST. Strawberry turns only JSONDecodeError into a
