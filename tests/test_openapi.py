@@ -62,6 +62,12 @@ async def test_every_route_is_documented(document: dict[str, Any]) -> None:
         # …and in the description as a fenced block, which /v1/docs (Swagger UI) shows.
         fenced = f"```graphql\n{operation['x-graphql-document']}\n```"
         assert operation["description"].endswith(fenced)
+    # Sections of the docs page: the path's first word under /v1.
+    assert {
+        path: item[method]["tags"] for path, item in document["paths"].items() for method in item
+    } == {route.path: [route.path.split("/")[2]] for route in ROUTES}
+    assert {tag for route in ROUTES for tag in [route.path.split("/")[2]]} == {
+        "metrics", "billing", "usage"}
     # The docs page is HTML for people, not an operation of the compat API.
     assert "/v1/docs" not in document["paths"]
     assert document["components"]["securitySchemes"] == {

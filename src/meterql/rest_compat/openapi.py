@@ -139,6 +139,9 @@ def _operation(
     operation: dict[str, Any] = {
         "operationId": route.document.removesuffix(".graphql"),
         "summary": f"{route.method} {route.path}",
+        # Grouped by the path's first word under /v1 (metrics, billing,
+        # usage), so the docs page lists them in sections, not "default".
+        "tags": [route.path.split("/")[2]],
         "description": f"Runs this fixed GraphQL document:\n\n```graphql\n"
                        f"{print_ast(prepared.document)}\n```",
         "x-graphql-document": print_ast(prepared.document),
