@@ -217,8 +217,10 @@ def test_api_docs_list_every_route_and_show_its_document(
 
     openapi = httpx.get(base_url + "/v1/openapi.json").json()
     route = ROUTES[0]
-    document = openapi["paths"][route.path][route.method.lower()]["x-graphql-document"]
-    block = page.locator(f"#operations-default-{route.document.removesuffix('.graphql')}")
+    operation = openapi["paths"][route.path][route.method.lower()]
+    document = operation["x-graphql-document"]
+    # Swagger UI's id for an operation: its tag (the page's section) and operationId.
+    block = page.locator(f"#operations-{operation['tags'][0]}-{operation['operationId']}")
     block.locator(".opblock-summary").click()
     code = block.locator(".opblock-description-wrapper pre code")
     code.wait_for()
