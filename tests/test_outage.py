@@ -112,6 +112,12 @@ async def test_outage_then_recovery_without_restart(
     try:
         await _assert_all_unavailable(client)
         await _assert_all_unavailable(client)  # and again: nothing stays stuck
+        # Out of rotation, quickly (probes time out at 1 s by default), but alive.
+        started = time.monotonic()
+        ready = await client.get("/readyz")
+        assert (ready.status_code, ready.json()) == (503, {"status": "unavailable"})
+        assert time.monotonic() - started < 1.5
+        assert (await client.get("/healthz")).status_code == 200
     finally:
         if failure == "stopped":
             cluster.start()
@@ -127,3 +133,4 @@ async def test_outage_then_recovery_without_restart(
     after, _ = await _call(client, "GET", "/v1/metrics/summary", None)
     assert after.json()["total_requests"] == before.json()["total_requests"] + 1
     await _assert_all_serving(client, after.content)
+    assert (await client.get("/readyz")).json() == {"status": "ok"}

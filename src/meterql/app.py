@@ -13,11 +13,14 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
+from meterql.access import AccessMiddleware
 from meterql.assets import asset_endpoint
 from meterql.config import Settings
 from meterql.context import Services
 from meterql.db.engine import Database
 from meterql.graphql_view import GraphQLView
+from meterql.health import alive, ready_endpoint
+from meterql.instruments import Instruments, metrics_endpoint, multiprocess_dir
 from meterql.pages import api_docs_page
 from meterql.request_ids import HEADER, RequestIdMiddleware, request_id
 from meterql.responses import internal_error_response
@@ -63,6 +66,8 @@ def create_app(
     schema = build_schema(limits=GraphQLLimits.from_settings(settings))
     services = Services(settings=settings, db=db, schema=schema, clock=clock)
 
+    instruments = Instruments(db, multiprocess_dir())
+
     prepared = prepare(services.schema, ROUTES)
     routes: list[BaseRoute] = [
         Route(p.route.path, make_endpoint(p, services), methods=[p.route.method])
@@ -75,19 +80,33 @@ def create_app(
     routes.append(Route("/static/{path:path}", asset_endpoint, methods=["GET"]))
     graphql = GraphQLView(services)
     routes.append(Route("/graphql", graphql, methods=["GET", "POST"]))
+    # Operations: outside /v1 and its OpenAPI document, and without tokens.
+    routes.append(Route("/healthz", alive, methods=["GET"]))
+    routes.append(Route("/readyz", ready_endpoint(db, settings.readyz_timeout_s), methods=["GET"]))
+    if settings.metrics_enabled:
+        token = settings.metrics_token.get_secret_value() if settings.metrics_token else None
+        routes.append(Route("/metrics", metrics_endpoint(instruments, token), methods=["GET"]))
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
-        yield
-        await db.dispose()
+        try:
+            yield
+        finally:
+            instruments.close()
+            await db.dispose()
 
     app = Starlette(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
-        middleware=[Middleware(RequestIdMiddleware)],
+        # The request id first, so the access line can name it.
+        middleware=[
+            Middleware(RequestIdMiddleware),
+            Middleware(AccessMiddleware, instruments=instruments),
+        ],
     )
     app.state.services = services
+    app.state.instruments = instruments
     return app
 
 

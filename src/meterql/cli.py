@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import shutil
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+import tempfile
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -134,6 +138,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from meterql import demo
     from meterql.app import create_app
+    from meterql.logs import logging_config
 
     async def prepare(db: Database) -> str | None:
         if not args.demo:
@@ -152,20 +157,58 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"'{base}/v1/metrics/summary?days=7'"
         )
         print(f"GraphiQL: {base}/graphql  (paste the token into the bar at the top; /v1/docs too)")
-    if args.workers > 1:
-        # Each worker process builds its own app (and engine) from the same
-        # environment the settings came from.
-        uvicorn.run(
-            "meterql.app:app_from_environment",
-            factory=True,
-            workers=args.workers,
-            host=args.host,
-            port=args.port,
-            log_level="info",
-        )
-    else:
-        uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level="info")
+    log_config = logging_config(settings.log_format, settings.log_level)
+    with metrics_directory(shared=args.workers > 1):
+        if args.workers > 1:
+            # Each worker process builds its own app (and engine) from the same
+            # environment the settings came from; their metrics meet in the
+            # directory the workers inherit through the environment.
+            uvicorn.run(
+                "meterql.app:app_from_environment",
+                factory=True,
+                workers=args.workers,
+                host=args.host,
+                port=args.port,
+                log_config=log_config,
+                # meterql.access logs each request, saying more than uvicorn would.
+                access_log=False,
+            )
+        else:
+            uvicorn.run(
+                create_app(settings), host=args.host, port=args.port,
+                log_config=log_config, access_log=False,
+            )
     return 0
+
+
+@contextmanager
+def metrics_directory(shared: bool) -> Iterator[None]:
+    """Where worker processes share their metrics (``shared``: several serve), empty at start.
+
+    An operator's ``PROMETHEUS_MULTIPROC_DIR`` is used, with any number of
+    workers (its ``*.db`` files cleared: a previous run's values would be
+    added to this one's); otherwise, for several workers, a temporary
+    directory, removed when the server stops.
+    """
+    from meterql.instruments import MULTIPROC_ENV
+
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        Path(given).mkdir(parents=True, exist_ok=True)
+        for stale in Path(given).glob("*.db"):
+            stale.unlink()
+        yield
+        return
+    if not shared:
+        yield
+        return
+    made = tempfile.mkdtemp(prefix="meterql-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    try:
+        yield
+    finally:
+        del os.environ[MULTIPROC_ENV]
+        shutil.rmtree(made, ignore_errors=True)
 
 
 def parser() -> argparse.ArgumentParser:

@@ -7,8 +7,10 @@ share state by accident.
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from meterql.logs import LogFormat, LogLevel
 
 
 class FreePlan(BaseSettings):
@@ -47,6 +49,17 @@ class Settings(BaseSettings):
     db_write_queue_timeout_s: float = Field(default=10.0, gt=0)
     # Echo SQL to the log (debugging only).
     echo_sql: bool = False
+
+    # Operations (docs/deployment.md, "Monitoring"). /metrics is open to any
+    # scraper unless a token is set, then it needs `Authorization: Bearer
+    # <token>`; it never shows tenant data either way.
+    metrics_enabled: bool = True
+    metrics_token: SecretStr | None = None
+    # /readyz answers 503 if a trivial query takes longer than this.
+    readyz_timeout_s: float = Field(default=1.0, gt=0)
+    # `meterql serve`'s logs on stderr: one JSON object a line, or plain text.
+    log_format: LogFormat = "json"
+    log_level: LogLevel = "info"
 
     # GraphQL guards (docs/decisions.md, "Hardening"). `introspection=false`
     # also turns off GraphiQL and "did you mean" suggestions in errors.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import strawberry
@@ -12,6 +12,7 @@ from meterql.auth import authenticate, require_scope
 from meterql.config import Settings
 from meterql.db.accounts import TokenGrant
 from meterql.db.engine import AsyncConnection, Database, SharedReads
+from meterql.request_facts import RequestFacts
 from meterql.windows import Clock
 
 
@@ -38,6 +39,8 @@ class Context:
     reads: SharedReads | None = None
     # Named in masked errors and log lines (``meterql.request_ids``).
     request_id: str = ""
+    # The request's record for its log line and metrics (``meterql.request_facts``).
+    facts: RequestFacts = field(default_factory=RequestFacts)
 
     @property
     def account_id(self) -> str:
@@ -54,9 +57,14 @@ class Context:
 
 
 async def authenticated_context(
-    services: Services, authorization: str | None, request_id: str = ""
+    services: Services,
+    authorization: str | None,
+    request_id: str = "",
+    facts: RequestFacts | None = None,
 ) -> Context:
     """Raises :class:`meterql.errors.AuthenticationError` without a live token.
+
+    ``facts`` (the request's record) learns the account on success.
 
     The context holds the request's read connection, which authentication
     opened: the caller closes it with :func:`finish` once the answer is made.
@@ -67,9 +75,11 @@ async def authenticated_context(
     except BaseException:
         await reads.close()
         raise
+    facts = facts if facts is not None else RequestFacts()
+    facts.account_id = grant.account_id
     return Context(
         db=services.db, settings=services.settings, grant=grant, now=services.clock(),
-        reads=reads, request_id=request_id,
+        reads=reads, request_id=request_id, facts=facts,
     )
 
 

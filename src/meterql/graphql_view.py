@@ -28,6 +28,7 @@ from strawberry.http.types import QueryParams
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.pages import explorer_page
+from meterql.request_facts import request_facts
 from meterql.request_ids import request_id
 from meterql.responses import error_response
 from meterql.rest_compat.body import read_body
@@ -70,7 +71,8 @@ class GraphQLView(GraphQL[Context | None, None]):
             return
         try:
             context = await authenticated_context(
-                self.services, request.headers.get("authorization"), request_id(scope)
+                self.services, request.headers.get("authorization"), request_id(scope),
+                request_facts(scope),
             )
         except MeterqlError as error:
             await error_response(error)(scope, receive, send)

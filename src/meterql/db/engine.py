@@ -17,9 +17,10 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -29,7 +30,7 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from meterql.config import Settings
 from meterql.errors import DatabaseUnavailable
@@ -126,6 +127,14 @@ async def _guarded(
             yield handle
 
 
+@dataclass(frozen=True, slots=True)
+class PoolStatus:
+    size: int  # connections the pool keeps
+    checked_out: int  # lent to requests now
+    idle: int  # open, waiting in the pool
+    overflow: int  # open beyond ``size`` (up to ``max_overflow``)
+
+
 class SharedReads:
     """One read connection for a whole request, lent to one task at a time.
 
@@ -189,6 +198,10 @@ class Database:
             writers = 1 if engine.dialect.name == "sqlite" else 4
         self._writers = asyncio.Semaphore(writers)
         self._write_wait_s = write_wait_s
+        # Read by the metrics (``meterql.instruments``) at scrape time.
+        self.write_slots = writers
+        self.writes_waiting = 0
+        self.writes_active = 0
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _guarded(self.engine.connect())
@@ -200,6 +213,7 @@ class Database:
     async def _queued(
         self, opened: AbstractAsyncContextManager[AsyncSession]
     ) -> AsyncIterator[AsyncSession]:
+        self.writes_waiting += 1
         try:
             async with asyncio.timeout(self._write_wait_s):
                 await self._writers.acquire()
@@ -207,10 +221,14 @@ class Database:
             # Overloaded rather than down, but the answer is the same: 503
             # with Retry-After, and nothing written.
             raise DatabaseUnavailable("Too many writes queued; retry shortly") from None
+        finally:
+            self.writes_waiting -= 1
+        self.writes_active += 1
         try:
             async with opened as session:
                 yield session
         finally:
+            self.writes_active -= 1
             self._writers.release()
 
     @classmethod
@@ -225,10 +243,29 @@ class Database:
     def dialect(self) -> str:
         return self.engine.dialect.name
 
+    async def ping(self) -> None:
+        """One trivial statement; raises :class:`DatabaseUnavailable` if the store is away."""
+        async with self.read() as connection:
+            await connection.execute(select(1))
+
+    def pool_status(self) -> PoolStatus | None:
+        """The connection pool's state now; None for a pool that keeps no count."""
+        pool = self.engine.pool
+        if not isinstance(pool, QueuePool):  # e.g. an in-memory SQLite's StaticPool
+            return None
+        return PoolStatus(
+            size=pool.size(),
+            checked_out=pool.checkedout(),
+            idle=pool.checkedin(),
+            # QueuePool counts down from -size while it is filling up.
+            overflow=max(0, pool.overflow()),
+        )
+
     async def dispose(self) -> None:
         await self.engine.dispose()
 
 
 __all__ = [
-    "AsyncConnection", "AsyncSession", "Database", "SharedReads", "create_engine", "is_unavailable",
+    "AsyncConnection", "AsyncSession", "Database", "PoolStatus", "SharedReads", "create_engine",
+    "is_unavailable",
 ]

@@ -12,7 +12,7 @@ through uncoerced (``schema/execution.py``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from graphql import GraphQLResolveInfo
@@ -20,6 +20,7 @@ from strawberry import Info
 
 from meterql.context import Context
 from meterql.db import writes
+from meterql.errors import MeterqlError
 from meterql.ingest import validate_batch
 from meterql.records import UsageEventRecord
 from meterql.schema.execution import Prevalidated
@@ -32,8 +33,10 @@ async def record_usage(
     """The field as Strawberry declares it (and runs it, if not replaced)."""
     context = info.context
     context.require("ingest")
-    records = validate_batch([vars(event) for event in events], context.now, ("events",))
-    return await _record(context, records)
+    return await _counted(
+        context,
+        lambda: validate_batch([vars(event) for event in events], context.now, ("events",)),
+    )
 
 
 def raw_resolver(python_names: Mapping[str, str]) -> Any:
@@ -46,14 +49,35 @@ def raw_resolver(python_names: Mapping[str, str]) -> Any:
     ) -> RecordUsageResult:
         context = info.context
         context.require("ingest")
-        if isinstance(events, Prevalidated):
-            records: list[UsageEventRecord] = events.value
-        else:
+
+        def records() -> list[UsageEventRecord]:
+            if isinstance(events, Prevalidated):
+                checked: list[UsageEventRecord] = events.value
+                return checked
             items = [{python_names[key]: value for key, value in event.items()} for event in events]
-            records = validate_batch(items, context.now, ("events",))
-        return await _record(context, records)
+            return validate_batch(items, context.now, ("events",))
+
+        return await _counted(context, records)
 
     return resolve_record_usage
+
+
+async def _counted(
+    context: Context, records: Callable[[], list[UsageEventRecord]]
+) -> RecordUsageResult:
+    # Every batch's outcome goes to the request's record, from which the
+    # access middleware counts it (``meterql.instruments``): REST and GraphQL
+    # alike, a refusal as its error's code.
+    try:
+        result = await _record(context, records())
+    except MeterqlError as error:
+        context.facts.batch_refused(error.code)
+        raise
+    except Exception:
+        context.facts.batch_refused(MeterqlError.code)
+        raise
+    context.facts.batch_stored(result.accepted, result.duplicates)
+    return result
 
 
 async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUsageResult:

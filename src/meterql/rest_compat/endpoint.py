@@ -16,6 +16,7 @@ from starlette.responses import JSONResponse, Response
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
+from meterql.request_facts import request_facts
 from meterql.request_ids import request_id
 from meterql.responses import error_response, internal_error_response
 from meterql.rest_compat.body import decode_json, read_body
@@ -95,7 +96,8 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             # FastAPI resolved the security dependency before validating
             # parameters: a bad token wins over a bad `days`.
             context = await authenticated_context(
-                services, request.headers.get("authorization"), request_id(request.scope)
+                services, request.headers.get("authorization"), request_id(request.scope),
+                request_facts(request.scope),
             )
         except MeterqlError as error:
             return error_response(error)
@@ -103,8 +105,14 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             context.require(route.scope)
             variables = coerce(request.query_params, route.params)
             if route.body is not None:
-                document = decode_json(await read_body(request, route.body.max_bytes))
-                variables[route.body.variable] = route.body.coerce(document, context.now)
+                try:
+                    document = decode_json(await read_body(request, route.body.max_bytes))
+                    variables[route.body.variable] = route.body.coerce(document, context.now)
+                except MeterqlError as error:
+                    # Refused before the resolver, which counts every later
+                    # outcome: the one place a REST batch's refusal is seen.
+                    context.facts.batch_refused(error.code)
+                    raise
             result = await run_document(services.schema, prepared.document, context, variables)
         except MeterqlError as error:
             return error_response(error)

@@ -24,6 +24,7 @@ from meterql.schema.metrics import (
     ModelBreakdown,
     UsageTimeseries,
 )
+from meterql.schema.operations import RecordOperation
 from meterql.schema.scalars import SCALAR_MAP
 
 GRAPHQL_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
@@ -106,6 +107,7 @@ def build_schema(
         # key on the parse options and validation rules, so limits still hold.
         extensions=[
             MaskUnexpected,
+            RecordOperation,
             *limits.extensions(),
             lambda: ParserCache(maxsize=GRAPHQL_CACHE_SIZE),
             lambda: ValidationCache(maxsize=GRAPHQL_CACHE_SIZE),
