@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 import strawberry
@@ -12,6 +12,7 @@ from meterql.auth import authenticate, require_scope
 from meterql.config import Settings
 from meterql.db.accounts import TokenGrant
 from meterql.db.engine import AsyncConnection, Database, SharedReads
+from meterql.loaders import Loaders
 from meterql.windows import Clock
 
 
@@ -38,6 +39,11 @@ class Context:
     reads: SharedReads | None = None
     # Named in masked errors and log lines (``meterql.request_ids``).
     request_id: str = ""
+    # DataLoaders of this request alone (``meterql.loaders``), made with it.
+    loaders: Loaders = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loaders", Loaders(self))
 
     @property
     def account_id(self) -> str:
