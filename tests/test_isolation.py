@@ -180,7 +180,13 @@ GRAPHQL_CALLS: dict[str, list[str]] = {
     "trialStatus": [""],
     "billingUsage": [""],
     "usageChart": ["(days: 366)", '(days: 30, instanceId: "shared-1")'],
+    # Every field of the graph, instances with their default page.
+    "viewer": [""],
+    "plans": [""],
 }
+# Root fields that answer the shared catalogue: the same for every tenant,
+# both tenants' tiers in it, by design. Checked for sameness instead.
+CATALOGUE = {"plans"}
 MUTATIONS = {"recordUsage"}
 
 SCHEMA = build_schema()._schema
@@ -231,6 +237,8 @@ async def answers(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
 
 def assert_only(tenant: str, answer: Any, where: str = "") -> None:
     """``answer`` names nothing of the other tenant (every one of its ids holds its name)."""
+    if where in CATALOGUE:
+        return
     text = json.dumps(answer)
     assert OTHER[tenant] not in text, (tenant, where, text)
 
@@ -282,6 +290,12 @@ async def test_each_tenant_sees_exactly_its_answers_alone(
         assert f"{tenant}-model" in json.dumps(together[tenant]["/v1/metrics/models?days=90"])
         assert f"shared-1.{tenant}.test" in json.dumps(
             together[tenant]["/v1/metrics/instances?days=90"])
+        assert f"shared-1.{tenant}.test" in json.dumps(together[tenant]["viewer"])
+        assert f"{tenant}-model" in json.dumps(together[tenant]["viewer"])
+    # The catalogue is the same for both, and is the whole catalogue.
+    for key in CATALOGUE:
+        assert together["alpha"][key] == together["beta"][key]
+        assert {"tier_alpha", "tier_beta"} <= set(json.dumps(together["alpha"][key]).split('"'))
 
 
 # Hand-worked totals: 90 days (all events) and the billing period.
@@ -313,6 +327,13 @@ async def test_hand_worked_numbers_per_tenant(
     assert billing["usage"]["total_hosted_sites"] == want["hosted_sites"]
     instances = (await client.get("/v1/metrics/instances?days=90", headers=headers)).json()
     assert instances["total_count"] == want["instances"]
+    graph = (await client.post("/graphql", headers=headers, json={"query": (
+        "{ viewer { plan { planName } instances { totalCount } subscriptions { tierId } "
+        "webhostNodes { hostedSites } } }")})).json()["data"]["viewer"]
+    assert graph["plan"]["planName"] == want["plan"]
+    assert graph["instances"]["totalCount"] == want["instances"]
+    assert [s["tierId"] for s in graph["subscriptions"]] == [f"tier_{tenant}"]
+    assert sum(n["hostedSites"] for n in graph["webhostNodes"]) == want["hosted_sites"]
 
 
 @pytest.mark.parametrize("tenant", TENANTS)

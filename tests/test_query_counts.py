@@ -4,13 +4,23 @@ from __future__ import annotations
 
 from datetime import timedelta
 from decimal import Decimal
+from pathlib import Path
 
 import httpx
 import pytest
 
 from meterql.db import writes
 from meterql.db.engine import Database
-from meterql.records import AccountRecord, InstanceRecord, ModelRecord, UsageEventRecord
+from meterql.records import (
+    AccountRecord,
+    InstanceRecord,
+    ModelRecord,
+    NodeRecord,
+    SubscriptionRecord,
+    TierRecord,
+    TokenRecord,
+    UsageEventRecord,
+)
 from tests.conftest import NOW, StatementCounter
 from tests.golden import auth, seed
 
@@ -80,3 +90,93 @@ async def test_whole_billing_page_in_one_graphql_query(
     assert len(response.json()["data"]["billingUsage"]["byInstance"]) == 42
     # token 1 + billing 3 + trial 1 + billing usage 2 + chart 1
     assert sql.count == 8
+
+
+# The viewer graph: a whole page of nested lists for a fixed number of statements.
+VIEWER_PAGE = """{ viewer {
+  plan { planName maxSitesPerNode }
+  subscriptions { status trialDaysRemaining tier { tierId planName priceCents } }
+  instances(first: 50) { totalCount edges { cursor node { id hostname status } }
+                         pageInfo { hasNextPage endCursor } }
+  models { name provider price { inputUsdPerMtok outputUsdPerMtok } }
+  webhostNodes { id hostedSites siteLimit }
+} }"""
+# token, plan (live subscriptions), subscriptions, their tiers (one loader
+# batch), the instance page, its total count, models, nodes; each node's
+# siteLimit shares the plan's loader.
+VIEWER_PAGE_STATEMENTS = 8
+
+
+async def _graph_account(db: Database, account_id: str, instances: int) -> str:
+    """An account with ``instances`` instances, 5 subscriptions, 10 used models, 3 nodes."""
+    statuses = ["active", "trialing", "canceled", "expired", "past_due"]
+    token = f"{account_id}-read-token-0001"
+    async with db.write() as session, session.begin():
+        await writes.upsert_tiers(session, [
+            TierRecord(tier_id=f"tier-{n}", plan_name=f"Plan {n}", price_cents=100 * n,
+                       max_sites_per_node=10 + n)
+            for n in range(5)
+        ])
+        await writes.upsert_models(session, [
+            ModelRecord(model=f"graph-model-{m}", provider="p",
+                        input_usd_per_mtok=Decimal("0.01875"), output_usd_per_mtok=Decimal(2))
+            for m in range(10)
+        ])
+        await writes.upsert_account(session, AccountRecord(
+            account_id=account_id,
+            tokens=[TokenRecord(token=token)],
+            instances=[InstanceRecord(instance_id=f"i-{i:03}", status=("running", "stopped")[i % 2])
+                       for i in range(instances)],
+            subscriptions=[SubscriptionRecord(
+                tier_id=f"tier-{n}", status=statuses[n],  # type: ignore[arg-type]
+                current_period_start=NOW - timedelta(days=10 + n),
+                current_period_end=NOW + timedelta(days=20 - n),
+                trial_ends_at=NOW + timedelta(days=3) if statuses[n] == "trialing" else None)
+                for n in range(5)],
+            webhost_nodes=[NodeRecord(node_id=f"node-{n}", hosted_sites=n) for n in range(3)],
+        ))
+        await writes.record_events(session, [
+            UsageEventRecord(event_id=f"g-{m}", instance_id="i-000", model=f"graph-model-{m}",
+                             timestamp=NOW - timedelta(days=1), tokens_in=1, tokens_out=1)
+            for m in range(10)
+        ], account_id=account_id)
+    return token
+
+
+async def test_viewer_page_statement_count_is_constant(
+    client: httpx.AsyncClient, db: Database, sql: StatementCounter
+) -> None:
+    tokens = {n: await _graph_account(db, f"graph-{n}", instances=n) for n in (5, 50)}
+    counts = {}
+    for n, token in tokens.items():
+        sql.reset()
+        response = await client.post("/graphql", json={"query": VIEWER_PAGE},
+                                     headers=auth(token))
+        body = response.json()
+        assert "errors" not in body, body
+        viewer = body["data"]["viewer"]
+        assert len(viewer["instances"]["edges"]) == viewer["instances"]["totalCount"] == n
+        assert viewer["instances"]["pageInfo"]["hasNextPage"] is False
+        assert len(viewer["subscriptions"]) == 5
+        assert all(s["tier"]["tierId"] for s in viewer["subscriptions"])
+        assert len(viewer["models"]) == 10
+        assert viewer["models"][0]["price"]["inputUsdPerMtok"] == "0.01875"
+        assert [node["siteLimit"] for node in viewer["webhostNodes"]] == [10] * 3  # tier-0: the latest live period
+        counts[n] = sql.count
+    assert counts == {5: VIEWER_PAGE_STATEMENTS, 50: VIEWER_PAGE_STATEMENTS}, sql.statements
+
+
+async def test_the_documented_viewer_query_runs_at_its_documented_cost(
+    client: httpx.AsyncClient, db: Database, sql: StatementCounter
+) -> None:
+    """docs/graphql.md's example query: valid, and 9 statements (the viewer's 8 + the catalogue)."""
+    text = (Path(__file__).parent.parent / "docs" / "graphql.md").read_text("utf-8")
+    query = text.split("```graphql\n", 1)[1].split("```", 1)[0]
+    assert "plans" in query and "viewer" in query
+    token = await _graph_account(db, "documented", instances=60)
+    sql.reset()
+    response = await client.post("/graphql", json={"query": query}, headers=auth(token))
+    body = response.json()
+    assert "errors" not in body, body
+    assert len(body["data"]["viewer"]["instances"]["edges"]) == 30  # the running half
+    assert sql.count == VIEWER_PAGE_STATEMENTS + 1, sql.statements

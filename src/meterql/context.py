@@ -12,6 +12,7 @@ from meterql.auth import authenticate, require_scope
 from meterql.config import Settings
 from meterql.db.accounts import TokenGrant
 from meterql.db.engine import AsyncConnection, Database, SharedReads
+from meterql.loaders import Loaders
 from meterql.request_facts import RequestFacts
 from meterql.windows import Clock
 
@@ -41,6 +42,11 @@ class Context:
     request_id: str = ""
     # The request's record for its log line and metrics (``meterql.request_facts``).
     facts: RequestFacts = field(default_factory=RequestFacts)
+    # DataLoaders of this request alone (``meterql.loaders``), made with it.
+    loaders: Loaders = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "loaders", Loaders(self))
 
     @property
     def account_id(self) -> str:

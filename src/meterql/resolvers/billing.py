@@ -28,7 +28,8 @@ from meterql.schema.scalars import BigInt
 from meterql.windows import CHART_DAYS, DayWindow, whole_days_until
 
 
-def _plan(plan: EffectivePlan, context: Context) -> Plan:
+def to_plan(plan: EffectivePlan, context: Context) -> Plan:
+    """The ``Plan`` of ``billing`` and ``viewer`` alike."""
     tier = plan.tier
     return Plan(
         api_call_limit=BigInt(tier.api_call_limit),
@@ -77,7 +78,7 @@ async def billing(info: Info[Context, None]) -> Billing:
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
     return Billing(
-        plan=_plan(plan, context),
+        plan=to_plan(plan, context),
         subscribed_tier_ids=subscribed_tier_ids(period.subscriptions),
         usage=BillingPeriodUsage(
             active_instances=totals.instances,

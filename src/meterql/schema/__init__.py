@@ -11,9 +11,11 @@ from strawberry.schema.config import StrawberryConfig
 from strawberry.types import ExecutionContext
 
 from meterql.resolvers import billing as billing_resolvers
+from meterql.resolvers import catalogue as catalogue_resolvers
 from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
+from meterql.schema.catalogue import Tier
 from meterql.schema.errors import MaskUnexpected, hide_suggestions, log_unexpected
 from meterql.schema.execution import LeafFastExecutionContext
 from meterql.schema.ingest import RecordUsageResult, UsageEventInput
@@ -26,6 +28,7 @@ from meterql.schema.metrics import (
 )
 from meterql.schema.operations import RecordOperation
 from meterql.schema.scalars import SCALAR_MAP
+from meterql.schema.viewer import Viewer, resolve_viewer
 
 GRAPHQL_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
 
@@ -59,6 +62,15 @@ class Query:
     usage_chart: UsageChart = strawberry.field(
         resolver=billing_resolvers.usage_chart,
         description="Daily usage over `days` (1..366), of the account or one instance.",
+    )
+    # The graph (docs/graphql.md): the account's own data, and the catalogue.
+    viewer: Viewer = strawberry.field(
+        resolver=resolve_viewer,
+        description="The token's account and what it has: plan, subscriptions, instances...",
+    )
+    plans: list[Tier] = strawberry.field(
+        resolver=catalogue_resolvers.plans,
+        description="The tier catalogue, the same for every account: cheapest first, then id.",
     )
 
 

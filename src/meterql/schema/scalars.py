@@ -4,6 +4,8 @@
              (``"12.3400"``); parsed from a string, never from a float.
 ``DateTime`` an instant, always written in UTC with a ``Z`` suffix.
 ``BigInt``   a JSON integer beyond GraphQL's 32-bit ``Int`` (token counts grow fast).
+``ExactDecimal``  a rate such as a price per million tokens: at least 4 places, and
+             every further digit it has (``"0.1500"``, ``"0.01875"``), never rounded.
 """
 
 from __future__ import annotations
@@ -51,6 +53,19 @@ def _parse_bigint(value: object) -> int:
 
 
 BigInt = NewType("BigInt", int)
+# A price per million tokens is exact to 1e-9 USD: the money scalar's 4
+# places would turn 0.01875 into 0.0188.
+ExactDecimal = NewType("ExactDecimal", Decimal)
+
+
+def format_exact(value: Decimal) -> str:
+    """At least 4 places, like money, and all the places ``value`` needs beyond them."""
+    if not value.is_finite():
+        raise ValueError("ExactDecimal values must be finite")
+    exponent = value.normalize().as_tuple().exponent
+    assert isinstance(exponent, int)  # finite, so not 'n', 'N' or 'F'
+    return f"{value:.{max(4, -exponent)}f}"
+
 
 # Passed as ``StrawberryConfig(scalar_map=...)``: these replace Strawberry's
 # own Decimal and DateTime, whose wire forms differ from the contract's.
@@ -72,5 +87,11 @@ SCALAR_MAP = {
         description="An integer that may exceed 32 bits, written as a JSON number.",
         serialize=int,
         parse_value=_parse_bigint,
+    ),
+    ExactDecimal: strawberry.scalar(
+        name="ExactDecimal",
+        description='An exact decimal, never rounded: at least 4 places ("0.1500", "0.01875").',
+        serialize=format_exact,
+        parse_value=_parse_decimal,
     ),
 }

@@ -1,0 +1,110 @@
+"""Per-request DataLoaders: how nested fields read, one statement per kind of data.
+
+A field of a node in a list (a subscription's ``tier``, a node's
+``siteLimit``) asks its request's loader for one key and gets the value;
+the loader gathers the keys asked for in the same tick and calls its batch
+function once with all of them. A list of N nodes then costs one statement,
+not N.
+
+Adding a loader (``usage`` on ``Instance`` and ``Model`` nodes, say):
+
+1. Write a batch function ``async def usage_by_instance(context, keys) ->
+   list[...]``, one result per key, in the keys' order. Key by everything the
+   answer depends on besides the account: ``(args, instance_id)`` with
+   ``args`` a frozen dataclass of the field's arguments. Group the keys by
+   ``args`` and run one statement per distinct ``args`` (a query asking
+   two ranges costs two statements, whatever the number of instances).
+2. In the field: ``await info.context.loaders.load(usage_by_instance,
+   (args, self.id))``.
+
+Rules a batch function keeps:
+
+- It reads through ``context.read()``, scoped to ``context.account_id``:
+  the loaders belong to one request, hence one account, and never cross it.
+- Never await a loader while holding ``context.read()``. The request's one
+  connection is lent to one task at a time (``SharedReads``: a lock, not
+  reentrant) and a batch runs in a task of its own, so a resolver waiting
+  for a batch with the connection in hand waits forever. Read, leave the
+  ``async with``, then load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, TypeVar, cast
+
+from strawberry.dataloader import DataLoader
+
+from meterql.db import accounts, graph
+from meterql.db.accounts import TierRow
+from meterql.plans import EffectivePlan, effective_plan
+
+if TYPE_CHECKING:
+    from meterql.context import Context
+
+K = TypeVar("K", bound=Hashable)
+V = TypeVar("V")
+BatchFn = Callable[["Context", list[K]], Awaitable[Sequence[V]]]
+
+
+class Loaders:
+    """The request's DataLoaders, one per batch function, made on first use.
+
+    Made with the :class:`~meterql.context.Context` (the REST compat layer's
+    and ``/graphql``'s alike), so a loader's cache lives exactly as long as
+    one request: nothing cached is ever seen by another request or account.
+    """
+
+    __slots__ = ("_context", "_loaders")
+
+    def __init__(self, context: Context) -> None:
+        self._context = context
+        self._loaders: dict[object, DataLoader[Any, Any]] = {}
+
+    def of(self, batch: BatchFn[K, V]) -> DataLoader[K, V]:
+        loader = self._loaders.get(batch)
+        if loader is None:
+            context = self._context
+
+            async def load(keys: list[K]) -> Sequence[V]:
+                return await batch(context, keys)
+
+            loader = self._loaders[batch] = DataLoader(load_fn=load)
+        return cast(DataLoader[K, V], loader)
+
+    def load(self, batch: BatchFn[K, V], key: K) -> Awaitable[V]:
+        return self.of(batch).load(key)
+
+
+# --- the batch functions of the viewer graph --------------------------------------------------
+
+
+async def tiers_by_id(context: Context, tier_ids: list[str]) -> list[TierRow | None]:
+    """Tiers by id (the catalogue: no account to scope); ``None`` for an unknown id."""
+    async with context.read() as connection:
+        found = await graph.tiers_by_id(connection, tier_ids)
+    return [found.get(tier_id) for tier_id in tier_ids]
+
+
+async def plan_of_account(context: Context, account_ids: list[str]) -> list[EffectivePlan]:
+    """The account's plan, by the billing route's very rule (``meterql.plans``).
+
+    Keyed by the account id only so that every field wanting the plan (the
+    viewer's ``plan``, each node's ``siteLimit``) shares one statement; the
+    only key ever asked is the request's own account.
+    """
+    if any(account_id != context.account_id for account_id in account_ids):
+        raise ValueError("a request loads its own account's plan only")
+    async with context.read() as connection:
+        live = await accounts.live_subscriptions(connection, context.account_id)
+    plan = effective_plan(live, context.settings.free_plan, context.now)
+    return [plan for _ in account_ids]
+
+
+async def instance_counts(context: Context, statuses: list[str | None]) -> list[int]:
+    """How many instances the account has of each status (``None``: all of them)."""
+    counts: dict[str | None, int] = {}
+    async with context.read() as connection:
+        for status in dict.fromkeys(statuses):
+            counts[status] = await graph.instance_count(connection, context.account_id, status)
+    return [counts[status] for status in statuses]

@@ -1,0 +1,116 @@
+"""The nodes of the viewer graph: the account's subscriptions, instances, models, nodes.
+
+Fields that need more data than their node was built with read it through
+the request's loaders (``meterql.loaders``), never with a statement of
+their own, so a list of N nodes costs the same as a list of one.
+
+``Instance`` and ``Model`` are where per-node usage goes: a ``usage(...)``
+field resolved by a loader keyed ``(arguments, self.id)`` or
+``(arguments, self.name)``, as ``meterql.loaders`` describes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import strawberry
+from strawberry import Info
+
+from meterql.context import Context
+from meterql.loaders import instance_counts, plan_of_account, tiers_by_id
+from meterql.schema.catalogue import Tier
+from meterql.schema.scalars import BigInt, ExactDecimal
+
+
+@strawberry.type(description="A subscription of the account to a tier, of any status.")
+class AccountSubscription:
+    current_period_end: datetime
+    current_period_start: datetime
+    live: bool = strawberry.field(
+        description="trialing, active or past_due: it counts towards the plan."
+    )
+    status: str = strawberry.field(
+        description="trialing, active, past_due, canceled or expired."
+    )
+    tier_id: str
+    trial_days_remaining: int = strawberry.field(
+        description="Whole days left, rounded down, never below 0."
+    )
+    trial_ends_at: datetime | None
+
+    @strawberry.field
+    async def tier(self, info: Info[Context, None]) -> Tier:
+        row = await info.context.loaders.load(tiers_by_id, self.tier_id)
+        # A subscription's tier is a foreign key: it is always there.
+        assert row is not None, self.tier_id
+        return Tier.from_row(row)
+
+
+@strawberry.type(description="An AI agent deployment of the account.")
+class Instance:
+    id: strawberry.ID = strawberry.field(description="The instance id.")
+    hostname: str
+    status: str
+
+
+@strawberry.type
+class InstanceEdge:
+    cursor: str = strawberry.field(description="Pass as `after` for the instances after this one.")
+    node: Instance
+
+
+@strawberry.type(description="Where a page of a connection stands in the whole list.")
+class PageInfo:
+    end_cursor: str | None = strawberry.field(description="The last edge's cursor; null if none.")
+    has_next_page: bool
+    has_previous_page: bool = strawberry.field(description="True when paging with `after`.")
+    start_cursor: str | None
+
+
+async def _total_count(root: InstanceConnection, info: Info[Context, None]) -> int:
+    if root.known_total is not None:
+        return root.known_total
+    return await info.context.loaders.load(instance_counts, root.status)
+
+
+@strawberry.type(description="A page of the account's instances, in instance id order.")
+class InstanceConnection:
+    edges: list[InstanceEdge]
+    page_info: PageInfo
+    status: strawberry.Private[str | None]
+    # Known without asking: a status filter no instance can have counts 0.
+    known_total: strawberry.Private[int | None] = None
+
+    total_count: int = strawberry.field(
+        resolver=_total_count,
+        description="Instances matching the filter, on every page together.",
+    )
+
+
+@strawberry.type(description="A model's current price, in USD per million tokens.")
+class ModelPrice:
+    input_usd_per_mtok: ExactDecimal
+    output_usd_per_mtok: ExactDecimal
+
+
+@strawberry.type(description="An LLM the account has used.")
+class Model:
+    name: str
+    price: ModelPrice | None = strawberry.field(description="Null for a model without a price.")
+    provider: str = strawberry.field(description="Empty for a model without a price.")
+
+
+async def _site_limit(info: Info[Context, None]) -> BigInt:
+    context = info.context
+    plan = await context.loaders.load(plan_of_account, context.account_id)
+    return BigInt(plan.tier.max_sites_per_node)
+
+
+@strawberry.type(description="A node of the account's hosting product.")
+class WebhostNode:
+    hosted_sites: BigInt
+    id: strawberry.ID = strawberry.field(description="The node id.")
+
+    site_limit: BigInt = strawberry.field(
+        resolver=_site_limit, description="Sites a node may host on the account's plan."
+    )

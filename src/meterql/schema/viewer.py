@@ -1,0 +1,48 @@
+"""``viewer``: the token's account as a graph, so one query renders a whole page.
+
+Everything under ``viewer`` is the account's own; the shared catalogue of
+tiers is the root field ``plans`` (one query may ask for both). The flat
+root fields of the /v1 routes stay as they are, beside it.
+"""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry import Info
+
+from meterql.context import Context
+from meterql.resolvers import viewer as resolvers
+from meterql.schema.billing import Plan
+from meterql.schema.nodes import AccountSubscription, InstanceConnection, Model, WebhostNode
+
+
+@strawberry.type(description="The account the token belongs to, and what it has.")
+class Viewer:
+    account_id: str
+    instances: InstanceConnection = strawberry.field(
+        resolver=resolvers.instances,
+        description="The account's instances, a page at a time, in instance id order.",
+    )
+    models: list[Model] = strawberry.field(
+        resolver=resolvers.models,
+        description="Every model the account has usage of, by name, with its current price.",
+    )
+    plan: Plan = strawberry.field(
+        resolver=resolvers.plan,
+        description="The primary subscription and its tier, or the free defaults: "
+        "the same as `billing.plan`.",
+    )
+    subscriptions: list[AccountSubscription] = strawberry.field(
+        resolver=resolvers.subscriptions,
+        description="Every subscription, live or not: live first, then latest period first, "
+        "then tier id. `plan.tierId` names the primary one.",
+    )
+    webhost_nodes: list[WebhostNode] = strawberry.field(
+        resolver=resolvers.webhost_nodes, description="The account's hosting nodes, by node id."
+    )
+
+
+def resolve_viewer(info: Info[Context, None]) -> Viewer:
+    context = info.context.require("read")
+    return Viewer(account_id=context.account_id)
+
