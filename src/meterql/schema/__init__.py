@@ -13,6 +13,7 @@ from strawberry.types import ExecutionContext
 from meterql.resolvers import billing as billing_resolvers
 from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
+from meterql.resolvers import usage as usage_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
 from meterql.schema.errors import MaskUnexpected, hide_suggestions, log_unexpected
 from meterql.schema.execution import LeafFastExecutionContext
@@ -25,6 +26,7 @@ from meterql.schema.metrics import (
     UsageTimeseries,
 )
 from meterql.schema.scalars import SCALAR_MAP
+from meterql.schema.usage import Usage
 
 GRAPHQL_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
 
@@ -58,6 +60,11 @@ class Query:
     usage_chart: UsageChart = strawberry.field(
         resolver=billing_resolvers.usage_chart,
         description="Daily usage over `days` (1..366), of the account or one instance.",
+    )
+    usage: Usage = strawberry.field(
+        resolver=usage_resolvers.usage,
+        description="Usage over local dates in any time zone: totals, per group, and a "
+        "zero-filled series by hour, day, ISO week or month.",
     )
 
 

@@ -4,6 +4,8 @@
              (``"12.3400"``); parsed from a string, never from a float.
 ``DateTime`` an instant, always written in UTC with a ``Z`` suffix.
 ``BigInt``   a JSON integer beyond GraphQL's 32-bit ``Int`` (token counts grow fast).
+``OffsetDateTime`` an instant written with the UTC offset of a query's time zone
+             (``2026-03-29T00:00:00+01:00``): the edges of ``usage`` buckets.
 """
 
 from __future__ import annotations
@@ -51,6 +53,23 @@ def _parse_bigint(value: object) -> int:
 
 
 BigInt = NewType("BigInt", int)
+# Aware datetimes kept in their zone, so that a 23-hour day reads as such.
+OffsetDateTime = NewType("OffsetDateTime", datetime)
+
+
+def _parse_offset_instant(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("OffsetDateTime values are ISO 8601 strings")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("OffsetDateTime values need a UTC offset, e.g. 2026-03-29T00:00:00+01:00")
+    return parsed
+
+
+def _format_offset_instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("OffsetDateTime values must be aware")
+    return value.isoformat()
 
 # Passed as ``StrawberryConfig(scalar_map=...)``: these replace Strawberry's
 # own Decimal and DateTime, whose wire forms differ from the contract's.
@@ -72,5 +91,12 @@ SCALAR_MAP = {
         description="An integer that may exceed 32 bits, written as a JSON number.",
         serialize=int,
         parse_value=_parse_bigint,
+    ),
+    OffsetDateTime: strawberry.scalar(
+        name="OffsetDateTime",
+        description="An instant in ISO 8601 with the UTC offset of the query's time zone "
+        "(2026-03-29T00:00:00+01:00).",
+        serialize=_format_offset_instant,
+        parse_value=_parse_offset_instant,
     ),
 }
