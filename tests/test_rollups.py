@@ -32,6 +32,7 @@ from meterql.db.tables import (
     UsageDay,
     UsageInstanceDay,
     UsageInstanceHour,
+    UsageInstanceModelHour,
     UsageModelDay,
 )
 from meterql.records import AccountRecord, InstanceRecord, UsageEventRecord
@@ -210,7 +211,8 @@ async def test_a_late_event_moves_last_seen_only_forward(db: Database) -> None:
 
 async def _rollup_rows(db: Database) -> dict[str, list[tuple[Any, ...]]]:
     tables = {"days": UsageDay, "instance_days": UsageInstanceDay, "model_days": UsageModelDay,
-              "instance_hours": UsageInstanceHour, "end_users": EndUser,
+              "instance_hours": UsageInstanceHour,
+              "instance_model_hours": UsageInstanceModelHour, "end_users": EndUser,
               "seen_days": EndUsersLastSeenDay, "seen_hours": EndUsersLastSeenHour}
     found = {}
     async with db.read() as session:
@@ -230,13 +232,16 @@ async def test_duplicates_never_reach_the_rollups(db: Database) -> None:
     assert sum(r[2] for r in before["days"]) == 60  # requests, after (account, day)
 
 
-async def test_migration_fills_rollups_from_stored_events(db: Database) -> None:
+@pytest.mark.parametrize("revision", ["0001", "0002"])
+async def test_migration_fills_rollups_from_stored_events(db: Database, revision: str) -> None:
     """A database with events from before the rollups gets the very rows ingest writes."""
     await _record(db, _events(random.Random(11), 300, "m"))
     written = await _rollup_rows(db)
     assert all(written.values())
     async with db.engine.begin() as connection:
-        await connection.run_sync(lambda sync: command.downgrade(alembic_config(sync), "0001"))
+        await connection.run_sync(
+            lambda sync: command.downgrade(alembic_config(sync), revision)
+        )
     await upgrade(db.engine)
     assert await _rollup_rows(db) == written
 
@@ -261,7 +266,8 @@ async def test_days_window_reads_match_the_period_reader(db: Database) -> None:
 
 def test_rollup_statements_name_every_column_of_their_tables() -> None:
     """Each rollup writes its table's whole primary key, then every measure."""
-    tables = [UsageDay, UsageInstanceDay, UsageInstanceHour, UsageModelDay]
+    tables = [UsageDay, UsageInstanceDay, UsageInstanceHour, UsageModelDay,
+              UsageInstanceModelHour]
     for (statement, _), table in zip(rollups._ROLLUPS, tables, strict=True):
         columns = table.__table__.columns  # type: ignore[attr-defined]
         primary = [c.name for c in columns if c.primary_key]

@@ -1,11 +1,12 @@
 """Rollups: the sums of usage events kept beside them, written with them.
 
 Every event inserted into ``usage_events`` is added, in the same transaction,
-to its account's day, its instance's day and hour, and its model's day, and
-moves its end user's last-seen instant forward (and that user from one
-day's and hour's count of last-seen end users to another's). Duplicates are never added:
-the caller passes only the rows its insert actually wrote. Reads then sum a
-few hundred rollup rows instead of every event in a window.
+to its account's day, its instance's day and hour, its model's day, and its
+instance and model's hour, and moves its end user's last-seen instant forward
+(and that user from one day's and hour's count of last-seen end users to
+another's). Duplicates are never added: the caller passes only the rows its
+insert actually wrote. Reads then sum a few hundred rollup rows instead of
+every event in a window.
 
 Rows are written in key order, table after table, so two batches touching
 the same rollup rows lock them in the same order and cannot deadlock on
@@ -46,6 +47,7 @@ from meterql.db.tables import (
     UsageEvent,
     UsageInstanceDay,
     UsageInstanceHour,
+    UsageInstanceModelHour,
     UsageModelDay,
 )
 from meterql.db.types import UTCDateTime
@@ -88,6 +90,8 @@ _ROLLUPS = (
     _rollup(UsageInstanceHour, ("hour", "instance_id"),
             lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"])),
     _rollup(UsageModelDay, ("day", "model"), lambda r: (r["day"], r["model"])),
+    _rollup(UsageInstanceModelHour, ("hour", "instance_id", "model"),
+            lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"], r["model"])),
 )
 
 
@@ -298,6 +302,7 @@ _SQL_KEYS: tuple[tuple[BulkInsert, tuple[ColumnElement[Any], ...]], ...] = tuple
             (_EVENTS.instance_id, _EVENTS.day),
             (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.instance_id),
             (_EVENTS.day, _EVENTS.model),
+            (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.instance_id, _EVENTS.model),
         ),
         strict=True,
     )

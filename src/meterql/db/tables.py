@@ -230,6 +230,24 @@ class UsageInstanceHour(_Sums, Base):
     instance_id: Mapped[str] = mapped_column(ID, primary_key=True)
 
 
+class UsageInstanceModelHour(_Sums, Base):
+    """Usage per instance and model per UTC hour: series in any zone, grouped any way.
+
+    The only rollup with both an instance and a model, so that a series can
+    be grouped by one and filtered by the other, and the hours of a local
+    day that are not in its UTC day (``db/series.py``) can be taken per
+    model. Keyed hour first: a range of hours is one key range.
+    """
+
+    __tablename__ = "usage_instance_model_hours"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    model: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
 class EndUser(Base):
     """Each end user of an account and the instant of their latest event.
 

@@ -14,6 +14,7 @@ from meterql.resolvers import billing as billing_resolvers
 from meterql.resolvers import catalogue as catalogue_resolvers
 from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
+from meterql.resolvers import usage as usage_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
 from meterql.schema.catalogue import Tier
 from meterql.schema.errors import MaskUnexpected, hide_suggestions, log_unexpected
@@ -28,6 +29,7 @@ from meterql.schema.metrics import (
 )
 from meterql.schema.operations import RecordOperation
 from meterql.schema.scalars import SCALAR_MAP
+from meterql.schema.usage import Usage
 from meterql.schema.viewer import Viewer, resolve_viewer
 
 GRAPHQL_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
@@ -71,6 +73,11 @@ class Query:
     plans: list[Tier] = strawberry.field(
         resolver=catalogue_resolvers.plans,
         description="The tier catalogue, the same for every account: cheapest first, then id.",
+    )
+    usage: Usage = strawberry.field(
+        resolver=usage_resolvers.usage,
+        description="Usage over local dates in any time zone: totals, per group, and a "
+        "zero-filled series by hour, day, ISO week or month.",
     )
 
 

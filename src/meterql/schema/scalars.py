@@ -6,6 +6,8 @@
 ``BigInt``   a JSON integer beyond GraphQL's 32-bit ``Int`` (token counts grow fast).
 ``ExactDecimal``  a rate such as a price per million tokens: at least 4 places, and
              every further digit it has (``"0.1500"``, ``"0.01875"``), never rounded.
+``OffsetDateTime`` an instant written with the UTC offset of a query's time zone
+             (``2026-03-29T00:00:00+01:00``): the edges of ``usage`` buckets.
 """
 
 from __future__ import annotations
@@ -67,6 +69,25 @@ def format_exact(value: Decimal) -> str:
     return f"{value:.{max(4, -exponent)}f}"
 
 
+# Aware datetimes kept in their zone, so that a 23-hour day reads as such.
+OffsetDateTime = NewType("OffsetDateTime", datetime)
+
+
+def _parse_offset_instant(value: object) -> datetime:
+    if not isinstance(value, str):
+        raise ValueError("OffsetDateTime values are ISO 8601 strings")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("OffsetDateTime values need a UTC offset, e.g. 2026-03-29T00:00:00+01:00")
+    return parsed
+
+
+def _format_offset_instant(value: datetime) -> str:
+    if value.tzinfo is None:
+        raise ValueError("OffsetDateTime values must be aware")
+    return value.isoformat()
+
+
 # Passed as ``StrawberryConfig(scalar_map=...)``: these replace Strawberry's
 # own Decimal and DateTime, whose wire forms differ from the contract's.
 SCALAR_MAP = {
@@ -93,5 +114,12 @@ SCALAR_MAP = {
         description='An exact decimal, never rounded: at least 4 places ("0.1500", "0.01875").',
         serialize=format_exact,
         parse_value=_parse_decimal,
+    ),
+    OffsetDateTime: strawberry.scalar(
+        name="OffsetDateTime",
+        description="An instant in ISO 8601 with the UTC offset of the query's time zone "
+        "(2026-03-29T00:00:00+01:00).",
+        serialize=_format_offset_instant,
+        parse_value=_parse_offset_instant,
     ),
 }

@@ -1,0 +1,262 @@
+"""Buckets of local time: a range of local dates in a zone, cut by hour, day, week or month.
+
+Pure Python (``zoneinfo``), no storage. A query names its range in local
+dates (``from``..``to``, or the last ``days`` ending today in the zone) and a
+grain; this module turns that into the buckets' bounds as UTC epoch seconds,
+which storage sums over (``db/series.py``).
+
+Bucket rules, in the zone's own clock:
+
+- A day starts at the first instant whose local date is that day (normally
+  local midnight; where midnight falls in a DST gap, the end of the gap).
+  So days are 23, 24 or 25 hours long (23.5 and 24.5 on Lord Howe).
+- A week is an ISO week (Monday to Sunday), a month a calendar month; both
+  are clipped to the range, so the first and last buckets may be short.
+- An hour bucket is a run of instants sharing local date, local hour and UTC
+  offset: the hour repeated when clocks fall back is two buckets (a 25-hour
+  day has 25), the hour skipped in spring none (23), and on Lord Howe the
+  half hour around a transition is a bucket of its own.
+"""
+
+from __future__ import annotations
+
+import enum
+import itertools
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from functools import cache
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
+
+from meterql.errors import InvalidInput
+from meterql.windows import EPOCH, DaysArgument
+
+# ``days``: the N local days ending today in the zone, today included.
+USAGE_DAYS = DaysArgument(minimum=1, maximum=366, default=30)
+MAX_RANGE_DAYS = 366
+# Hourly buckets over longer ranges would be answers of thousands of points
+# per group; a chart of a month of hours is the use.
+MAX_HOUR_RANGE_DAYS = 31
+# Dates whose neighbouring instants every zone can still express in Python.
+FIRST_DATE, LAST_DATE = date(1, 1, 2), date(9999, 12, 30)
+DEFAULT_ZONE = "UTC"
+
+_DAY = 86_400
+_HOUR = 3_600
+
+
+class Granularity(enum.Enum):
+    HOUR = "HOUR"
+    DAY = "DAY"
+    WEEK = "WEEK"
+    MONTH = "MONTH"
+
+
+def refusal(loc: tuple[str, ...], message: str, value: object, kind: str) -> InvalidInput:
+    """An :class:`InvalidInput` shaped like pydantic's entries, as the other arguments'."""
+    where = ".".join(loc)
+    return InvalidInput(
+        f"{where}: {message}", [{"type": kind, "loc": list(loc), "msg": message, "input": value}]
+    )
+
+
+@cache
+def _known_zones() -> frozenset[str]:
+    # Checked against the list first: ZoneInfo would also try to open any
+    # relative path it is given, and raises different errors for each oddity.
+    return frozenset(available_timezones())
+
+
+def zone(name: str) -> ZoneInfo:
+    """The IANA zone ``name`` ("Europe/Berlin"); anything else is refused."""
+    if name in _known_zones() or name == DEFAULT_ZONE:
+        try:
+            return ZoneInfo(name)
+        except (ZoneInfoNotFoundError, ValueError, OSError):
+            pass
+    raise refusal(
+        ("tz",), "Unknown time zone; expected an IANA name such as 'Europe/Berlin' or 'UTC'",
+        name, "time_zone",
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class LocalRange:
+    """Local dates ``first``..``last`` (inclusive) in ``zone``."""
+
+    first: date
+    last: date
+    zone: ZoneInfo
+
+    @property
+    def days(self) -> int:
+        return (self.last - self.first).days + 1
+
+
+def local_range(
+    zone_name: str,
+    now: datetime,
+    *,
+    first: date | None = None,
+    last: date | None = None,
+    days: int | None = None,
+) -> LocalRange:
+    """The range asked for: explicit dates, or ``days`` ending today in the zone (default 30)."""
+    tz = zone(zone_name)
+    if first is not None and last is not None:
+        if days is not None:
+            raise refusal(("days",), "Give either range or days, not both", days, "exclusive")
+        if first > last:
+            raise refusal(("range", "to"), "Must not be before range.from", last.isoformat(),
+                          "date_order")
+        for loc, value in ((("range", "from"), first), (("range", "to"), last)):
+            if not FIRST_DATE <= value <= LAST_DATE:
+                raise refusal(loc, f"Must be between {FIRST_DATE} and {LAST_DATE}",
+                              value.isoformat(), "date_bounds")
+        if (last - first).days + 1 > MAX_RANGE_DAYS:
+            raise refusal(("range",), f"A range spans at most {MAX_RANGE_DAYS} days",
+                          {"from": first.isoformat(), "to": last.isoformat()}, "range_too_long")
+        return LocalRange(first, last, tz)
+    count = USAGE_DAYS.validate(USAGE_DAYS.default if days is None else days)
+    today = now.astimezone(tz).date()
+    return LocalRange(today - timedelta(days=count - 1), today, tz)
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    start: datetime  # aware, in the range's zone
+    end: datetime
+    date: date  # the local date of ``start``
+    label: str  # 2026-03-29T02:00+01:00, 2026-03-29, 2026-W13, 2026-03
+
+
+@dataclass(frozen=True, slots=True)
+class BucketPlan:
+    """The buckets and their bounds as epoch seconds: bucket i is ``[bounds[i], bounds[i+1])``."""
+
+    range: LocalRange
+    granularity: Granularity
+    bounds: tuple[int, ...]
+    buckets: tuple[Bucket, ...]
+
+
+def _seconds(moment: datetime) -> int:
+    return (moment - EPOCH) // timedelta(seconds=1)
+
+
+def _instant(seconds: int) -> datetime:
+    return EPOCH + timedelta(seconds=seconds)
+
+
+def _offset(seconds: int, tz: ZoneInfo) -> int:
+    offset = _instant(seconds).astimezone(tz).utcoffset()
+    assert offset is not None
+    return offset // timedelta(seconds=1)
+
+
+def _wall(seconds: int, tz: ZoneInfo) -> datetime:
+    return _instant(seconds).astimezone(tz).replace(tzinfo=None)
+
+
+def first_instant(wall: datetime, tz: ZoneInfo) -> int:
+    """The first instant (epoch seconds) at which the zone's clock reads ``wall`` or later.
+
+    A wall time that occurs twice (clocks falling back) gives its first
+    occurrence; one that never occurs (a spring-forward gap) gives the end
+    of the gap, where the clock jumps past it.
+    """
+    candidates = sorted(
+        _seconds(wall.replace(tzinfo=tz, fold=fold)) for fold in (0, 1)
+    )
+    for candidate in candidates:
+        if _wall(candidate, tz) == wall:
+            return candidate
+    # In a gap: the clock reads before ``wall`` at the earlier candidate and
+    # after it at the later one; the jump lies between, to the second.
+    low, high = candidates
+    while high - low > 1:
+        middle = (low + high) // 2
+        if _wall(middle, tz) >= wall:
+            high = middle
+        else:
+            low = middle
+    return high
+
+
+def day_start(day: date, tz: ZoneInfo) -> int:
+    return first_instant(datetime.combine(day, time.min), tz)
+
+
+def _day_starts(local: LocalRange, granularity: Granularity) -> list[date]:
+    """The first local date of each bucket, then the day after the range."""
+    starts = [local.first]
+    day = local.first + timedelta(days=1)
+    while day <= local.last:
+        if (
+            granularity is Granularity.DAY
+            or (granularity is Granularity.WEEK and day.isoweekday() == 1)
+            or (granularity is Granularity.MONTH and day.day == 1)
+        ):
+            starts.append(day)
+        day += timedelta(days=1)
+    return [*starts, local.last + timedelta(days=1)]
+
+
+def _hour_bounds(start: int, end: int, tz: ZoneInfo) -> list[int]:
+    """Every instant in ``[start, end]`` where local date, hour or UTC offset changes."""
+    bounds = [start]
+    moment = start
+    while moment < end:
+        offset = _offset(moment, tz)
+        following = min(moment + _HOUR - (moment + offset) % _HOUR, end)
+        if _offset(following - 1, tz) != offset:
+            # A transition inside the hour (Lord Howe's half hours, or a zone
+            # changing at an odd minute) ends the bucket where it happens.
+            low, high = moment, following - 1
+            while high - low > 1:
+                middle = (low + high) // 2
+                if _offset(middle, tz) == offset:
+                    low = middle
+                else:
+                    high = middle
+            following = high
+        bounds.append(following)
+        moment = following
+    return bounds
+
+
+def _label(start: datetime, granularity: Granularity) -> str:
+    if granularity is Granularity.HOUR:
+        return start.isoformat(timespec="minutes")
+    if granularity is Granularity.DAY:
+        return start.date().isoformat()
+    if granularity is Granularity.WEEK:
+        year, week, _ = start.date().isocalendar()
+        return f"{year}-W{week:02d}"
+    return f"{start.year:04d}-{start.month:02d}"
+
+
+def plan(local: LocalRange, granularity: Granularity) -> BucketPlan:
+    """The range's buckets, oldest first, every one present (zero-filling is the caller's)."""
+    tz = local.zone
+    if granularity is Granularity.HOUR:
+        if local.days > MAX_HOUR_RANGE_DAYS:
+            raise refusal(
+                ("granularity",),
+                f"Hourly buckets are for ranges of at most {MAX_HOUR_RANGE_DAYS} days",
+                granularity.value, "range_too_long",
+            )
+        bounds = _hour_bounds(day_start(local.first, tz),
+                              day_start(local.last + timedelta(days=1), tz), tz)
+    else:
+        bounds = [day_start(day, tz) for day in _day_starts(local, granularity)]
+    buckets = []
+    for low, high in itertools.pairwise(bounds):
+        start = _instant(low).astimezone(tz)
+        buckets.append(Bucket(start=start, end=_instant(high).astimezone(tz),
+                              date=start.date(), label=_label(start, granularity)))
+    return BucketPlan(local, granularity, tuple(bounds), tuple(buckets))
+
+
+def utc(seconds: int) -> datetime:
+    """Epoch seconds as an aware UTC instant."""
+    return _instant(seconds).astimezone(UTC)

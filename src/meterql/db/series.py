@@ -1,0 +1,423 @@
+"""Usage per bucket of local time (``buckets.BucketPlan``), optionally per group: one SELECT.
+
+The rollups are kept per UTC day and per UTC hour; a bucket of local time
+rarely lines up with either. Rather than read every hour of a range (a
+rollup row per hour and group: as many rows as events, almost, for a busy
+tenant grouped by model), each bucket boundary ``b`` is given an *anchor*,
+the UTC midnight nearest to it (for hourly buckets, the boundary itself),
+and
+
+    usage[b_i, b_i+1) = days[A_i, A_i+1) - C(b_i) + C(b_i+1),
+    C(b) = usage[A, b) if b >= A else -usage[b, A),
+
+where ``days`` comes from a day rollup and each correction ``C`` spans at
+most twelve hours: whole hours from an hour rollup up to the whole hour
+nearest to ``b``, and when ``b`` is not on the hour (Asia/Kolkata,
+Asia/Kathmandu, Lord Howe) the minutes between that hour and ``b`` from the
+events themselves, an index range of at most half an hour. A 90-day daily
+series in Berlin reads 90 day rows and 91 hours, whatever the events.
+
+Hourly buckets read the hour rollup grouped by hour, or, when the zone's
+hours do not start on UTC hours, the events of the range grouped in SQL by
+slots of the largest length that divides every bucket (half or quarter
+hours): a scan of the range's events, the one case that reads them all.
+
+Everything is one statement (a ``UNION ALL`` of the parts, the spans passed
+as ``VALUES``); Python only adds each row into its bucket: O(rows), and the
+rows are O(buckets x groups). Sums are exact integers; cost comes back as
+the rollups keep it, whole dollars and nano-dollars, and is combined last.
+"""
+
+from __future__ import annotations
+
+import enum
+from bisect import bisect_right
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from math import gcd
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    BindParameter,
+    ColumnElement,
+    Date,
+    FromClause,
+    Integer,
+    Select,
+    String,
+    and_,
+    bindparam,
+    cast,
+    column,
+    func,
+    literal,
+    null,
+    select,
+    union_all,
+    values,
+)
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from meterql.buckets import BucketPlan, Granularity
+from meterql.db.tables import (
+    Instance,
+    ModelPrice,
+    UsageDay,
+    UsageEvent,
+    UsageInstanceDay,
+    UsageInstanceHour,
+    UsageInstanceModelHour,
+    UsageModelDay,
+)
+from meterql.db.types import UTCDateTime
+from meterql.money import NANOS_PER_USD
+from meterql.windows import EPOCH
+
+E = UsageEvent.__table__.c
+MODELS = ModelPrice.__table__.c
+INSTANCES = Instance.__table__.c
+
+_DAY = 86_400
+_HOUR = 3_600
+_EPOCH_DAY = EPOCH.date()
+
+# Row kinds of the union: a day of a day rollup, a slot (hour or shorter)
+# counted from the coarse part's base, a boundary's correction from the hour
+# rollup and from the events.
+_DAY_ROW, _SLOT_ROW, _HOURS_ROW, _EVENTS_ROW = 0, 1, 2, 3
+
+
+class GroupBy(enum.Enum):
+    MODEL = "MODEL"
+    INSTANCE = "INSTANCE"
+    PROVIDER = "PROVIDER"
+
+
+@dataclass(frozen=True, slots=True)
+class Amounts:
+    requests: int = 0
+    tokens_in: int = 0
+    tokens_out: int = 0
+    cost_nanos: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """Per group key, one ``Amounts`` per bucket of the plan.
+
+    ``keys`` are the groups with at least one request in the range, in
+    code-point order (not SQL's: collations differ between backends). A
+    provider-less (unpriced) model's provider is ``""``. Ungrouped, the one
+    key is ``""``, present even when the range is empty.
+    """
+
+    keys: tuple[str, ...]
+    values: dict[str, list[Amounts]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Filters:
+    instance_ids: tuple[str, ...] | None
+    models: tuple[str, ...] | None
+
+
+def _sums(rollup: Any) -> list[ColumnElement[Any]]:
+    return [
+        func.sum(rollup.requests),
+        func.sum(rollup.tokens_in),
+        func.sum(rollup.tokens_out),
+        func.sum(rollup.cost_usd),
+        func.sum(rollup.cost_nanos),
+    ]
+
+
+# The rollups' two cost parts, taken event by event.
+_EVENT_SUMS: list[ColumnElement[Any]] = [
+    func.count(),
+    func.sum(E.tokens_in),
+    func.sum(E.tokens_out),
+    func.sum(E.cost_nanos // NANOS_PER_USD),
+    func.sum(E.cost_nanos % NANOS_PER_USD),
+]
+
+
+def _group(source: Any, group_by: GroupBy | None) -> ColumnElement[Any]:
+    if group_by is GroupBy.INSTANCE:
+        key: ColumnElement[Any] = source.instance_id
+        return key
+    if group_by is GroupBy.MODEL:
+        key = source.model
+        return key
+    if group_by is GroupBy.PROVIDER:
+        # NULL for a model without a price: made "" when read. (A COALESCE
+        # here would need the same bound "" in GROUP BY, which PostgreSQL
+        # cannot tell is the same expression.)
+        return MODELS.provider
+    return literal("", String)
+
+
+def _with_provider(base: FromClause, source: Any, group_by: GroupBy | None) -> FromClause:
+    if group_by is GroupBy.PROVIDER:
+        return base.outerjoin(ModelPrice.__table__, MODELS.model == source.model)
+    return base
+
+
+def _filtered(source: Any, filters: _Filters) -> list[ColumnElement[bool]]:
+    where = []
+    if filters.instance_ids is not None:
+        where.append(source.instance_id.in_(filters.instance_ids))
+    if filters.models is not None:
+        where.append(source.model.in_(filters.models))
+    return where
+
+
+def _part(
+    kind: int,
+    index: ColumnElement[Any],
+    day: ColumnElement[Any],
+    source: Any,
+    base: FromClause,
+    sums: list[ColumnElement[Any]],
+    where: list[ColumnElement[bool]],
+    group_by: GroupBy | None,
+    filters: _Filters,
+    grouping: list[ColumnElement[Any]],
+) -> Select[Any]:
+    group = _group(source, group_by)
+    return (
+        select(literal(kind), index, day, group, *sums)
+        .select_from(_with_provider(base, source, group_by))
+        .where(*where, *_filtered(source, filters))
+        .group_by(*grouping, *([] if group_by is None else [group]))
+    )
+
+
+def _tables(group_by: GroupBy | None, filters: _Filters) -> tuple[Any, Any]:
+    """The day rollup (None if none has the columns needed) and the hour rollup to read."""
+    needs = set()
+    if group_by is GroupBy.INSTANCE or filters.instance_ids is not None:
+        needs.add("instance")
+    if group_by in (GroupBy.MODEL, GroupBy.PROVIDER) or filters.models is not None:
+        needs.add("model")
+    days: Any = {
+        frozenset(): UsageDay.__table__,
+        frozenset({"instance"}): UsageInstanceDay.__table__,
+        frozenset({"model"}): UsageModelDay.__table__,
+    }.get(frozenset(needs))
+    hours = UsageInstanceModelHour.__table__ if "model" in needs else UsageInstanceHour.__table__
+    return days, hours
+
+
+def _epoch_seconds(instant: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
+    """Whole seconds since 1970 of a stored instant (floored)."""
+    if dialect == "postgresql":
+        return cast(func.floor(func.extract("epoch", instant)), BigInteger)
+    # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text; its first 19
+    # characters are the whole second (see rollups._sqlite_epoch_hour).
+    return cast(func.strftime("%s", func.substr(instant, 1, 19)), BigInteger)
+
+
+def _anchor(bound: int) -> int:
+    """The UTC midnight nearest to ``bound`` (epoch seconds), as seconds."""
+    return (bound + _DAY // 2) // _DAY * _DAY
+
+
+@dataclass
+class _Query:
+    """What one call reads, and how its rows map back to buckets."""
+
+    parts: list[Select[Any]]
+    anchors: list[int]  # bucket i's coarse part is [anchors[i], anchors[i+1])
+    slot_base: int = 0
+    slot_seconds: int = _HOUR
+    # Per (row kind, boundary) of a correction span: +1 for usage[x, y) when
+    # the span runs forward from the anchor towards the boundary, else -1.
+    signs: dict[tuple[int, int], int] | None = None
+
+
+def _hourly(
+    plan: BucketPlan, account_id: str, group_by: GroupBy | None, filters: _Filters,
+    dialect: str,
+) -> _Query:
+    bounds = list(plan.bounds)
+    first, last = bounds[0], bounds[-1]
+    _, hours = _tables(group_by, filters)
+    slot = gcd(_HOUR, *(b - first for b in bounds))
+    if slot == _HOUR and first % _HOUR == 0:
+        h = hours.c
+        part = _part(
+            _SLOT_ROW, (h.hour - first // _HOUR).label("idx"), cast(null(), Date), h, hours,
+            _sums(h), [h.account_id == account_id, h.hour >= first // _HOUR,
+                       h.hour < last // _HOUR], group_by, filters, [h.hour],
+        )
+        return _Query([part], bounds, first, _HOUR)
+    # The zone's hours start off the UTC hour: every hour rollup row would be
+    # split, so the range's events are grouped into slots instead.
+    # The constants are written into the SQL, so that the expression grouped
+    # by is the very one selected (PostgreSQL compares them as written).
+    index = (
+        (_epoch_seconds(E.occurred_at, dialect) - _inline(first)) // _inline(slot)
+    ).label("idx")
+    part = _part(
+        _SLOT_ROW, index, cast(null(), Date), E, UsageEvent.__table__, _EVENT_SUMS,
+        [E.account_id == account_id, E.occurred_at >= _utc(first), E.occurred_at < _utc(last)],
+        group_by, filters, [index],
+    )
+    return _Query([part], bounds, first, slot)
+
+
+def _inline(number: int) -> BindParameter[int]:
+    return bindparam(None, number, type_=BigInteger, literal_execute=True)
+
+
+def _utc(seconds: int) -> Any:
+    return EPOCH + timedelta(seconds=seconds)
+
+
+def _daily(
+    plan: BucketPlan, account_id: str, group_by: GroupBy | None, filters: _Filters
+) -> _Query:
+    bounds = list(plan.bounds)
+    anchors = [_anchor(b) for b in bounds]
+    day_table, hours = _tables(group_by, filters)
+    first_day = _EPOCH_DAY + timedelta(days=anchors[0] // _DAY)
+    end_day = _EPOCH_DAY + timedelta(days=anchors[-1] // _DAY)
+    parts: list[Select[Any]] = []
+    if day_table is not None:
+        d = day_table.c
+        base: FromClause = day_table
+        where = [d.account_id == account_id, d.day >= first_day, d.day < end_day]
+        if day_table is UsageInstanceDay.__table__:
+            # Walk the account's instances, one key range of days each (the
+            # rollup is keyed instance first, see usage._per_registered_instance).
+            base = Instance.__table__.join(
+                day_table,
+                and_(d.account_id == INSTANCES.account_id, d.instance_id == INSTANCES.instance_id,
+                     d.day >= first_day, d.day < end_day),
+            )
+            where = [INSTANCES.account_id == account_id]
+        parts.append(_part(_DAY_ROW, literal(0).label("idx"), d.day, d, base, _sums(d), where,
+                           group_by, filters, [d.day]))
+        slot_base = 0
+    else:
+        # No day rollup has both an instance and a model: whole hours instead.
+        h = hours.c
+        slot_base = anchors[0]
+        parts.append(_part(
+            _SLOT_ROW, (h.hour - anchors[0] // _HOUR).label("idx"), cast(null(), Date), h, hours,
+            _sums(h), [h.account_id == account_id, h.hour >= anchors[0] // _HOUR,
+                       h.hour < anchors[-1] // _HOUR], group_by, filters, [h.hour],
+        ))
+    hour_spans: list[tuple[int, int, int]] = []
+    instant_spans: list[tuple[int, Any, Any]] = []
+    signs: dict[tuple[int, int], int] = {}
+    for n, (bound, anchor) in enumerate(zip(bounds, anchors, strict=True)):
+        # C(b) = usage[A, R) + usage[R, b), signed, with R the whole hour
+        # nearest to b: whole hours from the rollup, and at most half an hour
+        # of events (a quarter in Kathmandu, where b is at :15).
+        nearest = (bound + _HOUR // 2) // _HOUR * _HOUR
+        if nearest != anchor:
+            low, high = sorted((nearest, anchor))
+            signs[(_HOURS_ROW, n)] = 1 if nearest > anchor else -1
+            hour_spans.append((n, low // _HOUR, high // _HOUR))
+        if bound != nearest:
+            low, high = sorted((bound, nearest))
+            signs[(_EVENTS_ROW, n)] = 1 if bound > nearest else -1
+            instant_spans.append((n, _utc(low), _utc(high)))
+    if hour_spans:
+        spans = values(column("idx", Integer), column("lo", BigInteger),
+                       column("hi", BigInteger), name="hour_spans").data(hour_spans).cte()
+        h = hours.c
+        parts.append(_part(
+            _HOURS_ROW, spans.c.idx, cast(null(), Date), h,
+            spans.join(hours, and_(h.account_id == account_id, h.hour >= spans.c.lo,
+                                   h.hour < spans.c.hi)),
+            _sums(h), [], group_by, filters, [spans.c.idx],
+        ))
+    if instant_spans:
+        spans = values(column("idx", Integer), column("lo", UTCDateTime()),
+                       column("hi", UTCDateTime()), name="instant_spans").data(
+                           instant_spans).cte()
+        parts.append(_part(
+            _EVENTS_ROW, spans.c.idx, cast(null(), Date), E,
+            spans.join(UsageEvent.__table__,
+                       and_(E.account_id == account_id, E.occurred_at >= spans.c.lo,
+                            E.occurred_at < spans.c.hi)),
+            _EVENT_SUMS, [], group_by, filters, [spans.c.idx],
+        ))
+    return _Query(parts, anchors, slot_base, _HOUR, signs)
+
+
+async def usage_series(
+    connection: AsyncConnection,
+    account_id: str,
+    plan: BucketPlan,
+    group_by: GroupBy | None = None,
+    *,
+    instance_ids: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+) -> Series:
+    """Usage of each bucket of ``plan``, per group, in one statement.
+
+    ``instance_ids`` / ``models`` keep only those instances' or models' usage
+    (for loaders batching many instances into one call grouped by INSTANCE).
+    """
+    filters = _Filters(
+        None if instance_ids is None else tuple(instance_ids),
+        None if models is None else tuple(models),
+    )
+    count = len(plan.buckets)
+    sums: dict[str, list[list[int]]] = {}
+    if (filters.instance_ids is not None and not filters.instance_ids) or (
+        filters.models is not None and not filters.models
+    ):
+        return _series(sums, count, group_by)
+    dialect = connection.dialect.name
+    if plan.granularity is Granularity.HOUR:
+        query = _hourly(plan, account_id, group_by, filters, dialect)
+    else:
+        query = _daily(plan, account_id, group_by, filters)
+    statement = query.parts[0] if len(query.parts) == 1 else union_all(*query.parts)
+    last = count - 1
+    for kind, index, day, key, *row in await connection.execute(statement):
+        key = key or ""
+        per_bucket = sums.get(key)
+        if per_bucket is None:
+            per_bucket = sums[key] = [[0, 0, 0, 0, 0] for _ in range(count)]
+        amounts = [int(v or 0) for v in row]
+        if kind in (_HOURS_ROW, _EVENTS_ROW):
+            assert query.signs is not None
+            sign = query.signs[(kind, index)]
+            if index > 0:  # the end of the bucket before: + C(b)
+                _add(per_bucket[index - 1], amounts, sign)
+            if index <= last:  # the start of the bucket after: - C(b)
+                _add(per_bucket[index], amounts, -sign)
+            continue
+        if kind == _DAY_ROW:
+            start = (day - _EPOCH_DAY).days * _DAY
+        else:
+            start = query.slot_base + index * query.slot_seconds
+        _add(per_bucket[bisect_right(query.anchors, start) - 1], amounts, 1)
+    return _series(sums, count, group_by)
+
+
+def _add(target: list[int], amounts: list[int], sign: int) -> None:
+    for n, amount in enumerate(amounts):
+        target[n] += sign * amount
+
+
+def _series(sums: dict[str, list[list[int]]], count: int, group_by: GroupBy | None) -> Series:
+    found: dict[str, list[Amounts]] = {}
+    for key, buckets in sums.items():
+        amounts = [Amounts(r, i, o, usd * NANOS_PER_USD + nanos) for r, i, o, usd, nanos in buckets]
+        # A group whose rows all cancel out (a day rollup row of hours that
+        # belong to a bucket outside the range) had no usage in the range.
+        if any(a.requests for a in amounts):
+            found[key] = amounts
+    if group_by is None:
+        found.setdefault("", [Amounts() for _ in range(count)])
+    keys = tuple(sorted(found))
+    return Series(keys, {key: found[key] for key in keys})
+

@@ -1,0 +1,128 @@
+"""``usage(range | days, tz, granularity, groupBy)``: arguments → bucket plan → one query → types.
+
+``usage_plan`` and ``to_usage`` are separate from the root resolver so that
+other fields (``viewer.usage``, ``instance.usage``...) can validate the same
+arguments and build the same answer from a batched ``series.usage_series``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import strawberry
+from strawberry import Info
+
+from meterql import buckets
+from meterql.buckets import BucketPlan, Granularity
+from meterql.context import Context
+from meterql.db import series
+from meterql.db.series import Amounts, GroupBy
+from meterql.money import nanos_to_usd
+from meterql.schema.scalars import BigInt, OffsetDateTime
+from meterql.schema.usage import DateRange, Usage, UsageBucket, UsageGroup, UsageTotals
+
+
+def usage_plan(
+    context: Context,
+    date_range: DateRange | None,
+    days: int | None,
+    tz: str,
+    granularity: Granularity,
+) -> BucketPlan:
+    """Validate the arguments (``InvalidInput`` on any fault) and cut the range into buckets."""
+    local = buckets.local_range(
+        tz,
+        context.now,
+        first=None if date_range is None else date_range.from_,
+        last=None if date_range is None else date_range.to,
+        days=days,
+    )
+    return buckets.plan(local, granularity)
+
+
+def _sum(amounts: list[Amounts]) -> Amounts:
+    return Amounts(
+        sum(a.requests for a in amounts),
+        sum(a.tokens_in for a in amounts),
+        sum(a.tokens_out for a in amounts),
+        sum(a.cost_nanos for a in amounts),
+    )
+
+
+def _group(key: str, amounts: Amounts) -> UsageGroup:
+    return UsageGroup(
+        key=key,
+        requests=BigInt(amounts.requests),
+        tokens_in=BigInt(amounts.tokens_in),
+        tokens_out=BigInt(amounts.tokens_out),
+        total_tokens=BigInt(amounts.tokens_in + amounts.tokens_out),
+        estimated_cost_usd=nanos_to_usd(amounts.cost_nanos),
+    )
+
+
+def to_usage(plan: BucketPlan, group_by: GroupBy | None, found: series.Series) -> Usage:
+    """The answer: range totals, each group's totals, and every bucket with every group."""
+    per_bucket = [
+        _sum([found.values[key][n] for key in found.keys]) for n in range(len(plan.buckets))
+    ]
+    grouped = group_by is not None
+    totals = _sum(per_bucket)
+    local = plan.range
+    return Usage(
+        from_=local.first,
+        to=local.last,
+        time_zone=local.zone.key,
+        granularity=plan.granularity,
+        group_by=group_by,
+        start=OffsetDateTime(plan.buckets[0].start),
+        end=OffsetDateTime(plan.buckets[-1].end),
+        totals=UsageTotals(
+            requests=BigInt(totals.requests),
+            tokens_in=BigInt(totals.tokens_in),
+            tokens_out=BigInt(totals.tokens_out),
+            total_tokens=BigInt(totals.tokens_in + totals.tokens_out),
+            estimated_cost_usd=nanos_to_usd(totals.cost_nanos),
+        ),
+        groups=[_group(key, _sum(found.values[key])) for key in found.keys] if grouped else [],
+        series=[
+            UsageBucket(
+                start=OffsetDateTime(bucket.start),
+                end=OffsetDateTime(bucket.end),
+                date=bucket.date,
+                label=bucket.label,
+                requests=BigInt(amounts.requests),
+                tokens_in=BigInt(amounts.tokens_in),
+                tokens_out=BigInt(amounts.tokens_out),
+                total_tokens=BigInt(amounts.tokens_in + amounts.tokens_out),
+                estimated_cost_usd=nanos_to_usd(amounts.cost_nanos),
+                groups=[_group(key, found.values[key][n]) for key in found.keys]
+                if grouped
+                else [],
+            )
+            for n, (bucket, amounts) in enumerate(zip(plan.buckets, per_bucket, strict=True))
+        ],
+    )
+
+
+async def usage(
+    info: Info[Context, None],
+    date_range: Annotated[
+        DateRange | None,
+        strawberry.argument(name="range", description="Local dates; at most 366 days."),
+    ] = None,
+    days: Annotated[
+        int | None,
+        strawberry.argument(description="The last N local days (1..366), today included; "
+                            "30 without `range`. Not with `range`."),
+    ] = None,
+    tz: Annotated[
+        str, strawberry.argument(description="An IANA time zone, e.g. Europe/Berlin.")
+    ] = buckets.DEFAULT_ZONE,
+    granularity: Granularity = Granularity.DAY,
+    group_by: GroupBy | None = None,
+) -> Usage:
+    context = info.context.require("read")
+    plan = usage_plan(context, date_range, days, tz, granularity)
+    async with context.read() as connection:
+        found = await series.usage_series(connection, context.account_id, plan, group_by)
+    return to_usage(plan, group_by, found)
