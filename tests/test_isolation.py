@@ -183,6 +183,8 @@ GRAPHQL_CALLS: dict[str, list[str]] = {
     # Every field of the graph, instances with their default page.
     "viewer": [""],
     "plans": [""],
+    "usage": ["(days: 366, groupBy: INSTANCE)", "(days: 90, groupBy: MODEL, tz: \"Asia/Kolkata\")",
+              "(days: 30, groupBy: PROVIDER, granularity: HOUR)"],
 }
 # Root fields that answer the shared catalogue: the same for every tenant,
 # both tenants' tiers in it, by design. Checked for sameness instead.
