@@ -33,9 +33,6 @@ from meterql.windows import EPOCH, DaysArgument
 # ``days``: the N local days ending today in the zone, today included.
 USAGE_DAYS = DaysArgument(minimum=1, maximum=366, default=30)
 MAX_RANGE_DAYS = 366
-# Hourly buckets over longer ranges would be answers of thousands of points
-# per group; a chart of a month of hours is the use.
-MAX_HOUR_RANGE_DAYS = 31
 # Dates whose neighbouring instants every zone can still express in Python.
 FIRST_DATE, LAST_DATE = date(1, 1, 2), date(9999, 12, 30)
 DEFAULT_ZONE = "UTC"
@@ -239,12 +236,8 @@ def plan(local: LocalRange, granularity: Granularity) -> BucketPlan:
     """The range's buckets, oldest first, every one present (zero-filling is the caller's)."""
     tz = local.zone
     if granularity is Granularity.HOUR:
-        if local.days > MAX_HOUR_RANGE_DAYS:
-            raise refusal(
-                ("granularity",),
-                f"Hourly buckets are for ranges of at most {MAX_HOUR_RANGE_DAYS} days",
-                granularity.value, "range_too_long",
-            )
+        # Any range: the size of an answer is bounded by the request's
+        # point budget (meterql.budget), not by the grain.
         bounds = _hour_bounds(day_start(local.first, tz),
                               day_start(local.last + timedelta(days=1), tz), tz)
     else:

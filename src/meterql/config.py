@@ -68,5 +68,8 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = Field(default=50, ge=0)
     graphql_max_tokens: int = Field(default=2_000, ge=1)
     graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # Buckets (times groups) all `usage` answers of one request may return
+    # together (meterql.budget): 200,000 is a year of hours for 22 groups.
+    graphql_max_series_points: int = Field(default=200_000, ge=1)
     # Operations per batched POST (a JSON list); 0 turns batching off.
     graphql_max_batch: int = Field(default=0, ge=0)

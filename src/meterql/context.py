@@ -9,6 +9,7 @@ from datetime import datetime
 import strawberry
 
 from meterql.auth import authenticate, require_scope
+from meterql.budget import PointBudget
 from meterql.config import Settings
 from meterql.db.accounts import TokenGrant
 from meterql.db.engine import AsyncConnection, Database, SharedReads
@@ -44,9 +45,15 @@ class Context:
     facts: RequestFacts = field(default_factory=RequestFacts)
     # DataLoaders of this request alone (``meterql.loaders``), made with it.
     loaders: Loaders = field(init=False, repr=False, compare=False)
+    # Series points every ``usage`` answer of this request may still return
+    # (``meterql.budget``), from ``graphql_max_series_points``.
+    points: PointBudget = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loaders", Loaders(self))
+        object.__setattr__(
+            self, "points", PointBudget(self.settings.graphql_max_series_points)
+        )
 
     @property
     def account_id(self) -> str:

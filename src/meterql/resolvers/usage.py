@@ -123,6 +123,8 @@ async def usage(
 ) -> Usage:
     context = info.context.require("read")
     plan = usage_plan(context, date_range, days, tz, granularity)
+    context.points.check(len(plan.buckets))
     async with context.read() as connection:
         found = await series.usage_series(connection, context.account_id, plan, group_by)
+    context.points.spend(len(plan.buckets) * max(1, len(found.keys)))
     return to_usage(plan, group_by, found)
