@@ -91,6 +91,14 @@ def epoch_hour(moment: datetime) -> int:
     return (moment - EPOCH) // HOUR
 
 
+QUARTER = timedelta(minutes=15)
+
+
+def epoch_quarter(moment: datetime) -> int:
+    """The quarter hour an aware instant falls in, counted from 1970-01-01T00:00Z (floor)."""
+    return (moment - EPOCH) // QUARTER
+
+
 def hour_start(hour: int) -> datetime:
     return EPOCH + hour * HOUR
 

@@ -49,10 +49,11 @@ from meterql.db.tables import (
     UsageInstanceHour,
     UsageInstanceModelHour,
     UsageModelDay,
+    UsageQuarterHour,
 )
 from meterql.db.types import UTCDateTime
 from meterql.money import NANOS_PER_USD
-from meterql.windows import epoch_hour
+from meterql.windows import epoch_hour, epoch_quarter
 
 MEASURES = ("requests", "tokens_in", "tokens_out", "cost_usd", "cost_nanos")
 
@@ -92,6 +93,7 @@ _ROLLUPS = (
     _rollup(UsageModelDay, ("day", "model"), lambda r: (r["day"], r["model"])),
     _rollup(UsageInstanceModelHour, ("hour", "instance_id", "model"),
             lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"], r["model"])),
+    _rollup(UsageQuarterHour, ("quarter",), lambda r: (epoch_quarter(r["occurred_at"]),)),
 )
 
 
@@ -273,18 +275,23 @@ async def _last_seen(
 
 _EVENTS = _table(UsageEvent).c
 _NANOS = literal(NANOS_PER_USD)
-_HOUR_SECONDS = literal(3600)
 
 
-def _sqlite_epoch_hour(instant: ColumnElement[Any]) -> ColumnElement[int]:
-    """``windows.epoch_hour`` of a stored SQLite timestamp, floored before 1970 too."""
+def _sqlite_epoch_slot(instant: ColumnElement[Any], length: int) -> ColumnElement[int]:
+    """Slots of ``length`` seconds since 1970 of a stored SQLite timestamp, floored."""
     # The stored text is 'YYYY-MM-DD HH:MM:SS.ffffff'. Its first 19 characters
     # are the whole second: SQLite's date functions would round the fraction
     # to milliseconds, and .9999995 s to the next second, even the next hour.
     # SQL's % truncates toward zero, so the remainder is made positive for
     # instants before 1970.
     seconds = cast(func.strftime("%s", func.substr(instant, 1, 19)), Integer)
-    return (seconds - (seconds % _HOUR_SECONDS + _HOUR_SECONDS) % _HOUR_SECONDS) // _HOUR_SECONDS
+    slot = literal(length)
+    return (seconds - (seconds % slot + slot) % slot) // slot
+
+
+def _sqlite_epoch_hour(instant: ColumnElement[Any]) -> ColumnElement[int]:
+    """``windows.epoch_hour`` of a stored SQLite timestamp, floored before 1970 too."""
+    return _sqlite_epoch_slot(instant, 3600)
 
 
 def _sqlite_day(instant: ColumnElement[Any]) -> ColumnElement[Any]:
@@ -303,6 +310,7 @@ _SQL_KEYS: tuple[tuple[BulkInsert, tuple[ColumnElement[Any], ...]], ...] = tuple
             (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.instance_id),
             (_EVENTS.day, _EVENTS.model),
             (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.instance_id, _EVENTS.model),
+            (_sqlite_epoch_slot(_EVENTS.occurred_at, 900),),
         ),
         strict=True,
     )

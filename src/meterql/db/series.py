@@ -17,10 +17,15 @@ Asia/Kathmandu, Lord Howe) the minutes between that hour and ``b`` from the
 events themselves, an index range of at most half an hour. A 90-day daily
 series in Berlin reads 90 day rows and 91 hours, whatever the events.
 
-Hourly buckets read the hour rollup grouped by hour, or, when the zone's
-hours do not start on UTC hours, the events of the range grouped in SQL by
-slots of the largest length that divides every bucket (half or quarter
-hours): a scan of the range's events, the one case that reads them all.
+An ungrouped, unfiltered series reads the account's quarter hours for its
+corrections instead (every zone in use today is a whole number of quarter
+hours from UTC): a few rows per edge and never an event, in Kolkata too.
+
+Hourly buckets read the hour rollup grouped by hour (ungrouped: the quarter
+hours, grouped into slots), or, grouped in a zone whose hours do not start
+on UTC hours, the events of the range grouped in SQL by slots of the largest
+length that divides every bucket (half or quarter hours): a scan of the
+range's events, the one case that reads them all.
 
 Everything is one statement (a ``UNION ALL`` of the parts, the spans passed
 as ``VALUES``); Python only adds each row into its bucket: O(rows), and the
@@ -70,6 +75,7 @@ from meterql.db.tables import (
     UsageInstanceHour,
     UsageInstanceModelHour,
     UsageModelDay,
+    UsageQuarterHour,
 )
 from meterql.db.types import UTCDateTime
 from meterql.money import NANOS_PER_USD
@@ -81,12 +87,14 @@ INSTANCES = Instance.__table__.c
 
 _DAY = 86_400
 _HOUR = 3_600
+_QUARTER = 900
 _EPOCH_DAY = EPOCH.date()
 
 # Row kinds of the union: a day of a day rollup, a slot (hour or shorter)
 # counted from the coarse part's base, a boundary's correction from the hour
 # rollup and from the events.
-_DAY_ROW, _SLOT_ROW, _HOURS_ROW, _EVENTS_ROW = 0, 1, 2, 3
+_DAY_ROW, _SLOT_ROW, _HOURS_ROW, _EVENTS_ROW, _QUARTERS_ROW = 0, 1, 2, 3, 4
+QUARTERS = UsageQuarterHour.__table__
 
 
 class GroupBy(enum.Enum):
@@ -245,6 +253,18 @@ def _hourly(
     first, last = bounds[0], bounds[-1]
     _, hours = _tables(group_by, filters)
     slot = gcd(_HOUR, *(b - first for b in bounds))
+    if _whole_account(group_by, filters) and all(b % _QUARTER == 0 for b in bounds):
+        # The account's quarter hours: 4 rows an hour, whatever the instances,
+        # and exact in every zone of today (offsets are whole quarters).
+        q = QUARTERS.c
+        index = ((q.quarter - _inline(first // _QUARTER)) // _inline(slot // _QUARTER)).label(
+            "idx")
+        part = _part(
+            _SLOT_ROW, index, cast(null(), Date), q, QUARTERS, _sums(q),
+            [q.account_id == account_id, q.quarter >= first // _QUARTER,
+             q.quarter < last // _QUARTER], group_by, filters, [index],
+        )
+        return _Query([part], bounds, first, slot)
     if slot == _HOUR and first % _HOUR == 0:
         h = hours.c
         part = _part(
@@ -266,6 +286,11 @@ def _hourly(
         group_by, filters, [index],
     )
     return _Query([part], bounds, first, slot)
+
+
+def _whole_account(group_by: GroupBy | None, filters: _Filters) -> bool:
+    """Whether the account's own rollups (no instance, no model) can answer."""
+    return group_by is None and filters.instance_ids is None and filters.models is None
 
 
 def _inline(number: int) -> BindParameter[int]:
@@ -312,8 +337,18 @@ def _daily(
         ))
     hour_spans: list[tuple[int, int, int]] = []
     instant_spans: list[tuple[int, Any, Any]] = []
+    quarter_spans: list[tuple[int, int, int]] = []
     signs: dict[tuple[int, int], int] = {}
+    whole_account = _whole_account(group_by, filters)
     for n, (bound, anchor) in enumerate(zip(bounds, anchors, strict=True)):
+        if whole_account and bound % _QUARTER == 0:
+            # Ungrouped: C(b) from the account's quarter hours alone, at most
+            # 48 rows, and no events even where b is at :30 or :45.
+            if bound != anchor:
+                low, high = sorted((bound, anchor))
+                signs[(_QUARTERS_ROW, n)] = 1 if bound > anchor else -1
+                quarter_spans.append((n, low // _QUARTER, high // _QUARTER))
+            continue
         # C(b) = usage[A, R) + usage[R, b), signed, with R the whole hour
         # nearest to b: whole hours from the rollup, and at most half an hour
         # of events (a quarter in Kathmandu, where b is at :15).
@@ -335,6 +370,16 @@ def _daily(
             spans.join(hours, and_(h.account_id == account_id, h.hour >= spans.c.lo,
                                    h.hour < spans.c.hi)),
             _sums(h), [], group_by, filters, [spans.c.idx],
+        ))
+    if quarter_spans:
+        spans = values(column("idx", Integer), column("lo", BigInteger),
+                       column("hi", BigInteger), name="quarter_spans").data(quarter_spans).cte()
+        q = QUARTERS.c
+        parts.append(_part(
+            _QUARTERS_ROW, spans.c.idx, cast(null(), Date), q,
+            spans.join(QUARTERS, and_(q.account_id == account_id, q.quarter >= spans.c.lo,
+                                      q.quarter < spans.c.hi)),
+            _sums(q), [], group_by, filters, [spans.c.idx],
         ))
     if instant_spans:
         spans = values(column("idx", Integer), column("lo", UTCDateTime()),
@@ -387,7 +432,7 @@ async def usage_series(
         if per_bucket is None:
             per_bucket = sums[key] = [[0, 0, 0, 0, 0] for _ in range(count)]
         amounts = [int(v or 0) for v in row]
-        if kind in (_HOURS_ROW, _EVENTS_ROW):
+        if kind in (_HOURS_ROW, _EVENTS_ROW, _QUARTERS_ROW):
             assert query.signs is not None
             sign = query.signs[(kind, index)]
             if index > 0:  # the end of the bucket before: + C(b)

@@ -248,6 +248,24 @@ class UsageInstanceModelHour(_Sums, Base):
     model: Mapped[str] = mapped_column(ID, primary_key=True)
 
 
+class UsageQuarterHour(_Sums, Base):
+    """Usage of an account per UTC quarter hour: zone-exact series without the events.
+
+    Every zone in use today is a whole number of quarter hours from UTC, so a
+    local day or hour, in Kolkata (+5:30) and Kathmandu (+5:45) too, starts on
+    a quarter. An ungrouped series then corrects its days at their edges from
+    here (``db/series.py``) instead of reading the events of the half hour
+    around each edge, whose number grows with the tenant's traffic. ``quarter``
+    counts quarter hours since the Unix epoch, floored.
+    """
+
+    __tablename__ = "usage_quarter_hours"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    quarter: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
 class EndUser(Base):
     """Each end user of an account and the instant of their latest event.
 
