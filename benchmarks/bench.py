@@ -7,6 +7,17 @@ response) and the naive answer (hand-written SQL aggregates over
 usage_events, see exact.py). Before anything is timed, and before live ingest
 writes, every sampled route's body is checked against the naive SQL's rows.
 
+Beside the /v1 routes, the GraphQL-only queries of issue 8 (``graphql_only``:
+``usage`` over 90 local days in Europe/Berlin and Asia/Kolkata, the Berlin one
+by model, and the pages ``docs/queries/billing-page.graphql`` and
+``metrics-page.graphql``, read at each run with their own operation name) are
+timed over POST /graphql, against the floor (answering by operation name)
+and, for the ``usage`` series, a naive aggregate per UTC hour or half hour
+bucketed into local days in Python. Their answers are walked field by field
+against a reference (``references``): the naive answer for ``usage``, the
+/v1 route's body for a page's twin fields, /v1/billing and the tenant for
+``viewer``.
+
 The whole matrix (issue 5), results in benchmarks/results/, then the docs:
 
     python benchmarks/bench.py --sizes 100000,300000,1000000 \\
@@ -17,6 +28,11 @@ One size on one backend, or only re-render docs/performance.md:
     python benchmarks/bench.py --events 100000 --backend postgresql \\
         --pg-url postgresql://postgres@127.0.0.1:5432/test
     python benchmarks/bench.py --write-docs
+
+A smoke run, its results kept out of benchmarks/results/:
+
+    python benchmarks/bench.py --events 20000 --requests 20 --naive-runs 3 \\
+        --ingest-batches 2 --results /tmp/meterql-smoke
 """
 
 from __future__ import annotations
@@ -38,20 +54,41 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
 from dataset import BIG, INSTANCES, MODELS, SMALL_EVENTS, Tenant, write_tenant
-from exact import DAYS, NAIVE, bounds, check, check_pricing, plain
+from exact import (
+    DAYS,
+    NAIVE,
+    TWINS,
+    Walk,
+    bounds,
+    camel_keys,
+    check,
+    check_pricing,
+    day_start,
+    expected_usage,
+    parse_operation,
+    plain,
+    twin_route,
+    usage_days,
+    usage_slot,
+    usage_sql,
+)
+from graphql import GraphQLError
 from report import write_docs
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DOCUMENTS = HERE.parent / "src" / "meterql" / "rest_compat" / "documents"
+PAGES = HERE.parent / "docs" / "queries"
 
 # (route, GraphQL document, variables). The naive SQL of each route that has
 # one is in exact.NAIVE.
@@ -65,6 +102,74 @@ ROUTES: list[tuple[str, str, dict[str, int]]] = [
     ("/v1/billing/usage", "billing_usage", {}),
     (f"/v1/billing/usage/chart?days={DAYS}", "billing_usage_chart", {"days": DAYS}),
 ]
+
+
+_USAGE = """
+    from to timeZone
+    totals { requests tokensIn tokensOut totalTokens estimatedCostUsd }
+    series { start end requests tokensIn tokensOut estimatedCostUsd }"""
+_USAGE_BY_MODEL = """
+    from to timeZone groupBy
+    totals { requests tokensIn tokensOut totalTokens estimatedCostUsd }
+    groups { key requests tokensIn tokensOut totalTokens estimatedCostUsd }
+    series {
+      start end requests tokensIn tokensOut estimatedCostUsd
+      groups { key requests tokensIn tokensOut estimatedCostUsd }
+    }"""
+
+
+@dataclass(frozen=True)
+class Query:
+    """A GraphQL-only query (issue 8): no /v1 route, so measured by its GraphQL answer.
+
+    ``naive`` (zone, days, groupBy) names the aggregate timed as its naive
+    yardstick; pages have none (their parts are the routes', timed there).
+    """
+
+    name: str
+    operation: str
+    text: str
+    source: str
+    naive: tuple[str, int, str | None] | None = None
+
+    def request(self) -> dict[str, Any]:
+        return {"query": self.text, "operationName": self.operation}
+
+
+def _usage_query(name: str, operation: str, tz: str, group_by: str | None) -> Query:
+    arguments = f'days: {DAYS}, tz: "{tz}", granularity: DAY'
+    arguments += f", groupBy: {group_by}" if group_by else ""
+    text = (f"query {operation} {{\n  usage({arguments}) {{"
+            f"{_USAGE_BY_MODEL if group_by else _USAGE}\n  }}\n}}\n")
+    return Query(name, operation, text, "benchmarks/bench.py", (tz, DAYS, group_by))
+
+
+def _page(path: Path) -> Query:
+    """A page's document, read from ``docs/queries/``; its operation name is its own."""
+    if not path.exists():
+        raise SystemExit(f"{path.relative_to(HERE.parent)} is missing: the page to measure")
+    text = path.read_text(encoding="utf-8")
+    try:
+        _, operation = parse_operation(text)
+    except (ValueError, GraphQLError) as why:
+        raise SystemExit(f"{path.relative_to(HERE.parent)}: {why}") from None
+    assert operation.name is not None
+    name = operation.name.value
+    return Query(name, name, text, str(path.relative_to(HERE.parent)))
+
+
+def graphql_only() -> list[Query]:
+    """The GraphQL-only queries of issue 8, pages read from disk at each run."""
+    return [
+        _usage_query(f"usage days={DAYS} DAY Europe/Berlin", "UsageBerlin", "Europe/Berlin",
+                     None),
+        _usage_query(f"usage days={DAYS} DAY Asia/Kolkata", "UsageKolkata", "Asia/Kolkata",
+                     None),
+        _usage_query(f"usage days={DAYS} DAY Europe/Berlin by MODEL", "UsageBerlinByModel",
+                     "Europe/Berlin", "MODEL"),
+        _page(PAGES / "billing-page.graphql"),
+        _page(PAGES / "metrics-page.graphql"),
+    ]
 
 
 def free_port() -> int:
@@ -224,23 +329,175 @@ async def _naive_postgresql(url: str, plan: dict[str, tuple[datetime, datetime]]
         await connection.close()
 
 
+def run_usage_naive(backend: str, url: str, tenant: Tenant, tz: str, days: tuple[date, date],
+                    group_by: str | None, runs: int, instance: str | None = None,
+                    model: str | None = None) -> dict[str, Any]:
+    """``usage(...)``'s naive answer, ``runs + 1`` times (the first warms caches).
+
+    Each sample is the statement (rows fetched) plus the bucketing into local
+    days in Python: both are the hand-written answer. Returns the samples
+    (first dropped unless it is the only one) and the last answer.
+    """
+    first, last = days
+    sql = usage_sql(backend, usage_slot(tz, first, last), group_by, instance, model)
+    zone = ZoneInfo(tz)
+    start, end = (day_start(day, zone).astimezone(UTC)
+                  for day in (first, last + timedelta(days=1)))
+    extra = [value for value in (instance, model) if value is not None]
+
+    def answer(rows: list[Any]) -> dict[str, Any]:
+        return expected_usage([plain(row) for row in rows], tz, first, last, group_by, tenant)
+
+    samples, found = [], {}
+    if backend == "sqlite":
+        connection = sqlite3.connect(url)
+        window = [moment.strftime("%Y-%m-%d %H:%M:%S.%f") for moment in (start, end)]
+        try:
+            for _ in range(runs + 1):
+                started = time.perf_counter()
+                found = answer(connection.execute(sql, [BIG, *window, *extra]).fetchall())
+                samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            connection.close()
+        return {"samples": samples[1:] or samples, "answer": found}
+
+    async def on_postgresql() -> dict[str, Any]:
+        connection = await asyncpg.connect(url)
+        try:
+            statement = await connection.prepare(sql)
+            for _ in range(runs + 1):
+                started = time.perf_counter()
+                found = answer(await statement.fetch(BIG, start, end, *extra))
+                samples.append((time.perf_counter() - started) * 1000)
+        finally:
+            await connection.close()
+        return {"samples": samples[1:] or samples, "answer": found}
+
+    return asyncio.run(on_postgresql())
+
+
+_TIER = ("apiCallLimit", "billingCycle", "conversationLimit", "instanceLimit",
+         "maxSitesPerNode", "planName", "priceCents", "productName", "tierId", "tierSlug",
+         "tokenAllowance")
+
+
+def references(client: httpx.Client, tenant: Tenant, backend: str, naive_url: str,
+               now: datetime) -> dict[str, Any]:
+    """What a GraphQL-only answer is checked against, field by field (see ``exact.Walk``).
+
+    - a /v1 route's twin field (``billing``, ``usageChart(days: 30)``...): that
+      route's body read over REST with the same arguments;
+    - ``usage(...)``, at the root, on ``viewer``, an instance or a model: the
+      naive SQL bucketed into local days (DAY only; other grains unchecked);
+    - ``viewer``: its plan and subscriptions against ``/v1/billing``'s plan,
+      its instances and models against the tenant the harness wrote.
+    """
+    bodies: dict[str, Any] = {}
+    naive: dict[tuple[Any, ...], Any] = {}
+
+    def rest(route: str) -> Any:
+        if route not in bodies:
+            bodies[route] = camel_keys(client.get(route).json())
+        return bodies[route]
+
+    def twin(field: str) -> Callable[[dict[str, Any]], Any]:
+        return lambda arguments: rest(twin_route(field, arguments))
+
+    def usage(arguments: dict[str, Any], instance: str | None = None,
+              model: str | None = None) -> Any:
+        if (arguments.get("granularity") or "DAY") != "DAY":
+            raise NotImplementedError("a grain other than DAY")
+        tz, span = arguments.get("tz") or "UTC", arguments.get("range")
+        days = usage_days(tz, now, arguments.get("days"),
+                          *((date.fromisoformat(span["from"]), date.fromisoformat(span["to"]))
+                            if span else ()))
+        key = (tz, days, arguments.get("groupBy"), instance, model)
+        if key not in naive:
+            naive[key] = run_usage_naive(backend, naive_url, tenant, tz, days, key[2], 0,
+                                         instance, model)["answer"]
+        return naive[key]
+
+    def subscriptions(_: dict[str, Any]) -> list[dict[str, Any]]:
+        plan = rest("/v1/billing")["plan"]
+        return [{**{key: plan[key] for key in ("tierId", "status", "currentPeriodStart",
+                                                "currentPeriodEnd", "trialEndsAt",
+                                                "trialDaysRemaining")},
+                 "live": True, "tier": {key: plan[key] for key in _TIER}}]
+
+    def instances(arguments: dict[str, Any]) -> dict[str, Any]:
+        if arguments.get("after"):
+            raise NotImplementedError("a page after a cursor")
+        status = arguments.get("status")
+        ids = sorted(i for i, (_, state) in tenant.instances.items()
+                     if status is None or state == status)
+        return {"totalCount": len(ids), "edges": [
+            {"node": {"id": i, "hostname": tenant.instances[i][0],
+                      "status": tenant.instances[i][1], "usage": partial(usage, instance=i)}}
+            for i in ids[:arguments.get("first", 50)]]}
+
+    viewer = {
+        "accountId": BIG, "plan": lambda _: rest("/v1/billing")["plan"],
+        "subscriptions": subscriptions, "instances": instances, "usage": usage,
+        "models": lambda _: [{"name": m, "provider": tenant.models[m][0],
+                              "usage": partial(usage, model=m)} for m in sorted(tenant.models)],
+    }
+    return {**{field: twin(field) for field in TWINS}, "usage": usage, "viewer": viewer}
+
+
+def check_query(query: Query, answer: dict[str, Any], reference: dict[str, Any],
+                limit: int = 10) -> dict[str, Any]:
+    """One GraphQL-only answer walked along its document against ``references``."""
+    body = answer["json"] or {}
+    if answer["status"] != 200 or "errors" in body or not body.get("data"):
+        return {"exact": False, "mismatch_count": 1, "checked": 0, "unchecked": [],
+                "mismatches": [{"at": "errors", "route": json.dumps(body.get("errors"))[:300],
+                                "naive": f"status 200, no errors (was {answer['status']})"}]}
+    document, operation = parse_operation(query.text)
+    walk = Walk(document, operation)
+    walk.walk(operation.selection_set, body["data"], reference, "")
+    return {"exact": not walk.mismatches and walk.checked > 0,
+            "mismatches": walk.mismatches[:limit], "mismatch_count": len(walk.mismatches),
+            "checked": walk.checked, "unchecked": walk.unchecked}
+
+
+def local_days(now: datetime, queries: list[Query]) -> tuple[date, ...]:
+    """Today in UTC and in every zone the queries name: a snapshot stays within all."""
+    zones = sorted({"UTC", *(q.naive[0] for q in queries if q.naive)})
+    return tuple(now.astimezone(ZoneInfo(zone)).date() for zone in zones)
+
+
 def graphql_request(document: str, variables: dict[str, int]) -> dict[str, Any]:
     query = (DOCUMENTS / f"{document}.graphql").read_text()
     return {"query": query, "variables": variables}
 
 
-def snapshot(client: httpx.Client, tenant: Tenant, backend: str,
-             naive_url: str) -> tuple[date, dict[str, Any], dict[str, Any], int]:
+def snapshot(client: httpx.Client, tenant: Tenant, backend: str, naive_url: str,
+             queries: list[Query]) -> tuple[date, dict[str, Any], dict[str, Any], dict[str, Any],
+                                            dict[str, Any], int]:
     """Every route's body (REST and GraphQL) and the naive rows, within one UTC day.
 
     Taken while nothing writes (before live ingest), so the bodies and the
     rows see the same events. The server's "today" and the naive window must
-    be the same UTC day: if midnight passes during the snapshot, it is taken
-    again.
+    be the same UTC day (and the same local day in the zones the GraphQL-only
+    queries name): if midnight passes during the snapshot, it is taken again.
+    The GraphQL-only answers are checked here, their references read in the
+    same day.
     """
     for attempt in range(1, 4):
-        today = datetime.now(UTC).date()
-        captured = {}
+        now = datetime.now(UTC)
+        today, days = now.date(), local_days(now, queries)
+        captured, extra = {}, {}
+        for query in queries:
+            response = client.post("/graphql", json=query.request())
+            extra[query.name] = {
+                "status": response.status_code, "body": response.content.decode(),
+                "content_type": response.headers.get("content-type"),
+                "content_length": response.headers.get("content-length"),
+                "json": response.json() if response.is_success else None,
+            }
+        reference = references(client, tenant, backend, naive_url, now)
+        verdicts = {query.name: check_query(query, extra[query.name], reference)
+                    for query in queries}
         for route, document, variables in ROUTES:
             rest = client.get(route)
             graphql = client.post("/graphql", json=graphql_request(document, variables))
@@ -252,14 +509,17 @@ def snapshot(client: httpx.Client, tenant: Tenant, backend: str,
             }
         plan = {route: bounds(route, today, tenant) for route in NAIVE}
         rows = run_naive(backend, naive_url, plan, runs=0)
-        if datetime.now(UTC).date() == today:
-            return today, captured, rows, attempt
+        if local_days(datetime.now(UTC), queries) == days:
+            return today, captured, rows, extra, verdicts, attempt
     raise SystemExit("the snapshot crossed UTC midnight three times running")
 
 
 def check_exactness(today: date, captured: dict[str, Any], rows: dict[str, Any],
-                    tenant: Tenant) -> dict[str, Any]:
-    """Sampled routes against the naive rows; every GraphQL twin against its REST body."""
+                    tenant: Tenant, verdicts: dict[str, Any]) -> dict[str, Any]:
+    """Sampled routes against the naive rows; every GraphQL twin against its REST body.
+
+    ``verdicts`` are the GraphQL-only queries', taken in ``snapshot``.
+    """
     routes = {}
     for route in NAIVE:
         answer = captured[route]
@@ -276,9 +536,10 @@ def check_exactness(today: date, captured: dict[str, Any], rows: dict[str, Any],
                                and data.get("body") == json.loads(answer["body"]))
     pricing = check_pricing(rows[f"/v1/metrics/models?days={DAYS}"]["rows"][0], tenant)
     return {"today": today.isoformat(), "routes": routes, "graphql_same": graphql_same,
-            "pricing": pricing,
+            "pricing": pricing, "graphql_only": verdicts,
             "all_exact": (all(v["exact"] for v in routes.values()) and pricing["exact"]
-                          and all(graphql_same.values()))}
+                          and all(graphql_same.values())
+                          and all(v["exact"] for v in verdicts.values()))}
 
 
 def ingest_batches(count: int, size: int, now: datetime) -> list[bytes]:
@@ -316,11 +577,13 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {tenant.read_token}"}
     serve = [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port)]
+    queries = graphql_only()
     with process(serve, env, workdir / "serve.log") as child:
         wait_ready(f"{base}/v1/billing/trial-status", auth, child)
         with httpx.Client(base_url=base, headers=auth, timeout=120) as client:
-            today, captured, rows, attempts = snapshot(client, tenant, backend, naive_url)
-            exactness = {**check_exactness(today, captured, rows, tenant),
+            today, captured, rows, extra, verdicts, attempts = snapshot(
+                client, tenant, backend, naive_url, queries)
+            exactness = {**check_exactness(today, captured, rows, tenant, verdicts),
                          "snapshot_attempts": attempts}
             results: dict[str, Any] = {}
             for route, document, variables in ROUTES:
@@ -332,15 +595,36 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
                     "graphql": timed(partial(client.post, "/graphql", json=request),
                                      args.warmup, args.requests),
                 }
+            only: dict[str, Any] = {}
+            for query in queries:
+                only[query.name] = {
+                    "operation": query.operation, "source": query.source,
+                    "capture": {key: extra[query.name][key]
+                                for key in ("status", "content_type", "content_length")},
+                    "graphql": timed(partial(client.post, "/graphql", json=query.request()),
+                                     args.warmup, args.requests),
+                }
         plan = {route: bounds(route, today, tenant) for route in NAIVE}
         for route, naive in run_naive(backend, naive_url, plan, args.naive_runs).items():
             results[route]["naive"] = {"median_ms": statistics.median(naive["samples"]),
                                        "statements": len(NAIVE[route][1])}
+        for query in queries:
+            if query.naive:
+                tz, days, group_by = query.naive
+                naive = run_usage_naive(backend, naive_url, tenant, tz,
+                                        usage_days(tz, datetime.now(UTC), days), group_by,
+                                        args.naive_runs)
+                only[query.name]["naive"] = {"median_ms": statistics.median(naive["samples"]),
+                                             "statements": 1}
         ingest = measure_ingest(base, tenant.ingest_token,
                                 ingest_batches(args.ingest_batches, 1_000, datetime.now(UTC)))
     server_log = (workdir / "serve.log").read_text(errors="replace")
     bodies = {route: {key: answer[key] for key in ("status", "body", "content_type")}
               for route, answer in captured.items()}
+    # GraphQL-only answers: the floor answers POST /graphql by operation name.
+    bodies |= {f"graphql:{query.operation}": {key: extra[query.name][key]
+                                              for key in ("status", "body", "content_type")}
+               for query in queries}
     (workdir / "bodies.json").write_text(json.dumps(bodies))
     floor_port = free_port()
     floor = [sys.executable, str(HERE / "floor.py"), str(workdir / "bodies.json"), str(floor_port)]
@@ -353,7 +637,13 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
                     **timed(partial(client.get, route), args.warmup, args.requests),
                     "same_response": same_response(client.get(route), captured[route]),
                 }
-    return {"routes": results, "exactness": exactness, "ingest": ingest,
+            for query in queries:
+                ask = partial(client.post, "/graphql", json=query.request())
+                only[query.name]["floor"] = {
+                    **timed(ask, args.warmup, args.requests),
+                    "same_response": same_response(ask(), extra[query.name]),
+                }
+    return {"routes": results, "graphql_only": only, "exactness": exactness, "ingest": ingest,
             "server_tracebacks": server_log.count("Traceback")}
 
 
@@ -404,7 +694,7 @@ def profile_route(route: str, url: str, tenant: Tenant, args: argparse.Namespace
             return profiler, samples, failures
 
     profiler, samples, failures = asyncio.run(main())
-    path = RESULTS / f"profile-{backend}-{tenant.events}.txt"
+    path = args.results / f"profile-{backend}-{tenant.events}.txt"
     header = (f"# pyinstrument profile of GET {route}: {backend}, {tenant.events:,} events,\n"
               f"# {len(samples)} in-process requests (ASGITransport, no HTTP server), "
               f"median {statistics.median(samples):.2f} ms, {failures} failed\n"
@@ -487,14 +777,26 @@ def print_table(result: dict[str, Any]) -> None:
               f"{'-' if verdict is None else ('yes' if verdict else 'NO')}{same}")
         for wrong in exact["routes"].get(route, {}).get("mismatches", [])[:3]:
             print(f"    {wrong['at']}: route {wrong['route']!r}, naive {wrong['naive']!r}")
+    for name, row in result.get("graphql_only", {}).items():
+        naive = row.get("naive", {}).get("median_ms")
+        verdict = exact.get("graphql_only", {}).get(name, {})
+        same = "" if row["floor"]["same_response"] else " (floor differs)"
+        unchecked = ", ".join(verdict.get("unchecked", []))
+        print(f"{name[:34]:34} {'-':>9} {row['graphql']['p99_ms']:8.2f} "
+              f"{row['graphql']['median_ms']:8.2f} {row['floor']['median_ms']:7.2f} "
+              f"{row['graphql']['median_ms'] / row['floor']['median_ms']:6.1f} "
+              f"{'-' if naive is None else f'{naive:.2f}':>8} {row['graphql']['failures']:5} "
+              f"{'yes' if verdict.get('exact') else 'NO'} ({verdict.get('checked', 0)} values"
+              f"{', unchecked: ' + unchecked if unchecked else ''}){same}")
+        for wrong in verdict.get("mismatches", [])[:3]:
+            print(f"    {wrong['at']}: answer {wrong['route']!r}, reference {wrong['naive']!r}")
     imported, ingest = result["import"], result["ingest"]
     print(f"import: {imported['events_per_s']:,.0f} events/s, peak RSS "
           f"{imported['peak_rss_mib']:.0f} MiB; ingest: {ingest['events_per_s']:,.0f} events/s; "
           f"stored cost = own pricing: {exact['pricing']['exact']}; "
           f"all exact: {exact['all_exact']}")
     if "profile" in result:
-        print(f"profile of {result['profile']['route']}: "
-              f"benchmarks/results/{result['profile']['file']}")
+        print(f"profile of {result['profile']['route']}: {result['profile']['file']}")
 
 
 def main() -> int:
@@ -515,6 +817,9 @@ def main() -> int:
     parser.add_argument("--profile-requests", type=int, default=300)
     parser.add_argument("--server-env", action="append", metavar="METERQL_KEY=VALUE",
                         help="a setting for meterql's processes (recorded with the result)")
+    parser.add_argument("--results", type=Path, default=RESULTS,
+                        help="where result files go (a smoke run's elsewhere: --write-docs "
+                        "renders benchmarks/results/ only)")
     parser.add_argument("--write-docs", action="store_true",
                         help="render docs/performance.md from benchmarks/results/*.json")
     args = parser.parse_args()
@@ -527,14 +832,14 @@ def main() -> int:
     if not sizes and not args.write_docs:
         parser.error("give --events, --sizes or --write-docs")
     server_env(args)
-    RESULTS.mkdir(exist_ok=True)
+    args.results.mkdir(parents=True, exist_ok=True)
     for backend in backends:
         for events in sizes:
             result = run_size(events, backend, args)
-            path = RESULTS / f"{backend}-{events}.json"
+            path = args.results / f"{backend}-{events}.json"
             path.write_text(json.dumps(result, indent=2) + "\n")
             print_table(result)
-            print(f"wrote {path.relative_to(HERE.parent)}")
+            print(f"wrote {path}")
     if args.write_docs:
         docs, count = write_docs(HERE.parent)
         print(f"wrote {docs.relative_to(HERE.parent)} from {count} result files")

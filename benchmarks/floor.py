@@ -5,6 +5,10 @@ server, same log level, one process), so the difference between the two is
 what meterql itself costs per request: auth, GraphQL, SQL, serialisation.
 
     python benchmarks/floor.py BODIES.json PORT
+
+BODIES.json maps ``/path?query`` to a GET's captured answer, and
+``graphql:OperationName`` to the answer of a POST /graphql naming that
+operation (the GraphQL-only queries of issue 8, which have no route).
 """
 
 from __future__ import annotations
@@ -24,8 +28,11 @@ from starlette.routing import Route
 def build(captured: dict[str, dict[str, Any]]) -> Starlette:
     """One catch-all route: the key is the path plus its query string.
 
-    Each answer repeats what meterql sent: its status, its bytes, and its
-    content type verbatim (Starlette then adds the same content-length).
+    A POST to /graphql is keyed by the ``operationName`` of its JSON body
+    instead: the floor reads and parses the request, as any GraphQL server
+    must, and does nothing else. Each answer repeats what meterql sent: its
+    status, its bytes, and its content type verbatim (Starlette then adds the
+    same content-length).
     """
     answers = {
         key: (answer["body"].encode(), answer["status"], answer["content_type"])
@@ -33,7 +40,10 @@ def build(captured: dict[str, dict[str, Any]]) -> Starlette:
     }
 
     async def answer(request: Request) -> Response:
-        key = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        if request.method == "POST" and request.url.path == "/graphql":
+            key = f"graphql:{json.loads(await request.body()).get('operationName')}"
+        else:
+            key = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         found = answers.get(key)
         if found is None:
             return Response(status_code=404)

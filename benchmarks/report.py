@@ -4,9 +4,10 @@ The document is generated, never edited by hand, so its figures are always
 the ones a results file holds and the command that produced them. Every
 verdict in it is computed here from those figures. Results files written
 before the exactness check covered every route (only the summary was
-compared then) still render; what they did not check shows as such. The
-load test's files (``load-*.json``, ``"kind": "load"``) get a section of
-their own.
+compared then) still render; what they did not check shows as such. So do
+files written before the GraphQL-only queries of issue 8 were measured
+(``"graphql_only"``): their targets read "not measured yet". The load
+test's files (``load-*.json``, ``"kind": "load"``) get a section of their own.
 """
 
 from __future__ import annotations
@@ -68,7 +69,59 @@ def _all_exact(result: dict[str, Any]) -> bool:
 
 
 def _failures(row: dict[str, Any]) -> int:
-    return int(row["rest"]["failures"] + row["graphql"]["failures"])
+    """A route's failed requests (REST and GraphQL), or a GraphQL-only query's."""
+    return int(row.get("rest", {}).get("failures", 0) + row["graphql"]["failures"])
+
+
+def _only(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The GraphQL-only queries of issue 8 (none in older files)."""
+    return dict(result.get("graphql_only", {}))
+
+
+def _only_exact(result: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return dict(result["exactness"].get("graphql_only", {}))
+
+
+def _only_section(result: dict[str, Any]) -> list[str]:
+    """The GraphQL-only queries of one run: timings, yardsticks, exactness."""
+    only, exact = _only(result), _only_exact(result)
+    if not only:
+        return []
+    lines = [
+        f"GraphQL-only queries (issue 8), `POST /graphql` with no REST route, "
+        f"{result['requests_per_route']} sequential requests each; *ratio* is the GraphQL "
+        "median over the floor's (the same answer served by `floor.py` for that operation "
+        "name); *naive* is one aggregate over `usage_events` per UTC hour (half hour in "
+        "Kolkata) plus the bucketing into local days in Python; *exact*: every value of the "
+        "answer equals its reference (the naive answer for `usage`, the `/v1` route's body "
+        "for a page's twin fields), *values* how many were compared.",
+        "",
+        "| query | GraphQL median | GraphQL p99 | floor median | floor p99 | ratio | "
+        "naive median | GraphQL / naive | failed | exact | values |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|",
+    ]
+    for name, row in only.items():
+        graphql, floor = row["graphql"], row["floor"]
+        naive = row.get("naive", {}).get("median_ms")
+        versus = "–" if naive is None else f"{graphql['median_ms'] / naive:.2f}×"
+        verdict = exact.get(name, {})
+        source = "" if row.get("source", "").endswith("bench.py") else f" ({row['source']})"
+        lines.append(
+            f"| `{name}`{source} | {_ms(graphql['median_ms'])} | {_ms(graphql['p99_ms'])} | "
+            f"{_ms(floor['median_ms'])} | {_ms(floor['p99_ms'])} | "
+            f"{graphql['median_ms'] / floor['median_ms']:.1f}× | {_ms(naive)} | {versus} | "
+            f"{graphql['failures']} | {_yes(verdict.get('exact'))} | "
+            f"{verdict.get('checked', 0):,} |")
+    lines.append("")
+    for name, verdict in exact.items():
+        if verdict.get("unchecked"):
+            lines += [f"- `{name}`: not compared (no reference): "
+                      + ", ".join(f"`{path}`" for path in verdict["unchecked"][:20])
+                      + (" …" if len(verdict["unchecked"]) > 20 else ""), ""]
+    for name, verdict in exact.items():
+        if not verdict["exact"]:
+            lines += _mismatch_table(name, verdict)
+    return lines
 
 
 def _size_section(result: dict[str, Any]) -> list[str]:
@@ -99,11 +152,12 @@ def _size_section(result: dict[str, Any]) -> list[str]:
             f"{_yes(_graphql_same(result, route))} |"
         )
     imported, ingest, exactness = result["import"], result["ingest"], result["exactness"]
-    failures = sum(_failures(row) for row in result["routes"].values())
+    failures = sum(_failures(row) for row in [*result["routes"].values(), *_only(result).values()])
     wrong = [route for route, verdict in exact.items() if not verdict["exact"]]
-    same = [row["floor"].get("same_response") for row in result["routes"].values()]
+    same = [row["floor"].get("same_response")
+            for row in [*result["routes"].values(), *_only(result).values()]]
+    lines += ["", *_only_section(result)]
     lines += [
-        "",
         f"- import (`meterql load`, {imported['file_mib']:.0f} MiB file): "
         f"**{imported['events_per_s']:,.0f} events/s** ({imported['seconds']:.1f} s), "
         f"peak RSS **{imported['peak_rss_mib']:.0f} MiB**",
@@ -169,7 +223,8 @@ def _growth_section(by_backend: dict[str, list[dict[str, Any]]]) -> list[str]:
         lines += [
             f"### {backend}", "",
             f"REST median (ms) at each size, and its growth {ratio} (the target is "
-            f"1M / 100k ≤ {GROWTH}×), for meterql and for the naive SQL.",
+            f"1M / 100k ≤ {GROWTH}×), for meterql and for the naive SQL; for the "
+            "GraphQL-only queries of issue 8 (rows *GraphQL*), the GraphQL median.",
             "",
             "| route | " + " | ".join(_size(n) for n in sizes) + f" | {ratio} | naive {ratio} |",
             "|---|" + "---:|" * (len(sizes) + 2),
@@ -184,6 +239,17 @@ def _growth_section(by_backend: dict[str, list[dict[str, Any]]]) -> list[str]:
                      for r in (small, large)]
             naive_grown = "–" if None in naive else f"{naive[1] / naive[0]:.2f}×"
             lines.append(f"| `{route}` | " + " | ".join(_ms(m) for m in medians)
+                         + f" | {grown} | {naive_grown} |")
+        for name in _only(large):
+            medians = [_only(r).get(name, {}).get("graphql", {}).get("median_ms")
+                       for r in results]
+            ends = [_only(r).get(name, {}).get("graphql", {}).get("median_ms")
+                    for r in (small, large)]
+            grown = "–" if None in ends else f"{ends[1] / ends[0]:.2f}×"
+            naive = [_only(r).get(name, {}).get("naive", {}).get("median_ms")
+                     for r in (small, large)]
+            naive_grown = "–" if None in naive else f"{naive[1] / naive[0]:.2f}×"
+            lines.append(f"| GraphQL `{name}` | " + " | ".join(_ms(m) for m in medians)
                          + f" | {grown} | {naive_grown} |")
         lines += [
             "",
@@ -268,14 +334,16 @@ def _targets(results: list[dict[str, Any]]) -> list[str]:
     inexact = []
     for r in results:
         if not _all_exact(r):
-            wrong = [f"`{route}`" for route, v in _exact_routes(r).items() if not v["exact"]]
+            wrong = [f"`{route}`" for route, v in [*_exact_routes(r).items(),
+                                                   *_only_exact(r).items()] if not v["exact"]]
             inexact.append(f"{_size(r['events'])}: {', '.join(wrong) or 'GraphQL or pricing'}")
     partial = [_size(r["events"]) for r in results if "routes" not in r["exactness"]]
     exact_text = ("all checks exact at " + ", ".join(_size(r["events"]) for r in results)
                   if not inexact else "not exact: " + "; ".join(inexact))
     if partial:
         exact_text += f" (summary only checked at {', '.join(partial)})"
-    failed = sum(_failures(row) for r in results for row in r["routes"].values())
+    failed = sum(_failures(row) for r in results
+                 for row in [*r["routes"].values(), *_only(r).values()])
     tracebacks = sum(r["server_tracebacks"] for r in results)
     return [
         f"| every `/v1` route median ≤ {FLOOR_RATIO}× the HTTP floor | {floor_text} | "
@@ -294,6 +362,64 @@ def _targets(results: list[dict[str, Any]]) -> list[str]:
         f"{_verdict(False) if inexact else _checked(partial)} |",
         f"| no failed requests, no server tracebacks | {failed} failed, "
         f"{tracebacks} tracebacks | {_verdict(not failed and not tracebacks)} |",
+        *_only_targets(results, at),
+    ]
+
+
+def _only_targets(results: list[dict[str, Any]], at: int) -> list[str]:
+    """Issue 8: the GraphQL-only queries held to issue 5's targets, judged as the routes.
+
+    Files from before issue 8 hold none: those targets are "not measured yet".
+    """
+    by_size = {r["events"]: r for r in results}
+    only = _only(by_size[at])
+    label = "GraphQL-only queries (issue 8):"
+    rows = [
+        f"{label} median ≤ {FLOOR_RATIO}× the HTTP floor",
+        f"{label} 90-day zone series faster than the naive SQL",
+        f"{label} latency grows ≤ {GROWTH}× from 100k to 1M",
+        f"{label} exact answers (`usage` vs naive SQL and zoneinfo, pages vs `/v1` bodies)",
+    ]
+    if not only:
+        return [f"| {row} | – | {_verdict(None)} |" for row in rows]
+
+    ratios = sorted(((row["graphql"]["median_ms"] / row["floor"]["median_ms"], name)
+                     for name, row in only.items()), reverse=True)
+    over = [name for ratio, name in ratios if ratio > FLOOR_RATIO]
+    failing = [name for name, row in only.items() if row["graphql"]["failures"]]
+    floor_text = (f"worst {ratios[0][0]:.1f}× (`{ratios[0][1]}`); "
+                  f"{len(only) - len(over)} of {len(only)} within")
+    if failing:
+        floor_text += f"; with failed requests: {', '.join(f'`{n}`' for n in failing)}"
+
+    timed = [name for name, row in only.items() if "naive" in row]
+    slower = [name for name in timed
+              if only[name]["graphql"]["median_ms"] >= only[name]["naive"]["median_ms"]]
+    naive_text = (f"{len(timed) - len(slower)} of {len(timed)} faster"
+                  + (f"; slower: {', '.join(f'`{n}`' for n in slower)}" if slower else ""))
+
+    growth: bool | None = None
+    growth_text = "–"
+    if SMALL in by_size and TARGET in by_size and _only(by_size[SMALL]):
+        small, large = _only(by_size[SMALL]), _only(by_size[TARGET])
+        grown = sorted(((large[name]["graphql"]["median_ms"]
+                         / small[name]["graphql"]["median_ms"], name)
+                        for name in small if name in large), reverse=True)
+        if grown:
+            growth = grown[0][0] <= GROWTH
+            growth_text = f"worst {grown[0][0]:.2f}× (`{grown[0][1]}`)"
+
+    measured = [r for r in results if _only_exact(r)]
+    inexact = [f"{_size(r['events'])}: " + ", ".join(
+        f"`{name}`" for name, v in _only_exact(r).items() if not v["exact"])
+        for r in measured if not all(v["exact"] for v in _only_exact(r).values())]
+    exact_text = ("all exact at " + ", ".join(_size(r["events"]) for r in measured)
+                  if not inexact else "not exact: " + "; ".join(inexact))
+    return [
+        f"| {rows[0]} | {floor_text} | {_verdict(not over and not failing, at)} |",
+        f"| {rows[1]} | {naive_text} | {_verdict(not slower if timed else None, at)} |",
+        f"| {rows[2]} | {growth_text} | {_verdict(growth)} |",
+        f"| {rows[3]} | {exact_text} | {_verdict(not inexact)} |",
     ]
 
 
@@ -401,6 +527,13 @@ def render(results: list[dict[str, Any]], analysis: str = "") -> str:
         "the exact nano-USD sum rounded half-up to 4 places, percentages half-up to 2,",
         "lists in the contract's order, within the same UTC day as the server's. Each",
         "GraphQL twin must return the same data as its REST route.",
+        "",
+        "The GraphQL-only queries of issue 8, which have no REST route (`usage` over 90",
+        "local days in Europe/Berlin and in Asia/Kolkata, the Berlin one by model, and the",
+        "pages of `docs/queries/`), are measured the same way over `POST /graphql`: the",
+        "floor answers their captured response by operation name; `usage` is checked",
+        "bucket by bucket against the naive SQL bucketed into local days with `zoneinfo`,",
+        "and each part of a page against the `/v1` route it is the twin of.",
         "",
         "The whole matrix, in one command (about an hour or more at 1M events):",
         "",
