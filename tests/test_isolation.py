@@ -169,6 +169,10 @@ REST_CALLS: dict[str, list[str]] = {
     "/v1/billing/trial-status": [""],
     "/v1/billing/usage": [""],
     "/v1/billing/usage/chart": ["?days=366", "?days=30&instance_id=shared-1"],
+    # CSV (kept as text): a year by instance, hours by model in a :30 zone, the default.
+    "/v1/export/usage.csv": ["?from=2025-11-21&to=2026-11-20&granularity=week&group_by=instance",
+                             "?from=2026-11-13&to=2026-11-20&granularity=hour&group_by=model"
+                             "&tz=Asia/Kolkata", "?group_by=provider"],
 }
 # Arguments per root query field, the same choices as over REST.
 GRAPHQL_CALLS: dict[str, list[str]] = {
@@ -225,7 +229,8 @@ async def answers(client: httpx.AsyncClient, token: str) -> dict[str, Any]:
         for query in queries:
             response = await client.get(path + query, headers=auth(token))
             assert response.status_code == 200, (path + query, response.text)
-            out[path + query] = response.json()
+            csv = response.headers["content-type"].startswith("text/csv")
+            out[path + query] = response.text if csv else response.json()
     for field, arguments in GRAPHQL_CALLS.items():
         for argument in arguments:
             response = await client.post(
@@ -294,6 +299,8 @@ async def test_each_tenant_sees_exactly_its_answers_alone(
             together[tenant]["/v1/metrics/instances?days=90"])
         assert f"shared-1.{tenant}.test" in json.dumps(together[tenant]["viewer"])
         assert f"{tenant}-model" in json.dumps(together[tenant]["viewer"])
+        export = "/v1/export/usage.csv?from=2025-11-21&to=2026-11-20&granularity=week"
+        assert f"{tenant}-1" in together[tenant][export + "&group_by=instance"]
     # The catalogue is the same for both, and is the whole catalogue.
     for key in CATALOGUE:
         assert together["alpha"][key] == together["beta"][key]

@@ -43,6 +43,9 @@ def response_schema(document: dict[str, Any], path: str, method: str, status: in
     return response["content"]["application/json"]["schema"]
 
 
+EXPORT = "/v1/export/usage.csv"
+
+
 async def test_the_document_is_valid_openapi_3_1(document: dict[str, Any]) -> None:
     assert document["openapi"] == "3.1.0"
     validate(document)
@@ -67,7 +70,7 @@ async def test_every_route_is_documented(document: dict[str, Any]) -> None:
         path: item[method]["tags"] for path, item in document["paths"].items() for method in item
     } == {route.path: [route.path.split("/")[2]] for route in ROUTES}
     assert {tag for route in ROUTES for tag in [route.path.split("/")[2]]} == {
-        "metrics", "billing", "usage"}
+        "metrics", "billing", "usage", "export"}
     # The docs page is HTML for people, not an operation of the compat API.
     assert "/v1/docs" not in document["paths"]
     assert document["components"]["securitySchemes"] == {
@@ -126,6 +129,9 @@ async def test_the_schemas_are_strict_enough_to_fail(document: dict[str, Any]) -
         ("GET", "/v1/billing/usage/chart?instance_id=nope", {"headers": auth()}, 404),
         ("POST", "/v1/usage/events", {"headers": auth(ACME_INGEST_TOKEN), "json": [{}]}, 422),
         ("GET", "/v1/billing", {"headers": auth(ACME_INGEST_TOKEN + "x")}, 401),
+        ("GET", f"{EXPORT}?granularity=minute&tz=Nowhere/Else", {"headers": auth()}, 422),
+        ("GET", f"{EXPORT}?from=2026-11-02", {"headers": auth()}, 422),
+        ("GET", EXPORT, {"headers": auth(ACME_INGEST_TOKEN + "x")}, 401),
     ],
 )
 async def test_error_answers_match_their_documented_shapes(
@@ -152,3 +158,31 @@ async def test_the_ingest_body_schema_is_the_validation(document: dict[str, Any]
             check(document, schema, bad)
     responses = document["paths"]["/v1/usage/events"]["post"]["responses"]
     assert {"200", "401", "403", "413", "422", "503"} <= set(responses)
+
+
+async def test_the_csv_export_is_documented_as_csv(
+    client: httpx.AsyncClient, document: dict[str, Any]
+) -> None:
+    operation = document["paths"][EXPORT]["get"]
+    ok = operation["responses"]["200"]
+    assert ok["content"] == {"text/csv": {"schema": {"type": "string"}}}
+    assert "Content-Disposition" in ok["headers"]
+    assert {"401", "403", "422", "503"} <= set(operation["responses"])
+    assert operation["tags"] == ["export"] and operation["x-required-scope"] == "read"
+    # Both operations of its document, in the description as for every route.
+    shown = operation["x-graphql-document"]
+    assert "query ExportUsageGroups(" in shown and "query ExportUsage(" in shown
+    params = {p["name"]: p["schema"] for p in operation["parameters"]}
+    assert params["from"] == params["to"] == {"type": "string", "format": "date"}
+    assert params["granularity"] == {"type": "string", "enum": ["hour", "day", "week", "month"],
+                                     "default": "day"}
+    assert params["group_by"] == {"type": "string", "enum": ["model", "instance", "provider"]}
+    assert params["tz"]["default"] == "UTC"
+    assert {"UTC", "Europe/Berlin", "Asia/Kolkata"} <= set(params["tz"]["enum"])
+    # The real answer is what the document says: CSV text, as an attachment.
+    response = await client.get(f"{EXPORT}?granularity=week&group_by=model", headers=auth())
+    assert response.status_code == 200
+    media_type = response.headers["content-type"].split(";")[0]
+    assert media_type in ok["content"]
+    check(document, ok["content"][media_type]["schema"], response.text)
+    assert response.headers["content-disposition"].startswith("attachment; filename=")

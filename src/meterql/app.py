@@ -25,6 +25,7 @@ from meterql.pages import api_docs_page
 from meterql.request_ids import HEADER, RequestIdMiddleware, request_id
 from meterql.responses import internal_error_response
 from meterql.rest_compat.endpoint import make_endpoint, prepare
+from meterql.rest_compat.export import make_export_endpoint
 from meterql.rest_compat.openapi import openapi_document
 from meterql.rest_compat.routes import ROUTES
 from meterql.schema import build_schema
@@ -70,7 +71,12 @@ def create_app(
 
     prepared = prepare(services.schema, ROUTES)
     routes: list[BaseRoute] = [
-        Route(p.route.path, make_endpoint(p, services), methods=[p.route.method])
+        Route(
+            p.route.path,
+            (make_export_endpoint if p.route.media_type == "text/csv" else make_endpoint)(
+                p, services),
+            methods=[p.route.method],
+        )
         for p in prepared
     ]
     openapi = openapi_document(schema._schema, prepared)

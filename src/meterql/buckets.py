@@ -57,15 +57,16 @@ def refusal(loc: tuple[str, ...], message: str, value: object, kind: str) -> Inv
 
 
 @cache
-def _known_zones() -> frozenset[str]:
+def known_zones() -> frozenset[str]:
+    """Every zone name ``zone`` accepts."""
     # Checked against the list first: ZoneInfo would also try to open any
     # relative path it is given, and raises different errors for each oddity.
-    return frozenset(available_timezones())
+    return frozenset(available_timezones()) | {DEFAULT_ZONE}
 
 
 def zone(name: str) -> ZoneInfo:
     """The IANA zone ``name`` ("Europe/Berlin"); anything else is refused."""
-    if name in _known_zones() or name == DEFAULT_ZONE:
+    if name in known_zones():
         try:
             return ZoneInfo(name)
         except (ZoneInfoNotFoundError, ValueError, OSError):
@@ -248,6 +249,43 @@ def plan(local: LocalRange, granularity: Granularity) -> BucketPlan:
         buckets.append(Bucket(start=start, end=_instant(high).astimezone(tz),
                               date=start.date(), label=_label(start, granularity)))
     return BucketPlan(local, granularity, tuple(bounds), tuple(buckets))
+
+
+# A CSV export (``GET /v1/export/usage.csv``) reads its range a chunk at a
+# time: at most a month of days, and at most about this many series points
+# (buckets x groups) per chunk, so one chunk's answer bounds its memory.
+CHUNK_DAYS = 31
+CHUNK_POINTS = 20_000
+# The most hour buckets a local day can have (25 when clocks fall back).
+_HOURS_PER_DAY = 25
+
+
+def chunks(
+    local: LocalRange, granularity: Granularity, groups: int = 1, *, points: int = CHUNK_POINTS
+) -> tuple[LocalRange, ...]:
+    """``local`` cut into consecutive sub-ranges of whole buckets, oldest first.
+
+    Each chunk plans to exactly the buckets the whole range has there (a chunk
+    edge is always a bucket edge: a local day start for HOUR and DAY, a Monday
+    for WEEK, a 1st for MONTH), so the chunks' series, one after the other,
+    are the range's series. A chunk holds whole buckets spanning at most
+    :data:`CHUNK_DAYS` days and about ``points`` buckets x ``groups`` series
+    points, and always at least one bucket (a day of hours, a week, a month).
+    """
+    per_day = (_HOURS_PER_DAY if granularity is Granularity.HOUR else 1) * max(1, groups)
+    longest = max(1, min(CHUNK_DAYS, points // per_day))
+    unit = Granularity.DAY if granularity is Granularity.HOUR else granularity
+    # The first day of each bucket, then the day after the range.
+    starts = _day_starts(local, unit)
+    found = []
+    first = end = starts[0]
+    for following in starts[1:]:
+        if (following - first).days > longest and end > first:
+            found.append(LocalRange(first, end - timedelta(days=1), local.zone))
+            first = end
+        end = following
+    found.append(LocalRange(first, end - timedelta(days=1), local.zone))
+    return tuple(found)
 
 
 def utc(seconds: int) -> datetime:

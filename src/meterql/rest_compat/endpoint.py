@@ -59,6 +59,7 @@ async def run_document(
     document: DocumentNode,
     context: Context,
     variables: dict[str, Any],
+    operation_name: str | None = None,
 ) -> ExecutionResult:
     # graphql-core directly: the document is already parsed and validated, so
     # Strawberry's per-request parse/validate/extension work would be waste.
@@ -67,6 +68,7 @@ async def run_document(
         document,
         context_value=context,
         variable_values=variables,
+        operation_name=operation_name,
         executor_class=schema.execution_context_class,
     )
     if isawaitable(result):

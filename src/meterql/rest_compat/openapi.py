@@ -39,6 +39,7 @@ from meterql.errors import (
 from meterql.ingest import MAX_EVENTS
 from meterql.records import UsageEventRecord
 from meterql.rest_compat.endpoint import PreparedRoute
+from meterql.rest_compat.export import CSV_DESCRIPTION, CSV_RUNS
 
 _REF = "#/components/schemas/{model}"
 _MONEY = {"type": "string", "pattern": r"^-?\d+\.\d{4}$", "examples": ["12.3400"],
@@ -117,12 +118,35 @@ def _operation(
     schema: GraphQLSchema, prepared: PreparedRoute, components: dict[str, Any]
 ) -> dict[str, Any]:
     route = prepared.route
-    definition = _operation_definition(prepared)
-    root = schema.mutation_type if definition.operation.value == "mutation" else schema.query_type
-    assert root is not None
-    body = _selection_schema(root, definition.selection_set)["properties"]["body"]
+    defaults: dict[str, Any] = {}
+    if route.media_type == "application/json":
+        definition = _operation_definition(prepared)
+        root = (schema.mutation_type if definition.operation.value == "mutation"
+                else schema.query_type)
+        assert root is not None
+        body = _selection_schema(root, definition.selection_set)["properties"]["body"]
+        ok: dict[str, Any] = {"description": "OK",
+                              "content": {"application/json": {"schema": body}}}
+        for param in route.params:
+            default = _argument_default(root, definition, param.variable)
+            if default is not None:
+                defaults[param.name] = default
+        runs = "Runs this fixed GraphQL document"
+    elif route.media_type == "text/csv":
+        # Streamed rows, not a document's answer: the columns are the
+        # export's (its parameters' schemas carry their own defaults).
+        ok = {
+            "description": CSV_DESCRIPTION,
+            "content": {"text/csv": {"schema": {"type": "string"}}},
+            "headers": {"Content-Disposition": {
+                "description": 'attachment; filename="usage-<from>-<to>.csv"',
+                "schema": {"type": "string"}}},
+        }
+        runs = CSV_RUNS
+    else:
+        raise UnsupportedDocument(f"{route.path}: no description for {route.media_type}")
     responses: dict[str, Any] = {
-        "200": {"description": "OK", "content": {"application/json": {"schema": body}}},
+        "200": ok,
         "401": _error_response("Missing, malformed, unknown or revoked bearer token",
                                headers={"WWW-Authenticate": {"schema": {"type": "string"}}}),
     }
@@ -139,11 +163,10 @@ def _operation(
     operation: dict[str, Any] = {
         "operationId": route.document.removesuffix(".graphql"),
         "summary": f"{route.method} {route.path}",
-        # Grouped by the path's first word under /v1 (metrics, billing,
+        # Grouped by the path's first word under /v1 (metrics, billing, export,
         # usage), so the docs page lists them in sections, not "default".
         "tags": [route.path.split("/")[2]],
-        "description": f"Runs this fixed GraphQL document:\n\n```graphql\n"
-                       f"{print_ast(prepared.document)}\n```",
+        "description": f"{runs}:\n\n```graphql\n{print_ast(prepared.document)}\n```",
         "x-graphql-document": print_ast(prepared.document),
         "x-required-scope": route.scope,
         "parameters": [
@@ -157,10 +180,9 @@ def _operation(
         ],
         "responses": dict(sorted(responses.items())),
     }
-    for param, spec in zip(route.params, operation["parameters"], strict=True):
-        default = _argument_default(root, definition, param.variable)
-        if default is not None:
-            spec["schema"]["default"] = default
+    for spec in operation["parameters"]:
+        if spec["name"] in defaults:
+            spec["schema"]["default"] = defaults[spec["name"]]
     if route.body is not None:
         operation["requestBody"] = {
             "required": True,

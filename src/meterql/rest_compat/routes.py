@@ -6,10 +6,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from meterql.buckets import Granularity
+from meterql.db.series import GroupBy
 from meterql.errors import InstanceNotFound, MeterqlError, PayloadTooLarge
 from meterql.ingest import MAX_BODY_BYTES, validate_batch
 from meterql.rest_compat.body import JsonBody
-from meterql.rest_compat.params import QueryParam, days, optional_str
+from meterql.rest_compat.params import (
+    QueryParam,
+    choice,
+    days,
+    local_date,
+    optional_str,
+    time_zone,
+)
 from meterql.schema.execution import Prevalidated
 from meterql.windows import CHART_DAYS, METRICS_DAYS
 
@@ -27,6 +36,9 @@ class CompatRoute:
     # Errors this route answers beyond every route's (401, 403, 422, 503),
     # for the OpenAPI document.
     answers: tuple[type[MeterqlError], ...] = ()
+    # "text/csv": a streamed export (``rest_compat/export.py``), whose
+    # document has one operation per step instead of one `body` answer.
+    media_type: str = "application/json"
 
 
 def _events(document: Any, now: datetime) -> Prevalidated:
@@ -34,6 +46,11 @@ def _events(document: Any, now: datetime) -> Prevalidated:
     # executor hands the records to the resolver as they are.
     return Prevalidated(validate_batch(document, now, ("body",)))
 
+
+# Query-string values are GraphQL's enum values in lower case (as REST
+# parameters go), matched case-sensitively as FastAPI matched an Enum.
+GRANULARITIES = {g.value.lower(): g.value for g in Granularity}
+GROUP_BYS = {g.value.lower(): g.value for g in GroupBy}
 
 ROUTES: tuple[CompatRoute, ...] = (
     CompatRoute("/v1/metrics/summary", "metrics_summary.graphql", (days(METRICS_DAYS),)),
@@ -56,5 +73,18 @@ ROUTES: tuple[CompatRoute, ...] = (
         body=JsonBody("events", MAX_BODY_BYTES, _events),
         scope="ingest",
         answers=(PayloadTooLarge,),
+    ),
+    CompatRoute(
+        "/v1/export/usage.csv",
+        "export_usage.graphql",
+        (
+            local_date("from"),
+            local_date("to"),
+            time_zone("tz", "tz"),
+            choice("granularity", "granularity", GRANULARITIES,
+                   default=Granularity.DAY.value.lower()),
+            choice("group_by", "groupBy", GROUP_BYS),
+        ),
+        media_type="text/csv",
     ),
 )
