@@ -235,16 +235,21 @@ def _label(start: datetime, granularity: Granularity) -> str:
     return f"{start.year:04d}-{start.month:02d}"
 
 
+def check(local: LocalRange, granularity: Granularity) -> None:
+    """Refuse a grain too fine for the range, as :func:`plan` would, without cutting it."""
+    if granularity is Granularity.HOUR and local.days > MAX_HOUR_RANGE_DAYS:
+        raise refusal(
+            ("granularity",),
+            f"Hourly buckets are for ranges of at most {MAX_HOUR_RANGE_DAYS} days",
+            granularity.value, "range_too_long",
+        )
+
+
 def plan(local: LocalRange, granularity: Granularity) -> BucketPlan:
     """The range's buckets, oldest first, every one present (zero-filling is the caller's)."""
     tz = local.zone
+    check(local, granularity)
     if granularity is Granularity.HOUR:
-        if local.days > MAX_HOUR_RANGE_DAYS:
-            raise refusal(
-                ("granularity",),
-                f"Hourly buckets are for ranges of at most {MAX_HOUR_RANGE_DAYS} days",
-                granularity.value, "range_too_long",
-            )
         bounds = _hour_bounds(day_start(local.first, tz),
                               day_start(local.last + timedelta(days=1), tz), tz)
     else:
