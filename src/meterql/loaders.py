@@ -6,7 +6,7 @@ the loader gathers the keys asked for in the same tick and calls its batch
 function once with all of them. A list of N nodes then costs one statement,
 not N.
 
-Adding a loader (``usage`` on ``Instance`` and ``Model`` nodes, say):
+Adding a loader (``usage_by_instance`` below, behind ``Instance.usage``, is one):
 
 1. Write a batch function ``async def usage_by_instance(context, keys) ->
    list[...]``, one result per key, in the keys' order. Key by everything the
@@ -31,12 +31,16 @@ Rules a batch function keeps:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from strawberry.dataloader import DataLoader
 
-from meterql.db import accounts, graph
+from meterql import buckets
+from meterql.buckets import BucketPlan, Granularity, LocalRange
+from meterql.db import accounts, graph, series
 from meterql.db.accounts import TierRow
+from meterql.db.series import GroupBy, Series
 from meterql.plans import EffectivePlan, effective_plan
 
 if TYPE_CHECKING:
@@ -108,3 +112,68 @@ async def instance_counts(context: Context, statuses: list[str | None]) -> list[
         for status in dict.fromkeys(statuses):
             counts[status] = await graph.instance_count(connection, context.account_id, status)
     return [counts[status] for status in statuses]
+
+
+# --- usage of the graph's nodes ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class UsageArgs:
+    """A ``usage`` field's arguments, validated and resolved: the args half of a loader key.
+
+    Resolved, so that ``days: 7`` and the ``range`` it means today, or a
+    default spelled out, are one key and share one statement.
+    """
+
+    range: LocalRange
+    granularity: Granularity
+    group_by: GroupBy | None
+
+
+@dataclass(frozen=True, slots=True)
+class NodeUsage:
+    """One node's usage: the buckets (cut once per distinct arguments) and its series."""
+
+    plan: BucketPlan
+    series: Series
+
+
+async def usage_by_instance(
+    context: Context, keys: list[tuple[UsageArgs, str]]
+) -> list[NodeUsage]:
+    """Each ``(arguments, instance id)``'s usage: one statement per distinct arguments."""
+    return await _usage_split(context, keys, GroupBy.INSTANCE)
+
+
+async def usage_by_model(context: Context, keys: list[tuple[UsageArgs, str]]) -> list[NodeUsage]:
+    """Each ``(arguments, model name)``'s usage: one statement per distinct arguments."""
+    return await _usage_split(context, keys, GroupBy.MODEL)
+
+
+async def _usage_split(
+    context: Context, keys: list[tuple[UsageArgs, str]], split_by: GroupBy
+) -> list[NodeUsage]:
+    # Every node asked with the same arguments is read in one call split by
+    # node (and grouped as asked inside each): never a statement per node.
+    nodes: dict[UsageArgs, dict[str, None]] = {}
+    for args, node in keys:
+        nodes.setdefault(args, {})[node] = None
+    # The buckets are cut before the connection is taken: pure CPU, once per arguments.
+    plans = {args: buckets.plan(args.range, args.granularity) for args in nodes}
+    found: dict[UsageArgs, dict[str, Series]] = {}
+    async with context.read() as connection:
+        for args, named in nodes.items():
+            ids = sorted(named)
+            found[args] = await series.usage_series_by(
+                connection, context.account_id, plans[args], split_by, args.group_by,
+                instance_ids=ids if split_by is GroupBy.INSTANCE else None,
+                models=ids if split_by is GroupBy.MODEL else None,
+            )
+    return [
+        NodeUsage(
+            plans[args],
+            # A node without usage in the range is in no row: zeros, not missing.
+            found[args].get(node) or series.no_usage(plans[args], args.group_by),
+        )
+        for args, node in keys
+    ]

@@ -126,9 +126,12 @@ class Series:
 
 
 @dataclass(frozen=True, slots=True)
-class _Filters:
+class _Scope:
+    """Which usage a call keeps, and the outer key it splits it by (``usage_series_by``)."""
+
     instance_ids: tuple[str, ...] | None
     models: tuple[str, ...] | None
+    split_by: GroupBy | None = None
 
 
 def _sums(rollup: Any) -> list[ColumnElement[Any]]:
@@ -172,12 +175,12 @@ def _with_provider(base: FromClause, source: Any, group_by: GroupBy | None) -> F
     return base
 
 
-def _filtered(source: Any, filters: _Filters) -> list[ColumnElement[bool]]:
+def _filtered(source: Any, scope: _Scope) -> list[ColumnElement[bool]]:
     where = []
-    if filters.instance_ids is not None:
-        where.append(source.instance_id.in_(filters.instance_ids))
-    if filters.models is not None:
-        where.append(source.model.in_(filters.models))
+    if scope.instance_ids is not None:
+        where.append(source.instance_id.in_(scope.instance_ids))
+    if scope.models is not None:
+        where.append(source.model.in_(scope.models))
     return where
 
 
@@ -190,24 +193,28 @@ def _part(
     sums: list[ColumnElement[Any]],
     where: list[ColumnElement[bool]],
     group_by: GroupBy | None,
-    filters: _Filters,
+    scope: _Scope,
     grouping: list[ColumnElement[Any]],
 ) -> Select[Any]:
     group = _group(source, group_by)
+    split = _group(source, scope.split_by)
     return (
-        select(literal(kind), index, day, group, *sums)
+        select(literal(kind), index, day, split, group, *sums)
         .select_from(_with_provider(base, source, group_by))
-        .where(*where, *_filtered(source, filters))
-        .group_by(*grouping, *([] if group_by is None else [group]))
+        .where(*where, *_filtered(source, scope))
+        .group_by(*grouping, *(
+            [key for by, key in ((scope.split_by, split), (group_by, group)) if by is not None]
+        ))
     )
 
 
-def _tables(group_by: GroupBy | None, filters: _Filters) -> tuple[Any, Any]:
+def _tables(group_by: GroupBy | None, scope: _Scope) -> tuple[Any, Any]:
     """The day rollup (None if none has the columns needed) and the hour rollup to read."""
     needs = set()
-    if group_by is GroupBy.INSTANCE or filters.instance_ids is not None:
+    keys = (group_by, scope.split_by)
+    if GroupBy.INSTANCE in keys or scope.instance_ids is not None:
         needs.add("instance")
-    if group_by in (GroupBy.MODEL, GroupBy.PROVIDER) or filters.models is not None:
+    if GroupBy.MODEL in keys or GroupBy.PROVIDER in keys or scope.models is not None:
         needs.add("model")
     days: Any = {
         frozenset(): UsageDay.__table__,
@@ -246,14 +253,14 @@ class _Query:
 
 
 def _hourly(
-    plan: BucketPlan, account_id: str, group_by: GroupBy | None, filters: _Filters,
+    plan: BucketPlan, account_id: str, group_by: GroupBy | None, scope: _Scope,
     dialect: str,
 ) -> _Query:
     bounds = list(plan.bounds)
     first, last = bounds[0], bounds[-1]
-    _, hours = _tables(group_by, filters)
+    _, hours = _tables(group_by, scope)
     slot = gcd(_HOUR, *(b - first for b in bounds))
-    if _whole_account(group_by, filters) and all(b % _QUARTER == 0 for b in bounds):
+    if _whole_account(group_by, scope) and all(b % _QUARTER == 0 for b in bounds):
         # The account's quarter hours: 4 rows an hour, whatever the instances,
         # and exact in every zone of today (offsets are whole quarters).
         q = QUARTERS.c
@@ -262,7 +269,7 @@ def _hourly(
         part = _part(
             _SLOT_ROW, index, cast(null(), Date), q, QUARTERS, _sums(q),
             [q.account_id == account_id, q.quarter >= first // _QUARTER,
-             q.quarter < last // _QUARTER], group_by, filters, [index],
+             q.quarter < last // _QUARTER], group_by, scope, [index],
         )
         return _Query([part], bounds, first, slot)
     if slot == _HOUR and first % _HOUR == 0:
@@ -270,7 +277,7 @@ def _hourly(
         part = _part(
             _SLOT_ROW, (h.hour - first // _HOUR).label("idx"), cast(null(), Date), h, hours,
             _sums(h), [h.account_id == account_id, h.hour >= first // _HOUR,
-                       h.hour < last // _HOUR], group_by, filters, [h.hour],
+                       h.hour < last // _HOUR], group_by, scope, [h.hour],
         )
         return _Query([part], bounds, first, _HOUR)
     # The zone's hours start off the UTC hour: every hour rollup row would be
@@ -283,14 +290,15 @@ def _hourly(
     part = _part(
         _SLOT_ROW, index, cast(null(), Date), E, UsageEvent.__table__, _EVENT_SUMS,
         [E.account_id == account_id, E.occurred_at >= _utc(first), E.occurred_at < _utc(last)],
-        group_by, filters, [index],
+        group_by, scope, [index],
     )
     return _Query([part], bounds, first, slot)
 
 
-def _whole_account(group_by: GroupBy | None, filters: _Filters) -> bool:
+def _whole_account(group_by: GroupBy | None, scope: _Scope) -> bool:
     """Whether the account's own rollups (no instance, no model) can answer."""
-    return group_by is None and filters.instance_ids is None and filters.models is None
+    return (group_by is None and scope.split_by is None and scope.instance_ids is None
+            and scope.models is None)
 
 
 def _inline(number: int) -> BindParameter[int]:
@@ -302,11 +310,11 @@ def _utc(seconds: int) -> Any:
 
 
 def _daily(
-    plan: BucketPlan, account_id: str, group_by: GroupBy | None, filters: _Filters
+    plan: BucketPlan, account_id: str, group_by: GroupBy | None, scope: _Scope
 ) -> _Query:
     bounds = list(plan.bounds)
     anchors = [_anchor(b) for b in bounds]
-    day_table, hours = _tables(group_by, filters)
+    day_table, hours = _tables(group_by, scope)
     first_day = _EPOCH_DAY + timedelta(days=anchors[0] // _DAY)
     end_day = _EPOCH_DAY + timedelta(days=anchors[-1] // _DAY)
     parts: list[Select[Any]] = []
@@ -324,7 +332,7 @@ def _daily(
             )
             where = [INSTANCES.account_id == account_id]
         parts.append(_part(_DAY_ROW, literal(0).label("idx"), d.day, d, base, _sums(d), where,
-                           group_by, filters, [d.day]))
+                           group_by, scope, [d.day]))
         slot_base = 0
     else:
         # No day rollup has both an instance and a model: whole hours instead.
@@ -333,13 +341,13 @@ def _daily(
         parts.append(_part(
             _SLOT_ROW, (h.hour - anchors[0] // _HOUR).label("idx"), cast(null(), Date), h, hours,
             _sums(h), [h.account_id == account_id, h.hour >= anchors[0] // _HOUR,
-                       h.hour < anchors[-1] // _HOUR], group_by, filters, [h.hour],
+                       h.hour < anchors[-1] // _HOUR], group_by, scope, [h.hour],
         ))
     hour_spans: list[tuple[int, int, int]] = []
     instant_spans: list[tuple[int, Any, Any]] = []
     quarter_spans: list[tuple[int, int, int]] = []
     signs: dict[tuple[int, int], int] = {}
-    whole_account = _whole_account(group_by, filters)
+    whole_account = _whole_account(group_by, scope)
     for n, (bound, anchor) in enumerate(zip(bounds, anchors, strict=True)):
         if whole_account and bound % _QUARTER == 0:
             # Ungrouped: C(b) from the account's quarter hours alone, at most
@@ -369,7 +377,7 @@ def _daily(
             _HOURS_ROW, spans.c.idx, cast(null(), Date), h,
             spans.join(hours, and_(h.account_id == account_id, h.hour >= spans.c.lo,
                                    h.hour < spans.c.hi)),
-            _sums(h), [], group_by, filters, [spans.c.idx],
+            _sums(h), [], group_by, scope, [spans.c.idx],
         ))
     if quarter_spans:
         spans = values(column("idx", Integer), column("lo", BigInteger),
@@ -379,7 +387,7 @@ def _daily(
             _QUARTERS_ROW, spans.c.idx, cast(null(), Date), q,
             spans.join(QUARTERS, and_(q.account_id == account_id, q.quarter >= spans.c.lo,
                                       q.quarter < spans.c.hi)),
-            _sums(q), [], group_by, filters, [spans.c.idx],
+            _sums(q), [], group_by, scope, [spans.c.idx],
         ))
     if instant_spans:
         spans = values(column("idx", Integer), column("lo", UTCDateTime()),
@@ -390,7 +398,7 @@ def _daily(
             spans.join(UsageEvent.__table__,
                        and_(E.account_id == account_id, E.occurred_at >= spans.c.lo,
                             E.occurred_at < spans.c.hi)),
-            _EVENT_SUMS, [], group_by, filters, [spans.c.idx],
+            _EVENT_SUMS, [], group_by, scope, [spans.c.idx],
         ))
     return _Query(parts, anchors, slot_base, _HOUR, signs)
 
@@ -406,27 +414,66 @@ async def usage_series(
 ) -> Series:
     """Usage of each bucket of ``plan``, per group, in one statement.
 
-    ``instance_ids`` / ``models`` keep only those instances' or models' usage
-    (for loaders batching many instances into one call grouped by INSTANCE).
+    ``instance_ids`` / ``models`` keep only those instances' or models' usage.
     """
-    filters = _Filters(
-        None if instance_ids is None else tuple(instance_ids),
-        None if models is None else tuple(models),
-    )
+    scope = _Scope(_tuple(instance_ids), _tuple(models))
+    cells = await _read(connection, account_id, plan, group_by, scope)
+    return _series(cells.get("", {}), len(plan.buckets), group_by)
+
+
+async def usage_series_by(
+    connection: AsyncConnection,
+    account_id: str,
+    plan: BucketPlan,
+    split_by: GroupBy,
+    group_by: GroupBy | None = None,
+    *,
+    instance_ids: Sequence[str] | None = None,
+    models: Sequence[str] | None = None,
+) -> dict[str, Series]:
+    """``usage_series`` of each instance (or model) apart, for all of them in one statement.
+
+    For loaders that batch many nodes: ``split_by`` (``INSTANCE`` or
+    ``MODEL``) is an outer key, and each of its values gets the ``Series``
+    that ``usage_series`` would give filtered to it alone, grouped by
+    ``group_by`` (which may be the same key, or another). Only values with
+    a row in the range are in the answer; any other one's usage is zero.
+    """
+    if split_by is GroupBy.PROVIDER:
+        raise ValueError("usage is split by instance or model")
+    scope = _Scope(_tuple(instance_ids), _tuple(models), split_by)
+    cells = await _read(connection, account_id, plan, group_by, scope)
     count = len(plan.buckets)
-    sums: dict[str, list[list[int]]] = {}
-    if (filters.instance_ids is not None and not filters.instance_ids) or (
-        filters.models is not None and not filters.models
+    return {key: _series(sums, count, group_by) for key, sums in cells.items()}
+
+
+def _tuple(keys: Sequence[str] | None) -> tuple[str, ...] | None:
+    return None if keys is None else tuple(keys)
+
+
+async def _read(
+    connection: AsyncConnection,
+    account_id: str,
+    plan: BucketPlan,
+    group_by: GroupBy | None,
+    scope: _Scope,
+) -> dict[str, dict[str, list[list[int]]]]:
+    """Per split key ("" unsplit), per group key, the five sums of each bucket: one SELECT."""
+    count = len(plan.buckets)
+    cells: dict[str, dict[str, list[list[int]]]] = {}
+    if (scope.instance_ids is not None and not scope.instance_ids) or (
+        scope.models is not None and not scope.models
     ):
-        return _series(sums, count, group_by)
+        return cells
     dialect = connection.dialect.name
     if plan.granularity is Granularity.HOUR:
-        query = _hourly(plan, account_id, group_by, filters, dialect)
+        query = _hourly(plan, account_id, group_by, scope, dialect)
     else:
-        query = _daily(plan, account_id, group_by, filters)
+        query = _daily(plan, account_id, group_by, scope)
     statement = query.parts[0] if len(query.parts) == 1 else union_all(*query.parts)
     last = count - 1
-    for kind, index, day, key, *row in await connection.execute(statement):
+    for kind, index, day, split, key, *row in await connection.execute(statement):
+        sums = cells.setdefault(split or "", {})
         key = key or ""
         per_bucket = sums.get(key)
         if per_bucket is None:
@@ -445,7 +492,12 @@ async def usage_series(
         else:
             start = query.slot_base + index * query.slot_seconds
         _add(per_bucket[bisect_right(query.anchors, start) - 1], amounts, 1)
-    return _series(sums, count, group_by)
+    return cells
+
+
+def no_usage(plan: BucketPlan, group_by: GroupBy | None) -> Series:
+    """The answer for a range without usage: no groups, or one zero-filled ungrouped key."""
+    return _series({}, len(plan.buckets), group_by)
 
 
 def _add(target: list[int], amounts: list[int], sign: int) -> None:

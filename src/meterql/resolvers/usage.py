@@ -1,25 +1,54 @@
 """``usage(range | days, tz, granularity, groupBy)``: arguments → bucket plan → one query → types.
 
-``usage_plan`` and ``to_usage`` are separate from the root resolver so that
-other fields (``viewer.usage``, ``instance.usage``...) can validate the same
-arguments and build the same answer from a batched ``series.usage_series``.
+The root field (and ``viewer.usage``, the same) reads in a statement of its
+own; ``instance.usage`` and ``model.usage`` go through the request's
+loaders (``node_usage``), so a page of N nodes costs one statement per
+distinct arguments. All of them take the very same arguments (the
+``Usage*`` aliases below), validate them alike and answer with ``to_usage``.
 """
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, TypeAlias
 
 import strawberry
 from strawberry import Info
 
 from meterql import buckets
-from meterql.buckets import BucketPlan, Granularity
+from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.context import Context
 from meterql.db import series
 from meterql.db.series import Amounts, GroupBy
+from meterql.loaders import BatchFn, NodeUsage, UsageArgs
 from meterql.money import nanos_to_usd
 from meterql.schema.scalars import BigInt, OffsetDateTime
 from meterql.schema.usage import DateRange, Usage, UsageBucket, UsageGroup, UsageTotals
+
+# The arguments of every ``usage`` field (root, viewer, instance, model).
+UsageRange: TypeAlias = Annotated[
+    DateRange | None,
+    strawberry.argument(name="range", description="Local dates; at most 366 days."),
+]
+UsageDays: TypeAlias = Annotated[
+    int | None,
+    strawberry.argument(description="The last N local days (1..366), today included; "
+                        "30 without `range`. Not with `range`."),
+]
+UsageZone: TypeAlias = Annotated[
+    str, strawberry.argument(description="An IANA time zone, e.g. Europe/Berlin.")
+]
+
+
+def _local_range(
+    context: Context, date_range: DateRange | None, days: int | None, tz: str
+) -> LocalRange:
+    return buckets.local_range(
+        tz,
+        context.now,
+        first=None if date_range is None else date_range.from_,
+        last=None if date_range is None else date_range.to,
+        days=days,
+    )
 
 
 def usage_plan(
@@ -30,14 +59,41 @@ def usage_plan(
     granularity: Granularity,
 ) -> BucketPlan:
     """Validate the arguments (``InvalidInput`` on any fault) and cut the range into buckets."""
-    local = buckets.local_range(
-        tz,
-        context.now,
-        first=None if date_range is None else date_range.from_,
-        last=None if date_range is None else date_range.to,
-        days=days,
-    )
-    return buckets.plan(local, granularity)
+    return buckets.plan(_local_range(context, date_range, days, tz), granularity)
+
+
+def usage_args(
+    context: Context,
+    date_range: DateRange | None,
+    days: int | None,
+    tz: str,
+    granularity: Granularity,
+    group_by: GroupBy | None,
+) -> UsageArgs:
+    """Validate the arguments as ``usage_plan`` does (the same errors), without cutting buckets.
+
+    Each node of a list validates its own field's arguments; the buckets are
+    cut once per distinct arguments, by the loader.
+    """
+    return UsageArgs(_local_range(context, date_range, days, tz), granularity, group_by)
+
+
+async def node_usage(
+    context: Context,
+    batch: BatchFn[tuple[UsageArgs, str], NodeUsage],
+    node: str,
+    date_range: DateRange | None,
+    days: int | None,
+    tz: str,
+    granularity: Granularity,
+    group_by: GroupBy | None,
+) -> Usage:
+    """``usage`` of one node (an instance id, a model name) through the request's ``batch``."""
+    args = usage_args(context, date_range, days, tz, granularity, group_by)
+    found = await context.loaders.load(batch, (args, node))
+    # Every node spends its own points: a page of 50 instances asks for 50 series.
+    context.points.spend(len(found.plan.buckets) * max(1, len(found.series.keys)))
+    return to_usage(found.plan, group_by, found.series)
 
 
 def _sum(amounts: list[Amounts]) -> Amounts:
@@ -106,18 +162,9 @@ def to_usage(plan: BucketPlan, group_by: GroupBy | None, found: series.Series) -
 
 async def usage(
     info: Info[Context, None],
-    date_range: Annotated[
-        DateRange | None,
-        strawberry.argument(name="range", description="Local dates; at most 366 days."),
-    ] = None,
-    days: Annotated[
-        int | None,
-        strawberry.argument(description="The last N local days (1..366), today included; "
-                            "30 without `range`. Not with `range`."),
-    ] = None,
-    tz: Annotated[
-        str, strawberry.argument(description="An IANA time zone, e.g. Europe/Berlin.")
-    ] = buckets.DEFAULT_ZONE,
+    date_range: UsageRange = None,
+    days: UsageDays = None,
+    tz: UsageZone = buckets.DEFAULT_ZONE,
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:

@@ -4,9 +4,9 @@ Fields that need more data than their node was built with read it through
 the request's loaders (``meterql.loaders``), never with a statement of
 their own, so a list of N nodes costs the same as a list of one.
 
-``Instance`` and ``Model`` are where per-node usage goes: a ``usage(...)``
-field resolved by a loader keyed ``(arguments, self.id)`` or
-``(arguments, self.name)``, as ``meterql.loaders`` describes.
+``Instance`` and ``Model`` have their own ``usage(...)``, resolved by a
+loader keyed ``(arguments, self.id)`` or ``(arguments, self.name)``, as
+``meterql.loaders`` describes: one statement per distinct arguments.
 """
 
 from __future__ import annotations
@@ -16,10 +16,20 @@ from datetime import datetime
 import strawberry
 from strawberry import Info
 
+from meterql.buckets import DEFAULT_ZONE, Granularity
 from meterql.context import Context
-from meterql.loaders import instance_counts, plan_of_account, tiers_by_id
+from meterql.db.series import GroupBy
+from meterql.loaders import (
+    instance_counts,
+    plan_of_account,
+    tiers_by_id,
+    usage_by_instance,
+    usage_by_model,
+)
+from meterql.resolvers.usage import UsageDays, UsageRange, UsageZone, node_usage
 from meterql.schema.catalogue import Tier
 from meterql.schema.scalars import BigInt, ExactDecimal
+from meterql.schema.usage import Usage
 
 
 @strawberry.type(description="A subscription of the account to a tier, of any status.")
@@ -46,11 +56,31 @@ class AccountSubscription:
         return Tier.from_row(row)
 
 
+async def _instance_usage(
+    root: Instance,
+    info: Info[Context, None],
+    date_range: UsageRange = None,
+    days: UsageDays = None,
+    tz: UsageZone = DEFAULT_ZONE,
+    granularity: Granularity = Granularity.DAY,
+    group_by: GroupBy | None = None,
+) -> Usage:
+    return await node_usage(info.context, usage_by_instance, str(root.id), date_range, days, tz,
+                            granularity, group_by)
+
+
 @strawberry.type(description="An AI agent deployment of the account.")
 class Instance:
     id: strawberry.ID = strawberry.field(description="The instance id.")
     hostname: str
     status: str
+
+    usage: Usage = strawberry.field(
+        resolver=_instance_usage,
+        description="This instance's usage: the account's `usage` with the same arguments, of "
+        "this instance's events alone (`groupBy: INSTANCE` gives one group, itself, when it "
+        "has usage). Zero-filled without usage.",
+    )
 
 
 @strawberry.type
@@ -93,11 +123,31 @@ class ModelPrice:
     output_usd_per_mtok: ExactDecimal
 
 
+async def _model_usage(
+    root: Model,
+    info: Info[Context, None],
+    date_range: UsageRange = None,
+    days: UsageDays = None,
+    tz: UsageZone = DEFAULT_ZONE,
+    granularity: Granularity = Granularity.DAY,
+    group_by: GroupBy | None = None,
+) -> Usage:
+    return await node_usage(info.context, usage_by_model, root.name, date_range, days, tz,
+                            granularity, group_by)
+
+
 @strawberry.type(description="An LLM the account has used.")
 class Model:
     name: str
     price: ModelPrice | None = strawberry.field(description="Null for a model without a price.")
     provider: str = strawberry.field(description="Empty for a model without a price.")
+
+    usage: Usage = strawberry.field(
+        resolver=_model_usage,
+        description="This model's usage: the account's `usage` with the same arguments, of "
+        "this model's events alone (`groupBy: MODEL` gives one group, itself, when it has "
+        "usage). Zero-filled without usage.",
+    )
 
 
 async def _site_limit(info: Info[Context, None]) -> BigInt:

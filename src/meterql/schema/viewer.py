@@ -11,9 +11,11 @@ import strawberry
 from strawberry import Info
 
 from meterql.context import Context
+from meterql.resolvers import usage as usage_resolvers
 from meterql.resolvers import viewer as resolvers
 from meterql.schema.billing import Plan
 from meterql.schema.nodes import AccountSubscription, InstanceConnection, Model, WebhostNode
+from meterql.schema.usage import Usage
 
 
 @strawberry.type(description="The account the token belongs to, and what it has.")
@@ -39,6 +41,11 @@ class Viewer:
     )
     webhost_nodes: list[WebhostNode] = strawberry.field(
         resolver=resolvers.webhost_nodes, description="The account's hosting nodes, by node id."
+    )
+    usage: Usage = strawberry.field(
+        resolver=usage_resolvers.usage,
+        description="The account's usage: the same as the root `usage`, beside the account's "
+        "instances' and models' own.",
     )
 
 

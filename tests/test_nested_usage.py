@@ -1,0 +1,345 @@
+"""``usage(...)`` on ``viewer``, ``Instance`` and ``Model``: exact, zero-filled, batched.
+
+A node's usage must be what the account's usage says of it (the root
+field's group for that instance or model, bucket by bucket), must cost one
+statement per distinct arguments whatever the number of nodes, and must
+refuse bad arguments as the root field does.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import date, timedelta
+from decimal import Decimal
+from typing import Any
+
+import httpx
+import pytest
+
+from meterql.buckets import Granularity
+from meterql.config import Settings
+from meterql.db import writes
+from meterql.db.engine import Database
+from meterql.db.series import GroupBy
+from meterql.money import format_usd, nanos_to_usd
+from meterql.records import (
+    AccountRecord,
+    InstanceRecord,
+    ModelRecord,
+    TokenRecord,
+    UsageEventRecord,
+)
+from meterql.schema import build_schema
+from tests.conftest import NOW, StatementCounter
+from tests.golden import auth, seed
+from tests.test_usage import (
+    ACCOUNT,
+    _context,
+    _events,
+    _random_query,
+    _reference,
+    _seed,
+    _stored,
+)
+
+MEASURES = "requests tokensIn tokensOut totalTokens estimatedCostUsd"
+USAGE_FIELDS = (f"from to timeZone granularity groupBy start end totals {{ {MEASURES} }} "
+                f"groups {{ key {MEASURES} }} series {{ start end date label {MEASURES} "
+                f"groups {{ key {MEASURES} }} }}")
+IDLE = "inst-idle"  # an instance of the account that never had usage
+
+
+# --- exactness: a node's usage is the account's usage of that node ---------------------------
+
+
+NESTED = """query ($range: DateRange, $tz: String!, $g: Granularity!, $by: UsageGroupBy) {
+  usage(range: $range, tz: $tz, granularity: $g, groupBy: $split) { FIELDS }
+  viewer {
+    instances(first: 100) { edges { node { id
+      usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { FIELDS } } } }
+    models { name usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { FIELDS } }
+  }
+}"""
+
+
+def _as_group(node_usage: dict[str, Any]) -> dict[str, Any]:
+    """An ungrouped node answer's numbers, shaped as its group of the root answer."""
+    return {
+        "totals": node_usage["totals"],
+        "series": [{k: v for k, v in b.items() if k != "groups"} for b in node_usage["series"]],
+    }
+
+
+def _group_of(root: dict[str, Any], key: str) -> dict[str, Any]:
+    """The root answer's group ``key`` (zeros if absent), per bucket."""
+    zero = {"requests": 0, "tokensIn": 0, "tokensOut": 0, "totalTokens": 0,
+            "estimatedCostUsd": "0.0000"}
+    totals = next((g for g in root["groups"] if g["key"] == key), None)
+    series = []
+    for bucket in root["series"]:
+        group = next((g for g in bucket["groups"] if g["key"] == key), None)
+        series.append({**{k: bucket[k] for k in ("start", "end", "date", "label")},
+                       **({k: v for k, v in group.items() if k != "key"} if group else zero)})
+    return {"totals": {k: v for k, v in totals.items() if k != "key"} if totals else zero,
+            "series": series}
+
+
+async def _account_with_idle_instance(db: Database, seed_events: list[UsageEventRecord]) -> None:
+    await _seed(db, seed_events)
+    async with db.write() as session, session.begin():
+        await writes.upsert_account(session, AccountRecord(
+            account_id=ACCOUNT, instances=[InstanceRecord(instance_id=IDLE)]))
+
+
+async def test_each_node_equals_its_group_of_the_account_usage(
+    db: Database, settings: Settings
+) -> None:
+    rng = random.Random(18)
+    await _account_with_idle_instance(db, _events(rng, 1_500))
+    schema = build_schema()
+    queries = [_random_query(rng) for _ in range(12)]
+    # ... and the cases that read most differently: hours off the UTC hour, weeks.
+    queries += [(date(2026, 3, 26), date(2026, 3, 30), "Asia/Kathmandu", Granularity.HOUR, None),
+                (date(2026, 9, 1), date(2026, 11, 20), "Pacific/Chatham", Granularity.WEEK,
+                 None)]
+    for first, last, zone, granularity, _ in queries:
+        for split, field in ((GroupBy.INSTANCE, "instances"), (GroupBy.MODEL, "models")):
+            query = NESTED.replace("FIELDS", USAGE_FIELDS).replace("$split", split.value)
+            result = await schema.execute(query, variable_values={
+                "range": {"from": first.isoformat(), "to": last.isoformat()}, "tz": zone,
+                "g": granularity.value, "by": None,
+            }, context_value=_context(db, settings))
+            assert result.errors is None, result.errors
+            assert result.data is not None
+            root, viewer = result.data["usage"], result.data["viewer"]
+            nodes = ({e["node"]["id"]: e["node"]["usage"] for e in viewer["instances"]["edges"]}
+                     if field == "instances" else {m["name"]: m["usage"] for m in viewer["models"]})
+            assert len(nodes) == 5, nodes.keys()  # 4 instances and IDLE; 4 models, 1 unpriced
+            where = (first, last, zone, granularity, split)
+            for key, usage in nodes.items():
+                assert _as_group(usage) == _group_of(root, key), (where, key)
+                assert (usage["from"], usage["to"], usage["timeZone"], usage["groupBy"]) == (
+                    root["from"], root["to"], root["timeZone"], None)
+                assert usage["groups"] == [] and all(b["groups"] == [] for b in usage["series"])
+            # A node without usage in the range has a whole series of zeros.
+            assert len(nodes.get(IDLE, root)["series"]) == len(root["series"])
+
+
+async def test_grouped_node_usage_equals_a_recount_of_its_events(
+    db: Database, settings: Settings
+) -> None:
+    """``instance.usage(groupBy: MODEL)``, ``model.usage(groupBy: INSTANCE)``...: two keys."""
+    rng = random.Random(81)
+    await _account_with_idle_instance(db, _events(rng, 1_200))
+    events = await _stored(db)
+    schema = build_schema()
+    query = NESTED.replace("FIELDS", USAGE_FIELDS).replace("$split", "null")
+    for n in range(10):
+        first, last, zone, granularity, _ = _random_query(rng)
+        group_by = list(GroupBy)[n % 3]
+        result = await schema.execute(query, variable_values={
+            "range": {"from": first.isoformat(), "to": last.isoformat()}, "tz": zone,
+            "g": granularity.value, "by": group_by.value,
+        }, context_value=_context(db, settings))
+        assert result.errors is None, result.errors
+        assert result.data is not None
+        viewer = result.data["viewer"]
+        nodes = [("instance_id", e["node"]["id"], e["node"]["usage"])
+                 for e in viewer["instances"]["edges"]]
+        nodes += [("model", m["name"], m["usage"]) for m in viewer["models"]]
+        for column, key, usage in nodes:
+            mine = [e for e in events if e[column] == key]
+            keys, sums = _reference(mine, first, last, zone, granularity, group_by)
+            groups = sorted(g for g, v in sums.items() if v)
+            where = (first, last, zone, granularity, group_by, key)
+            assert usage["groupBy"] == group_by.value
+            assert [g["key"] for g in usage["groups"]] == groups, where
+            assert len(usage["series"]) == len(keys), where
+            for bucket_key, bucket in zip(keys, usage["series"], strict=True):
+                assert [g["key"] for g in bucket["groups"]] == groups, where
+                for group in bucket["groups"]:
+                    cell = sums[group["key"]].get(bucket_key, [0, 0, 0, 0])
+                    assert [group["requests"], group["tokensIn"], group["tokensOut"],
+                            group["estimatedCostUsd"]] == [
+                        *cell[:3], format_usd(nanos_to_usd(cell[3]))], where
+            total = [sum(c[i] for v in sums.values() for c in v.values()) for i in range(4)]
+            assert [usage["totals"]["requests"], usage["totals"]["tokensIn"],
+                    usage["totals"]["tokensOut"]] == total[:3], where
+
+
+async def test_viewer_usage_is_the_root_usage(client: httpx.AsyncClient, db: Database) -> None:
+    await seed(db)
+    for arguments in ["", '(days: 7, tz: "Asia/Kolkata", groupBy: MODEL)',
+                      '(range: {from: "2026-11-01", to: "2026-11-20"}, granularity: WEEK, '
+                      "groupBy: PROVIDER)"]:
+        response = await client.post("/graphql", json={"query": (
+            f"{{ usage{arguments} {{ {USAGE_FIELDS} }} "
+            f"viewer {{ usage{arguments} {{ {USAGE_FIELDS} }} }} }}")}, headers=auth())
+        body = response.json()
+        assert "errors" not in body, body
+        assert body["data"]["viewer"]["usage"] == body["data"]["usage"], arguments
+        assert body["data"]["usage"]["totals"]["requests"] > 0
+
+
+async def test_a_node_without_usage_is_zero_filled(client: httpx.AsyncClient, db: Database) -> None:
+    await seed(db)
+    async with db.write() as session, session.begin():
+        await writes.upsert_account(session, AccountRecord(
+            account_id="acme", instances=[InstanceRecord(instance_id="inst-zzz-new")]))
+    response = await client.post("/graphql", json={"query": """{ viewer { instances {
+        edges { node { id
+          plain: usage(days: 3) { totals { requests estimatedCostUsd } series { date requests } }
+          grouped: usage(days: 3, groupBy: MODEL) { groups { key } series { groups { key } } }
+        } } } } }"""}, headers=auth())
+    body = response.json()
+    assert "errors" not in body, body
+    node = body["data"]["viewer"]["instances"]["edges"][-1]["node"]
+    assert node == {
+        "id": "inst-zzz-new",
+        "plain": {"totals": {"requests": 0, "estimatedCostUsd": "0.0000"},
+                  "series": [{"date": d, "requests": 0}
+                             for d in ("2026-11-18", "2026-11-19", "2026-11-20")]},
+        "grouped": {"groups": [], "series": [{"groups": []}] * 3},
+    }
+
+
+# --- errors: the same as the root field's ----------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ('(tz: "Mars/Olympus")', "tz: Unknown time zone"),
+        ("(days: 0)", "days: Input should be greater than or equal to 1"),
+        ('(range: {from: "2026-01-02", to: "2026-01-01"})', "range.to: Must not be before"),
+        ('(range: {from: "2026-01-01", to: "2026-01-02"}, days: 7)',
+         "days: Give either range or days, not both"),
+    ],
+)
+@pytest.mark.parametrize("where", ["instances", "models", "viewer"])
+async def test_bad_arguments_are_refused_as_on_the_root_field(
+    client: httpx.AsyncClient, db: Database, sql: StatementCounter, arguments: str,
+    message: str, where: str,
+) -> None:
+    await seed(db)
+    field = f"usage{arguments} {{ totals {{ requests }} }}"
+    query = {
+        "instances": f"{{ viewer {{ instances {{ edges {{ node {{ id {field} }} }} }} }} }}",
+        "models": f"{{ viewer {{ models {{ name {field} }} }} }}",
+        "viewer": f"{{ viewer {{ {field} }} }}",
+    }[where]
+    root = (await client.post("/graphql", json={"query": f"{{ {field} }}"},
+                              headers=auth())).json()
+    sql.reset()
+    await client.post("/graphql", json={"query": query.replace(field, "__typename")},
+                      headers=auth())
+    without_usage = sql.count
+    sql.reset()
+    body = (await client.post("/graphql", json={"query": query}, headers=auth())).json()
+    assert body["data"] is None
+    assert body["errors"], body
+    for error in body["errors"]:
+        assert error["message"].startswith(message), error
+        assert error["message"] == root["errors"][0]["message"]
+        assert error["extensions"] == root["errors"][0]["extensions"]
+        assert error["path"][-1] == "usage"
+    # Refused before any usage is read.
+    assert sql.count == without_usage, sql.statements
+
+
+# --- cost: one statement per distinct arguments, never per node ------------------------------
+
+
+async def _account(db: Database, account_id: str, instances: int, models: int) -> str:
+    """An account with that many instances and used models, each with usage, and a token."""
+    token = f"{account_id}-read-token-0001"
+    async with db.write() as session, session.begin():
+        await writes.upsert_models(session, [
+            ModelRecord(model=f"m-{m:03}", provider=f"p-{m % 3}", input_usd_per_mtok=Decimal(1),
+                        output_usd_per_mtok=Decimal(2))
+            for m in range(models)
+        ])
+        await writes.upsert_account(session, AccountRecord(
+            account_id=account_id, tokens=[TokenRecord(token=token)],
+            instances=[InstanceRecord(instance_id=f"i-{i:03}") for i in range(instances)]))
+        await writes.record_events(session, [
+            UsageEventRecord(event_id=f"e-{i}-{d}", instance_id=f"i-{i:03}",
+                             model=f"m-{(i + d) % models:03}",
+                             timestamp=NOW - timedelta(days=d, hours=i % 24),
+                             tokens_in=10 + i, tokens_out=d)
+            for i in range(instances) for d in range(0, 40, 3)
+        ], account_id=account_id)
+    return token
+
+
+INSTANCES_PAGE = """{ viewer { instances(first: 50) { edges { node { id
+  usage(days: 30) { totals { requests } series { date requests } } } } } } }"""
+MODELS_PAGE = """{ viewer { models { name
+  usage(days: 7, tz: "Europe/Berlin") { totals { requests } series { date requests } } } } }"""
+# Two argument sets on aliases, and the first again spelled otherwise (the
+# same resolved range: one key), and a grouping of another key.
+MIXED_PAGE = """{ viewer {
+  instances(first: 50) { edges { node { id
+    a: usage(days: 30) { totals { requests } }
+    b: usage(range: {from: "2026-10-22", to: "2026-11-20"}, tz: "UTC") { totals { requests } }
+    c: usage(days: 7, tz: "Asia/Kolkata", granularity: HOUR) { totals { requests } }
+    d: usage(days: 30, groupBy: MODEL) { groups { key requests } }
+  } } }
+  models { name
+    a: usage(days: 7, tz: "Europe/Berlin") { totals { requests } }
+    b: usage(days: 7, tz: "Europe/Berlin", groupBy: INSTANCE) { groups { key } }
+  }
+} }"""
+# token, the page (or the models), then one statement per distinct arguments:
+COSTS = {"instances": (INSTANCES_PAGE, 3), "models": (MODELS_PAGE, 3),
+         "mixed": (MIXED_PAGE, 1 + 2 + 3 + 2)}  # token, 2 lists, 3 + 2 argument sets
+
+
+@pytest.mark.parametrize("page", list(COSTS))
+async def test_nested_usage_costs_the_same_for_5_and_50_nodes(
+    client: httpx.AsyncClient, db: Database, sql: StatementCounter, page: str
+) -> None:
+    query, statements = COSTS[page]
+    counts = {}
+    for n in (5, 50):
+        token = await _account(db, f"acct-{n}", instances=n, models=n)
+        sql.reset()
+        response = await client.post("/graphql", json={"query": query}, headers=auth(token))
+        body = response.json()
+        assert "errors" not in body, body
+        viewer = body["data"]["viewer"]
+        nodes = viewer["models"] if "instances" not in viewer else viewer["instances"]["edges"]
+        assert len(nodes) == n
+        counts[n] = sql.count
+        if page == "mixed":
+            # The same range spelled twice is the same answer, from one read.
+            for edge in viewer["instances"]["edges"]:
+                assert edge["node"]["a"] == edge["node"]["b"]
+                assert edge["node"]["a"]["totals"]["requests"] == sum(
+                    g["requests"] for g in edge["node"]["d"]["groups"])
+    assert counts == {5: statements, 50: statements}, sql.statements
+
+
+async def test_every_node_spends_the_request_points(settings: Settings, db: Database) -> None:
+    # Two days of hours under each instance: 48 points a node. A budget of
+    # exactly that for every instance answers; one point less refuses.
+    from meterql.app import create_app
+
+    await seed(db)
+    query = ("{ viewer { instances { edges { node { id "
+             "usage(days: 2, granularity: HOUR) { series { requests } } } } } } }")
+
+    async def ask(points: int) -> Any:
+        app = create_app(settings.model_copy(update={"graphql_max_series_points": points}),
+                         database=db, clock=lambda: NOW)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as c:
+            return (await c.post("/graphql", json={"query": query}, headers=auth())).json()
+
+    answered = await ask(1_000_000)
+    edges = answered["data"]["viewer"]["instances"]["edges"]
+    assert len(edges) >= 2
+    assert all(len(e["node"]["usage"]["series"]) == 48 for e in edges)
+    assert "errors" not in await ask(48 * len(edges))
+    refused = await ask(48 * len(edges) - 1)
+    assert [e["extensions"]["code"] for e in refused["errors"]] == ["BAD_USER_INPUT"]
