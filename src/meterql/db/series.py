@@ -295,6 +295,22 @@ def _hourly(
     return _Query([part], bounds, first, slot)
 
 
+def _slot_spans(
+    kind: int, table: Any, slot: str, spans: list[tuple[int, int, int]], account_id: str,
+    group_by: GroupBy | None, scope: _Scope,
+) -> Select[Any]:
+    """A boundary correction per span ``(boundary, first slot, end slot)`` of a slot rollup."""
+    found = values(column("idx", Integer), column("lo", BigInteger), column("hi", BigInteger),
+                   name=f"{slot}_spans").data(spans).cte()
+    t = table.c
+    return _part(
+        kind, found.c.idx, cast(null(), Date), t,
+        found.join(table, and_(t.account_id == account_id, t[slot] >= found.c.lo,
+                               t[slot] < found.c.hi)),
+        _sums(t), [], group_by, scope, [found.c.idx],
+    )
+
+
 def _whole_account(group_by: GroupBy | None, scope: _Scope) -> bool:
     """Whether the account's own rollups (no instance, no model) can answer."""
     return (group_by is None and scope.split_by is None and scope.instance_ids is None
@@ -369,26 +385,10 @@ def _daily(
             low, high = sorted((bound, nearest))
             signs[(_EVENTS_ROW, n)] = 1 if bound > nearest else -1
             instant_spans.append((n, _utc(low), _utc(high)))
-    if hour_spans:
-        spans = values(column("idx", Integer), column("lo", BigInteger),
-                       column("hi", BigInteger), name="hour_spans").data(hour_spans).cte()
-        h = hours.c
-        parts.append(_part(
-            _HOURS_ROW, spans.c.idx, cast(null(), Date), h,
-            spans.join(hours, and_(h.account_id == account_id, h.hour >= spans.c.lo,
-                                   h.hour < spans.c.hi)),
-            _sums(h), [], group_by, scope, [spans.c.idx],
-        ))
-    if quarter_spans:
-        spans = values(column("idx", Integer), column("lo", BigInteger),
-                       column("hi", BigInteger), name="quarter_spans").data(quarter_spans).cte()
-        q = QUARTERS.c
-        parts.append(_part(
-            _QUARTERS_ROW, spans.c.idx, cast(null(), Date), q,
-            spans.join(QUARTERS, and_(q.account_id == account_id, q.quarter >= spans.c.lo,
-                                      q.quarter < spans.c.hi)),
-            _sums(q), [], group_by, scope, [spans.c.idx],
-        ))
+    for kind, table, slot, slot_spans in ((_HOURS_ROW, hours, "hour", hour_spans),
+                                           (_QUARTERS_ROW, QUARTERS, "quarter", quarter_spans)):
+        if slot_spans:
+            parts.append(_slot_spans(kind, table, slot, slot_spans, account_id, group_by, scope))
     if instant_spans:
         spans = values(column("idx", Integer), column("lo", UTCDateTime()),
                        column("hi", UTCDateTime()), name="instant_spans").data(

@@ -39,13 +39,11 @@ from starlette.responses import Response, StreamingResponse
 
 from meterql import buckets
 from meterql.buckets import Granularity, LocalRange
-from meterql.context import Context, Services, authenticated_context, finish
+from meterql.context import Context, Services, finish
 from meterql.errors import InvalidInput, MeterqlError
 from meterql.money import format_usd
-from meterql.request_facts import request_facts
-from meterql.request_ids import request_id
 from meterql.responses import error_response, internal_error_response
-from meterql.rest_compat.endpoint import Endpoint, PreparedRoute, run_document
+from meterql.rest_compat.endpoint import Endpoint, PreparedRoute, request_context, run_document
 from meterql.rest_compat.params import coerce
 
 logger = logging.getLogger("meterql.rest_compat")
@@ -183,11 +181,7 @@ def make_export_endpoint(prepared: PreparedRoute, services: Services) -> Endpoin
 
     async def endpoint(request: Request) -> Response:
         try:
-            # As every route: a bad token wins over bad parameters.
-            context = await authenticated_context(
-                services, request.headers.get("authorization"), request_id(request.scope),
-                request_facts(request.scope),
-            )
+            context = await request_context(services, request)
         except MeterqlError as error:
             return error_response(error)
         try:
