@@ -34,6 +34,7 @@ from meterql.db.tables import (
     UsageInstanceHour,
     UsageInstanceModelHour,
     UsageModelDay,
+    UsageModelHour,
     UsageQuarterHour,
 )
 from meterql.records import AccountRecord, InstanceRecord, UsageEventRecord
@@ -215,7 +216,7 @@ async def _rollup_rows(db: Database) -> dict[str, list[tuple[Any, ...]]]:
               "instance_hours": UsageInstanceHour,
               "instance_model_hours": UsageInstanceModelHour, "end_users": EndUser,
               "seen_days": EndUsersLastSeenDay, "seen_hours": EndUsersLastSeenHour,
-              "quarter_hours": UsageQuarterHour}
+              "quarter_hours": UsageQuarterHour, "model_hours": UsageModelHour}
     # Every table derived from the events is compared: a new rollup joins here.
     assert {t.__tablename__ for t in tables.values()} == {  # type: ignore[attr-defined]
         table.name for table in rollups.DERIVED_TABLES}
@@ -237,7 +238,7 @@ async def test_duplicates_never_reach_the_rollups(db: Database) -> None:
     assert sum(r[2] for r in before["days"]) == 60  # requests, after (account, day)
 
 
-@pytest.mark.parametrize("revision", ["0001", "0002", "0003"])
+@pytest.mark.parametrize("revision", ["0001", "0002", "0003", "0004"])
 async def test_migration_fills_rollups_from_stored_events(db: Database, revision: str) -> None:
     """A database with events from before the rollups gets the very rows ingest writes."""
     await _record(db, _events(random.Random(11), 300, "m"))
@@ -272,7 +273,7 @@ async def test_days_window_reads_match_the_period_reader(db: Database) -> None:
 def test_rollup_statements_name_every_column_of_their_tables() -> None:
     """Each rollup writes its table's whole primary key, then every measure."""
     tables = [UsageDay, UsageInstanceDay, UsageInstanceHour, UsageModelDay,
-              UsageInstanceModelHour, UsageQuarterHour]
+              UsageInstanceModelHour, UsageQuarterHour, UsageModelHour]
     for (statement, _), table in zip(rollups._ROLLUPS, tables, strict=True):
         columns = table.__table__.columns  # type: ignore[attr-defined]
         primary = [c.name for c in columns if c.primary_key]

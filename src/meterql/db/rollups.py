@@ -49,6 +49,7 @@ from meterql.db.tables import (
     UsageInstanceHour,
     UsageInstanceModelHour,
     UsageModelDay,
+    UsageModelHour,
     UsageQuarterHour,
 )
 from meterql.db.types import UTCDateTime
@@ -94,6 +95,8 @@ _ROLLUPS = (
     _rollup(UsageInstanceModelHour, ("hour", "instance_id", "model"),
             lambda r: (epoch_hour(r["occurred_at"]), r["instance_id"], r["model"])),
     _rollup(UsageQuarterHour, ("quarter",), lambda r: (epoch_quarter(r["occurred_at"]),)),
+    _rollup(UsageModelHour, ("hour", "model"),
+            lambda r: (epoch_hour(r["occurred_at"]), r["model"])),
 )
 
 
@@ -311,6 +314,7 @@ _SQL_KEYS: tuple[tuple[BulkInsert, tuple[ColumnElement[Any], ...]], ...] = tuple
             (_EVENTS.day, _EVENTS.model),
             (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.instance_id, _EVENTS.model),
             (_sqlite_epoch_slot(_EVENTS.occurred_at, 900),),
+            (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.model),
         ),
         strict=True,
     )

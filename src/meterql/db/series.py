@@ -75,6 +75,7 @@ from meterql.db.tables import (
     UsageInstanceHour,
     UsageInstanceModelHour,
     UsageModelDay,
+    UsageModelHour,
     UsageQuarterHour,
 )
 from meterql.db.types import UTCDateTime
@@ -221,7 +222,10 @@ def _tables(group_by: GroupBy | None, scope: _Scope) -> tuple[Any, Any]:
         frozenset({"instance"}): UsageInstanceDay.__table__,
         frozenset({"model"}): UsageModelDay.__table__,
     }.get(frozenset(needs))
-    hours = UsageInstanceModelHour.__table__ if "model" in needs else UsageInstanceHour.__table__
+    hours: Any = {
+        frozenset({"model"}): UsageModelHour.__table__,
+        frozenset({"instance", "model"}): UsageInstanceModelHour.__table__,
+    }.get(frozenset(needs), UsageInstanceHour.__table__)
     return days, hours
 
 

@@ -362,6 +362,7 @@ _ANALYZE_LOADED_TABLES = tuple(
         "ANALYZE usage_instance_hours",
         "ANALYZE usage_instance_model_hours",
         "ANALYZE usage_quarter_hours",
+        "ANALYZE usage_model_hours",
         "ANALYZE end_users",
         "ANALYZE end_users_last_seen_days",
         "ANALYZE end_users_last_seen_hours",
