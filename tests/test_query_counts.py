@@ -8,7 +8,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from sqlalchemy import text
 
+from meterql.config import Settings
 from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.records import (
@@ -180,3 +182,21 @@ async def test_the_documented_viewer_query_runs_at_its_documented_cost(
     assert "errors" not in body, body
     assert len(body["data"]["viewer"]["instances"]["edges"]) == 30  # the running half
     assert sql.count == VIEWER_PAGE_STATEMENTS + 1, sql.statements
+
+
+
+async def test_postgresql_plans_every_statement_for_its_values(postgres_template: str) -> None:
+    # asyncpg prepares every statement; after five runs PostgreSQL may keep a
+    # generic plan, which made the metrics page 7x slower at 1M events (see
+    # db/engine.py). Every connection of the pool must plan for its values.
+    from tests.conftest import _asyncpg_url, _postgres_url
+
+    url = _postgres_url()
+    assert url is not None
+    db = Database.from_settings(Settings(database_url=_asyncpg_url(url, postgres_template)))
+    try:
+        async with db.engine.connect() as connection:
+            mode = (await connection.execute(text("SHOW plan_cache_mode"))).scalar_one()
+    finally:
+        await db.dispose()
+    assert mode == "force_custom_plan"
