@@ -26,6 +26,7 @@ Subscriptions of acme: tier_pro trialing 2026-11-01 → 2026-12-01 (trial ends
 
 from __future__ import annotations
 
+from datetime import timedelta
 from decimal import Decimal
 
 from meterql.db import writes
@@ -39,7 +40,9 @@ from meterql.records import (
     SubscriptionRecord,
     TierRecord,
     TokenRecord,
+    UsageEventRecord,
 )
+from tests.conftest import NOW
 
 ACME_TOKEN = "acme-read-token-0001"
 ACME_INGEST_TOKEN = "acme-ingest-token-0001"
@@ -148,3 +151,29 @@ async def seed(db: Database) -> None:
 
 def auth(token: str = ACME_TOKEN) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
+
+
+async def busy_account(db: Database, account_id: str, instances: int, models: int) -> str:
+    """An account with that many instances and used models, each with usage; its read token.
+
+    Every instance has an event every third day of the 40 before ``NOW``,
+    spread over the hours, each on a model in turn.
+    """
+    token = f"{account_id}-read-token-0001"
+    async with db.write() as session, session.begin():
+        await writes.upsert_models(session, [
+            ModelRecord(model=f"m-{m:03}", provider=f"p-{m % 3}", input_usd_per_mtok=Decimal(1),
+                        output_usd_per_mtok=Decimal(2))
+            for m in range(models)
+        ])
+        await writes.upsert_account(session, AccountRecord(
+            account_id=account_id, tokens=[TokenRecord(token=token)],
+            instances=[InstanceRecord(instance_id=f"i-{i:03}") for i in range(instances)]))
+        await writes.record_events(session, [
+            UsageEventRecord(event_id=f"e-{i}-{d}", instance_id=f"i-{i:03}",
+                             model=f"m-{(i + d) % models:03}",
+                             timestamp=NOW - timedelta(days=d, hours=i % 24),
+                             tokens_in=10 + i, tokens_out=d)
+            for i in range(instances) for d in range(0, 40, 3)
+        ], account_id=account_id)
+    return token

@@ -8,7 +8,9 @@ from datetime import datetime
 
 import strawberry
 
+from meterql import buckets
 from meterql.auth import authenticate, require_scope
+from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.budget import PointBudget
 from meterql.config import Settings
 from meterql.db.accounts import TokenGrant
@@ -49,11 +51,25 @@ class Context:
     # (``meterql.budget``), from ``graphql_max_series_points``.
     points: PointBudget = field(init=False, repr=False, compare=False)
 
+    # The buckets of each distinct ``usage`` range and grain asked in this request.
+    _plans: dict[tuple[LocalRange, Granularity], BucketPlan] = field(
+        init=False, repr=False, compare=False
+    )
+
     def __post_init__(self) -> None:
         object.__setattr__(self, "loaders", Loaders(self))
         object.__setattr__(
             self, "points", PointBudget(self.settings.graphql_max_series_points)
         )
+        object.__setattr__(self, "_plans", {})
+
+    def bucket_plan(self, local: LocalRange, granularity: Granularity) -> BucketPlan:
+        """The range cut into buckets, once per request whatever the number of nodes asking."""
+        key = (local, granularity)
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = self._plans[key] = buckets.plan(local, granularity)
+        return plan
 
     @property
     def account_id(self) -> str:

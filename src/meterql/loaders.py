@@ -32,15 +32,16 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from dataclasses import dataclass
+from datetime import date
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from strawberry.dataloader import DataLoader
 
-from meterql import buckets
 from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.db import accounts, graph, series
 from meterql.db.accounts import TierRow
-from meterql.db.series import GroupBy, Series
+from meterql.db.series import GroupBy, GroupCounts, Series
+from meterql.errors import InvalidInput
 from meterql.plans import EffectivePlan, effective_plan
 
 if TYPE_CHECKING:
@@ -105,6 +106,19 @@ async def plan_of_account(context: Context, account_ids: list[str]) -> list[Effe
     return [plan for _ in account_ids]
 
 
+async def group_counts(context: Context, spans: list[tuple[date, date]]) -> list[GroupCounts]:
+    """Instances and models with usage in each span of UTC days: bounds of ``usage`` groups.
+
+    One statement for the batch, over the span enclosing all of them: a
+    count over a wider span is still a bound for each narrower one.
+    """
+    first = min(span[0] for span in spans)
+    last = max(span[1] for span in spans)
+    async with context.read() as connection:
+        counts = await series.group_counts(connection, context.account_id, first, last)
+    return [counts for _ in spans]
+
+
 async def instance_counts(context: Context, statuses: list[str | None]) -> list[int]:
     """How many instances the account has of each status (``None``: all of them)."""
     counts: dict[str | None, int] = {}
@@ -115,6 +129,15 @@ async def instance_counts(context: Context, statuses: list[str | None]) -> list[
 
 
 # --- usage of the graph's nodes ---------------------------------------------------------------
+
+
+class PointsRefused(InvalidInput):
+    """A batch skipped because its request already ran out of usage points.
+
+    Its message is never shown: the node whose charge was refused carries
+    the refusal, and a non-null ``usage`` under a list nulls the answer up to
+    the nearest nullable field anyway.
+    """
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +161,25 @@ class NodeUsage:
     series: Series
 
 
+async def usage_of_account(context: Context, keys: list[UsageArgs]) -> list[NodeUsage]:
+    """The account's usage for each arguments: one statement per distinct arguments.
+
+    Through a loader, like the nodes' usage, so that every ``usage`` of the
+    request (aliases of the root field, the viewer's) is charged before any
+    of them is read, and the same arguments asked twice are read once.
+    """
+    if context.points.refused:
+        raise PointsRefused()
+    plans = {args: context.bucket_plan(args.range, args.granularity) for args in keys}
+    found: dict[UsageArgs, Series] = {}
+    async with context.read() as connection:
+        for args, plan in plans.items():
+            found[args] = await series.usage_series(
+                connection, context.account_id, plan, args.group_by
+            )
+    return [NodeUsage(plans[args], found[args]) for args in keys]
+
+
 async def usage_by_instance(
     context: Context, keys: list[tuple[UsageArgs, str]]
 ) -> list[NodeUsage]:
@@ -155,11 +197,15 @@ async def _usage_split(
 ) -> list[NodeUsage]:
     # Every node asked with the same arguments is read in one call split by
     # node (and grouped as asked inside each): never a statement per node.
+    if context.points.refused:
+        # A node of this batch (or any usage of the request) was refused: the
+        # answer is that error, and reading the others' usage would only cost.
+        raise PointsRefused()
     nodes: dict[UsageArgs, dict[str, None]] = {}
     for args, node in keys:
         nodes.setdefault(args, {})[node] = None
-    # The buckets are cut before the connection is taken: pure CPU, once per arguments.
-    plans = {args: buckets.plan(args.range, args.granularity) for args in nodes}
+    # Cut once per arguments and request (the nodes' resolvers cut them first).
+    plans = {args: context.bucket_plan(args.range, args.granularity) for args in nodes}
     found: dict[UsageArgs, dict[str, Series]] = {}
     async with context.read() as connection:
         for args, named in nodes.items():

@@ -39,7 +39,7 @@ import enum
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import date, timedelta
 from math import gcd
 from typing import Any
 
@@ -56,6 +56,7 @@ from sqlalchemy import (
     bindparam,
     cast,
     column,
+    distinct,
     func,
     literal,
     null,
@@ -405,6 +406,68 @@ def _daily(
             _EVENT_SUMS, [], group_by, scope, [spans.c.idx],
         ))
     return _Query(parts, anchors, slot_base, _HOUR, signs)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupCounts:
+    """How many instances and models have usage in a span of UTC days.
+
+    An upper bound of the groups of any ``usage`` answer inside that span:
+    grouped by instance, by model, or by provider (a model has one provider
+    or none), before the answer itself is read (``meterql.budget``).
+    """
+
+    instances: int
+    models: int
+
+    def most(self, group_by: GroupBy | None) -> int:
+        if group_by is None:
+            return 1
+        return self.instances if group_by is GroupBy.INSTANCE else self.models
+
+
+_FIRST_DAY: BindParameter[date] = bindparam("first_day")
+_LAST_DAY: BindParameter[date] = bindparam("last_day")
+_ACCOUNT: BindParameter[str] = bindparam("account")
+_INSTANCE_DAYS = UsageInstanceDay.__table__.c
+_MODEL_DAYS = UsageModelDay.__table__.c
+# Per registered instance one probe of its key range of days (the rollup is
+# keyed instance first); the models' day rows of the span, a few per day.
+_GROUP_COUNTS = select(
+    select(func.count())
+    .select_from(Instance.__table__)
+    .where(
+        INSTANCES.account_id == _ACCOUNT,
+        select(_INSTANCE_DAYS.day).where(
+            _INSTANCE_DAYS.account_id == _ACCOUNT,
+            _INSTANCE_DAYS.instance_id == INSTANCES.instance_id,
+            _INSTANCE_DAYS.day >= _FIRST_DAY,
+            _INSTANCE_DAYS.day <= _LAST_DAY,
+        ).exists(),
+    )
+    .scalar_subquery(),
+    select(func.count(distinct(_MODEL_DAYS.model)))
+    .where(_MODEL_DAYS.account_id == _ACCOUNT, _MODEL_DAYS.day >= _FIRST_DAY,
+           _MODEL_DAYS.day <= _LAST_DAY)
+    .scalar_subquery(),
+)
+
+
+def utc_days(plan: BucketPlan) -> tuple[date, date]:
+    """The UTC days, first and last, that the plan's buckets touch."""
+    first = _EPOCH_DAY + timedelta(days=plan.bounds[0] // _DAY)
+    last = _EPOCH_DAY + timedelta(days=(plan.bounds[-1] - 1) // _DAY)
+    return first, last
+
+
+async def group_counts(
+    connection: AsyncConnection, account_id: str, first_day: date, last_day: date
+) -> GroupCounts:
+    """Instances and models with usage on the UTC days ``first_day``..``last_day``."""
+    row = (await connection.execute(
+        _GROUP_COUNTS, {"account": account_id, "first_day": first_day, "last_day": last_day}
+    )).one()
+    return GroupCounts(instances=int(row[0]), models=int(row[1]))
 
 
 async def usage_series(

@@ -1,10 +1,12 @@
 """``usage(range | days, tz, granularity, groupBy)``: arguments → bucket plan → one query → types.
 
-The root field (and ``viewer.usage``, the same) reads in a statement of its
-own; ``instance.usage`` and ``model.usage`` go through the request's
-loaders (``node_usage``), so a page of N nodes costs one statement per
-distinct arguments. All of them take the very same arguments (the
-``Usage*`` aliases below), validate them alike and answer with ``to_usage``.
+Every one reads through the request's loaders: the root field (and
+``viewer.usage``, the same) through ``usage_of_account``, ``instance.usage``
+and ``model.usage`` through ``node_usage``, so a page of N nodes costs one
+statement per distinct arguments. Each is charged to the request's point
+budget before anything is read (``charge``). All of them take the very same
+arguments (the ``Usage*`` aliases below), validate them alike and answer
+with ``to_usage``.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.context import Context
 from meterql.db import series
 from meterql.db.series import Amounts, GroupBy
-from meterql.loaders import BatchFn, NodeUsage, UsageArgs
+from meterql.loaders import BatchFn, NodeUsage, UsageArgs, group_counts, usage_of_account
 from meterql.money import nanos_to_usd
 from meterql.schema.scalars import BigInt, OffsetDateTime
 from meterql.schema.usage import DateRange, Usage, UsageBucket, UsageGroup, UsageTotals
@@ -51,17 +53,6 @@ def _local_range(
     )
 
 
-def usage_plan(
-    context: Context,
-    date_range: DateRange | None,
-    days: int | None,
-    tz: str,
-    granularity: Granularity,
-) -> BucketPlan:
-    """Validate the arguments (``InvalidInput`` on any fault) and cut the range into buckets."""
-    return buckets.plan(_local_range(context, date_range, days, tz), granularity)
-
-
 def usage_args(
     context: Context,
     date_range: DateRange | None,
@@ -70,29 +61,48 @@ def usage_args(
     granularity: Granularity,
     group_by: GroupBy | None,
 ) -> UsageArgs:
-    """Validate the arguments as ``usage_plan`` does (the same errors), without cutting buckets.
-
-    Each node of a list validates its own field's arguments; the buckets are
-    cut once per distinct arguments, by the loader.
-    """
+    """The arguments, validated (``InvalidInput`` on any fault): a loader key."""
     return UsageArgs(_local_range(context, date_range, days, tz), granularity, group_by)
+
+
+async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -> None:
+    """Charge the request's budget with the most points an answer could have.
+
+    The buckets alone are checked first: an answer too long even with one
+    group is refused before anything is read. Grouped, the groups are
+    bounded by the instances or models with usage around the range (one
+    small count per request and span, shared by every node).
+    """
+    most = len(plan.buckets)
+    if group_by is not None:
+        context.points.check(most)
+        counts = await context.loaders.load(group_counts, series.utc_days(plan))
+        most *= max(1, counts.most(group_by))
+    context.points.charge(most)
 
 
 async def node_usage(
     context: Context,
     batch: BatchFn[tuple[UsageArgs, str], NodeUsage],
     node: str,
+    kind: GroupBy,
     date_range: DateRange | None,
     days: int | None,
     tz: str,
     granularity: Granularity,
     group_by: GroupBy | None,
 ) -> Usage:
-    """``usage`` of one node (an instance id, a model name) through the request's ``batch``."""
+    """``usage`` of one node (an instance id, a model name) through the request's ``batch``.
+
+    Every node is charged before the batch reads anything (a page of 50
+    instances asks for 50 series). Grouped by its own ``kind`` (or a model
+    by provider), a node's one group is itself.
+    """
     args = usage_args(context, date_range, days, tz, granularity, group_by)
+    plan = context.bucket_plan(args.range, args.granularity)
+    own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
+    await charge(context, plan, None if own else group_by)
     found = await context.loaders.load(batch, (args, node))
-    # Every node spends its own points: a page of 50 instances asks for 50 series.
-    context.points.spend(len(found.plan.buckets) * max(1, len(found.series.keys)))
     return to_usage(found.plan, group_by, found.series)
 
 
@@ -169,9 +179,8 @@ async def usage(
     group_by: GroupBy | None = None,
 ) -> Usage:
     context = info.context.require("read")
-    plan = usage_plan(context, date_range, days, tz, granularity)
-    context.points.check(len(plan.buckets))
-    async with context.read() as connection:
-        found = await series.usage_series(connection, context.account_id, plan, group_by)
-    context.points.spend(len(plan.buckets) * max(1, len(found.keys)))
-    return to_usage(plan, group_by, found)
+    args = usage_args(context, date_range, days, tz, granularity, group_by)
+    plan = context.bucket_plan(args.range, args.granularity)
+    await charge(context, plan, group_by)
+    found = await context.loaders.load(usage_of_account, args)
+    return to_usage(plan, group_by, found.series)

@@ -65,8 +65,8 @@ async def _instance_usage(
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:
-    return await node_usage(info.context, usage_by_instance, str(root.id), date_range, days, tz,
-                            granularity, group_by)
+    return await node_usage(info.context, usage_by_instance, str(root.id), GroupBy.INSTANCE,
+                            date_range, days, tz, granularity, group_by)
 
 
 @strawberry.type(description="An AI agent deployment of the account.")
@@ -132,8 +132,8 @@ async def _model_usage(
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:
-    return await node_usage(info.context, usage_by_model, root.name, date_range, days, tz,
-                            granularity, group_by)
+    return await node_usage(info.context, usage_by_model, root.name, GroupBy.MODEL, date_range,
+                            days, tz, granularity, group_by)
 
 
 @strawberry.type(description="An LLM the account has used.")
