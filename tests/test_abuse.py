@@ -23,7 +23,7 @@ from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.records import UsageEventRecord
 from tests.conftest import NOW, StatementCounter
-from tests.golden import auth, busy_account
+from tests.golden import ACME_INGEST_TOKEN, auth, busy_account, seed
 
 # --- usage is charged from its arguments before anything is read ------------------------
 
@@ -112,3 +112,73 @@ async def test_a_charge_is_the_most_an_answer_may_hold(settings: Settings, db: D
     twice = f"{{ a: {one} b: {one} }}"
     assert "errors" not in await _ask(settings, db, 14, twice, token)
     assert "errors" in await _ask(settings, db, 13, twice, token)
+
+
+# --- validation costs time linear in the document -----------------------------------------
+
+
+def _fan_out(levels: int, leaf: str = "accountId", spreads: int = 2) -> str:
+    """``F0`` spreads ``F1`` twice, ``F1`` spreads ``F2`` twice...: 2^levels leaves."""
+    fragments = [
+        f"fragment F{n} on Viewer {{ {' '.join([f'...F{n + 1}'] * spreads)} }}"
+        for n in range(levels)
+    ]
+    return "{ viewer { ...F0 } } " + " ".join(fragments) + f" fragment F{levels} on Viewer {{ {leaf} }}"
+
+
+DEEP = "instances { edges { node { usage { series { groups { key } } } } } }"  # 7 levels
+FAN_OUTS = {
+    # (document, depth limit, the refusals): valid ones spread one field 2^60
+    # times, which execution collects once.
+    "leaf": (_fan_out(60), 10, []),
+    "aliased": (_fan_out(60, "a: accountId"), 10,
+                ["1152921504606846976 aliases found. Allowed: 50"]),
+    "wide": (_fan_out(30, "plan { tierId }", spreads=4), 10, []),
+    "deep": (_fan_out(40, DEEP), 10, []),
+    "too-deep": (_fan_out(40, DEEP), 6, ["'anonymous' exceeds maximum operation depth of 6"]),
+}
+
+
+@pytest.mark.parametrize("name", list(FAN_OUTS))
+def test_fragment_fan_out_is_validated_in_linear_time(name: str) -> None:
+    from graphql import parse, specified_rules, validate
+
+    from meterql.schema import build_schema, limits
+
+    query, depth, refusals = FAN_OUTS[name]
+    schema = build_schema()._schema
+    measured: list[object] = []
+    original = limits._Shape.of
+
+    def counting(self: limits._Shape, selection_set: Any) -> tuple[int, int]:
+        measured.append(selection_set)
+        return original(self, selection_set)
+
+    document = parse(query)
+    started = time.perf_counter()
+    try:
+        limits._Shape.of = counting  # type: ignore[method-assign]
+        errors = validate(schema, document, [*specified_rules, limits.shape_rule(depth, 50)])
+    finally:
+        limits._Shape.of = original  # type: ignore[method-assign]
+    elapsed = time.perf_counter() - started
+    # Each selection set measured once (every one opens with a brace): the
+    # fragments are remembered, not walked again at every spread.
+    assert len(measured) <= query.count("{"), (len(measured), query.count("{"))
+    assert [e.message for e in errors] == refusals
+    # 2^60 spreads once took longer than the universe has existed; 2^22 took 16 s.
+    assert elapsed < 1, elapsed
+
+
+async def test_an_ingest_token_gets_a_fan_out_refused_at_once(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    await seed(db)
+    query = _fan_out(150, "a: accountId")
+    started = time.perf_counter()
+    response = await client.post("/graphql", json={"query": query},
+                                 headers=auth(ACME_INGEST_TOKEN))
+    assert time.perf_counter() - started < 2
+    body = response.json()
+    assert body["data"] is None
+    assert body["errors"][0]["message"].endswith("aliases found. Allowed: 50")
