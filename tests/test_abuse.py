@@ -9,8 +9,14 @@ charged, connections lent) and allows wall-clock time only generously.
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
+import socket
 import time
 import tracemalloc
+import urllib.error
+import urllib.request
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,7 +29,15 @@ from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.records import UsageEventRecord
 from tests.conftest import NOW, StatementCounter
-from tests.golden import ACME_INGEST_TOKEN, auth, busy_account, seed
+from tests.golden import (
+    ACME_INGEST_TOKEN,
+    ACME_TOKEN,
+    GLOBEX_TOKEN,
+    auth,
+    busy_account,
+    seed,
+)
+from tests.servers import serving
 
 # --- usage is charged from its arguments before anything is read ------------------------
 
@@ -182,3 +196,189 @@ async def test_an_ingest_token_gets_a_fan_out_refused_at_once(
     body = response.json()
     assert body["data"] is None
     assert body["errors"][0]["message"].endswith("aliases found. Allowed: 50")
+
+
+# --- bodies: no connection waits on a client -----------------------------------------------
+
+Message = dict[str, Any]
+
+
+async def _call(app: Any, method: str, path: str, headers: dict[str, str],
+                receive: Any) -> list[Message]:
+    """Run one request through the ASGI app; what it sent back."""
+    sent: list[Message] = []
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": method,
+        "scheme": "http", "path": path, "raw_path": path.encode(), "query_string": b"",
+        "root_path": "", "server": ("meterql.test", 80), "client": ("127.0.0.1", 5000),
+        "headers": [(k.lower().encode(), v.encode()) for k, v in headers.items()],
+    }
+    await app(scope, receive, send)
+    return sent
+
+
+def _aborted(first: bytes) -> Any:
+    """A client that sends ``first`` of its body, then closes the connection."""
+    messages = [{"type": "http.request", "body": first, "more_body": True},
+                {"type": "http.disconnect"}]
+
+    async def receive() -> Message:
+        return messages.pop(0) if len(messages) > 1 else messages[0]
+
+    return receive
+
+
+def _trickle(interval_s: float) -> Any:
+    """A client that sends one byte every ``interval_s``, for ever."""
+
+    async def receive() -> Message:
+        await asyncio.sleep(interval_s)
+        return {"type": "http.request", "body": b" ", "more_body": True}
+
+    return receive
+
+
+UPLOADS = {"/graphql": ACME_TOKEN, "/v1/usage/events": ACME_INGEST_TOKEN}
+
+
+def _checked_out(db: Database) -> int:
+    status = db.pool_status()
+    assert status is not None
+    return status.checked_out
+
+
+@pytest.mark.parametrize("path", list(UPLOADS))
+async def test_aborted_uploads_leave_no_connection_behind(
+    app: Any, db: Database, client: httpx.AsyncClient, path: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    await seed(db)
+    headers = {**auth(UPLOADS[path]), "content-type": "application/json",
+               "content-length": "1000"}
+    for _ in range(25):  # more than the pool has connections, overflow included
+        sent = await _call(app, "POST", path, headers, _aborted(b"["))
+        # Nobody is left to read an answer; the log and metrics call it 499.
+        assert sent[0]["status"] == 499
+    assert _checked_out(db) == 0
+    assert (await client.get("/v1/billing", headers=auth())).status_code == 200
+    assert (await client.get("/readyz")).status_code == 200
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+
+
+@pytest.mark.parametrize("path", list(UPLOADS))
+async def test_a_trickled_body_gets_408_and_holds_nothing_meanwhile(
+    settings: Settings, db: Database, path: str
+) -> None:
+    await seed(db)
+    app = create_app(settings.model_copy(update={"body_timeout_s": 0.6}), database=db,
+                     clock=lambda: NOW)
+    headers = {**auth(UPLOADS[path]), "content-type": "application/json",
+               "content-length": "1000"}
+    uploads = [asyncio.create_task(_call(app, "POST", path, headers, _trickle(0.05)))
+               for _ in range(25)]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as other:
+        await asyncio.sleep(0.2)
+        # Another tenant's reads while 25 uploads trickle: answered, nothing held.
+        for _ in range(5):
+            assert _checked_out(db) == 0
+            answer = await other.get("/v1/billing", headers=auth(GLOBEX_TOKEN))
+            assert answer.status_code == 200
+    started = time.perf_counter()
+    for sent in await asyncio.gather(*uploads):
+        assert sent[0]["status"] == 408
+        assert (b"connection", b"close") in sent[0]["headers"]
+        assert json.loads(sent[1]["body"]) == {"detail": "Request body not received in time"}
+    assert time.perf_counter() - started < 5
+
+
+# --- the same over real sockets -------------------------------------------------------------
+
+
+def _post(url: str, body: bytes, token: str) -> tuple[int, bytes]:
+    """POST as Python's urllib does: the whole body first, then the answer."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Authorization": f"Bearer {token}", "Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+async def test_plain_clients_read_the_413_and_aborted_sockets_hold_nothing(
+    settings: Settings, db: Database
+) -> None:
+    await seed(db)
+    app = create_app(settings, clock=lambda: NOW)
+    with serving(app) as base:
+        host, port = base.removeprefix("http://").split(":")
+        too_big = {
+            "/v1/usage/events": b"[" + b" " * (11 * 1024 * 1024) + b"]",
+            "/graphql": b'{"query": "' + b" " * (2 * 1024 * 1024) + b'{ billing { plan { planName } } }"}',
+        }
+        for path, body in too_big.items():
+            status, answer = await asyncio.to_thread(_post, base + path, body, ACME_INGEST_TOKEN)
+            assert (status, json.loads(answer)) == (413, {"detail": "Request entity too large"})
+
+        def abort(path: str) -> None:
+            with socket.create_connection((host, int(port))) as sock:
+                sock.sendall(
+                    f"POST {path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                    f"{ACME_INGEST_TOKEN}\r\nContent-Type: application/json\r\n"
+                    "Content-Length: 1000\r\n\r\n[".encode())
+                time.sleep(0.05)
+
+        for _ in range(15):
+            for path in UPLOADS:
+                await asyncio.to_thread(abort, path)
+        await asyncio.sleep(0.3)
+        status, _ = await asyncio.to_thread(_get, base + "/readyz")
+        assert status == 200
+        status, metrics = await asyncio.to_thread(_get, base + "/metrics")
+        assert b"\nmeterql_db_pool_checked_out 0.0\n" in metrics
+        status, _ = await asyncio.to_thread(_get, base + "/v1/billing", ACME_TOKEN)
+        assert status == 200
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, headers=headers),
+                                    timeout=30) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read()
+
+
+# --- every date a Date accepts is an answer or a refusal ------------------------------------
+
+EDGE_ZONES = ["Etc/GMT+12", "Etc/GMT-14", "Pacific/Kiritimati", "America/St_Johns", "UTC"]
+
+
+@pytest.mark.parametrize("zone", EDGE_ZONES)
+async def test_the_ends_of_the_calendar_answer_or_refuse(
+    client: httpx.AsyncClient, db: Database, zone: str
+) -> None:
+    await seed(db)
+    spans = [("0001-01-01", "0001-01-01"), ("0001-01-02", "0001-01-03"),
+             ("9999-12-28", "9999-12-29"), ("9999-12-29", "9999-12-30"),
+             ("9999-12-31", "9999-12-31")]
+    for first, last in spans:
+        accepted = first >= "0001-01-02" and last <= "9999-12-29"
+        for granularity in ("HOUR", "DAY", "WEEK", "MONTH"):
+            query = (f'{{ usage(range: {{from: "{first}", to: "{last}"}}, tz: "{zone}", '
+                     f"granularity: {granularity}, groupBy: MODEL) {{ totals {{ requests }} }} }}")
+            body = (await client.post("/graphql", json={"query": query}, headers=auth())).json()
+            if accepted:
+                assert body.get("errors") is None, (first, granularity, body)
+                assert body["data"]["usage"]["totals"] == {"requests": 0}
+            else:
+                assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]
+            export = await client.get("/v1/export/usage.csv", headers=auth(), params={
+                "from": first, "to": last, "tz": zone, "granularity": granularity.lower()})
+            assert export.status_code == (200 if accepted else 422), export.text

@@ -421,6 +421,11 @@ BAD_BODIES: list[tuple[str, bytes, str, list[Any]]] = [
     # The token's account is the event's: a body cannot name another one.
     ("account-id", _with("account_id", '"globex"'), "extra_forbidden",
      ["body", 0, "account_id"]),
+    # ISO 8601 with a zone, as GraphQL takes it: no seconds since 1970.
+    ("number-timestamp", _with("timestamp", "1763640000"), "datetime_type",
+     ["body", 0, "timestamp"]),
+    ("float-timestamp", _with("timestamp", "1763640000.5"), "datetime_type",
+     ["body", 0, "timestamp"]),
 ]
 
 
@@ -640,3 +645,76 @@ async def test_unauthenticated_bad_bodies_are_401_first(raw_client: httpx.AsyncC
         response = await raw_client.post(path, content=b"\xff[" * 1000,
                                          headers={"content-type": "application/json"})
         assert clean(response, 401) == NOT_AUTHENTICATED
+
+
+# --- values written into a GraphQL document ------------------------------------------------
+
+EVENT_LITERAL = ('{eventId: "lit", instanceId: "inst-a", model: "gpt-4o", '
+                 'timestamp: "2026-11-20T12:00:00Z", tokensIn: 1, tokensOut: 1')
+# A custom scalar refusing a default or an inline literal is invalid input like
+# any other: a validation error with the scalar's reason, never INTERNAL.
+BAD_LITERALS = {
+    "bigint-default": ("query($x: BigInt = 1.5) { trialStatus { planName } x: billing "
+                       "{ plan { planName } } }", "BigInt values are JSON integers"),
+    "bigint-inline": (f"mutation {{ recordUsage(events: [{EVENT_LITERAL.replace('tokensIn: 1', 'tokensIn: 1.0')}}}]) "
+                      "{ accepted } }", "BigInt values are JSON integers"),
+    "datetime-inline": (f"mutation {{ recordUsage(events: [{EVENT_LITERAL.replace('2026-11-20T12:00:00Z', 'soon')}}}]) "
+                        "{ accepted } }", "Invalid isoformat string"),
+    "datetime-naive": (f"mutation {{ recordUsage(events: [{EVENT_LITERAL.replace('12:00:00Z', '12:00:00')}}}]) "
+                       "{ accepted } }", "DateTime values need a time zone"),
+    "decimal-inline": (f"mutation {{ recordUsage(events: [{EVENT_LITERAL}, costUsd: 1.5}}]) "
+                       "{ accepted } }", "Decimal values are sent as strings"),
+    "decimal-default": ('query($c: Decimal = "lots") { trialStatus { planName } }',
+                        "not a decimal number"),
+    "offset-default": ('query($d: OffsetDateTime = "x") { trialStatus { planName } }',
+                       "Invalid isoformat string"),
+}
+
+
+@pytest.mark.parametrize("name", list(BAD_LITERALS))
+async def test_bad_scalar_literals_are_validation_errors(
+    raw_client: httpx.AsyncClient, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    query, reason = BAD_LITERALS[name]
+    response = await raw_client.post("/graphql", json={"query": query},
+                                     headers=auth(ACME_INGEST_TOKEN))
+    body = clean(response, 200)
+    assert body["data"] is None
+    messages = [e["message"] for e in body["errors"]]
+    assert any(reason in m for m in messages), messages
+    assert all(e.get("extensions", {}).get("code") != "INTERNAL" for e in body["errors"])
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
+
+
+async def test_a_number_timestamp_is_refused_by_graphql_too(raw_client: httpx.AsyncClient) -> None:
+    mutation = "mutation($e: [UsageEventInput!]!) { recordUsage(events: $e) { accepted } }"
+    event = {"eventId": "n1", "instanceId": "inst-a", "model": "gpt-4o",
+             "timestamp": 1763640000, "tokensIn": 1, "tokensOut": 1}
+    response = await raw_client.post("/graphql", json={"query": mutation,
+                                                       "variables": {"e": [event]}},
+                                     headers=auth(ACME_INGEST_TOKEN))
+    (error,) = clean(response, 200)["errors"]
+    assert "DateTime values are ISO 8601 strings" in error["message"]
+
+
+# Names the zone database holds that are not places: the host's own zone
+# (which would reveal it), POSIX copies, old abbreviations and aliases.
+NOT_PLACES = ["localtime", "posixrules", "Factory", "posix/Europe/Berlin", "right/UTC",
+              "EST", "GMT", "US/Eastern", "Zulu", "../../etc/passwd"]
+
+
+@pytest.mark.parametrize("zone", NOT_PLACES)
+async def test_only_region_zones_utc_and_etc_are_time_zones(
+    raw_client: httpx.AsyncClient, zone: str
+) -> None:
+    query = f'{{ usage(tz: "{zone}") {{ timeZone }} }}'
+    response = await raw_client.post("/graphql", json={"query": query}, headers=auth())
+    (error,) = clean(response, 200)["errors"]
+    assert (error["extensions"]["code"], error["extensions"]["errors"][0]["type"]) == (
+        "BAD_USER_INPUT", "time_zone")
+    export = await raw_client.get("/v1/export/usage.csv", params={"tz": zone}, headers=auth())
+    assert clean(export, 422)["detail"][0]["loc"] == ["query", "tz"]
+    for fine in ("Europe/Berlin", "Etc/GMT+12", "UTC", "America/Argentina/Buenos_Aires"):
+        ok = await raw_client.post("/graphql", json={"query": query.replace(zone, fine)},
+                                   headers=auth())
+        assert ok.json() == {"data": {"usage": {"timeZone": fine}}}

@@ -16,16 +16,12 @@ import asyncio
 import json
 import os
 import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from meterql.app import create_app
 from meterql.config import Settings
@@ -33,6 +29,7 @@ from meterql.db.engine import Database
 from meterql.rest_compat.routes import ROUTES
 from tests.conftest import NOW
 from tests.golden import ACME_TOKEN, auth, seed
+from tests.servers import serving
 
 CHROMIUM = Path(os.environ.get("METERQL_CHROMIUM", "/usr/bin/chromium"))
 ARTIFACTS = Path(os.environ.get("METERQL_TEST_ARTIFACTS")
@@ -83,21 +80,8 @@ def base_url(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
             await db.dispose()
 
     asyncio.run(seeded())
-    app = create_app(settings, clock=lambda: NOW)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
-        time.sleep(0.05)
-    yield f"http://127.0.0.1:{port}"
-    server.should_exit = True
-    thread.join(timeout=30)
-    sock.close()
+    with serving(create_app(settings, clock=lambda: NOW)) as url:
+        yield url
 
 
 class Offline:

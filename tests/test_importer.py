@@ -622,10 +622,13 @@ async def test_first_bad_event_in_a_later_batch_is_reported_before_a_later_accou
         ("0001-01-01T00:00:00+00:01", "Value error, timestamp is out of range"),
         ("9999-12-31T23:59:59-00:01", "Value error, timestamp is out of range"),
         ("9999-12-31T23:59:59", "Input should have timezone info"),
+        # Seconds since 1970 are no ISO 8601 text: refused as ingest refuses them.
+        (1763640000, "Input should be an ISO 8601 date and time with a UTC offset, "
+                     "e.g. 2026-11-20T12:00:00Z"),
     ],
 )
 async def test_timestamp_errors_name_the_event(
-    db: Database, tmp_path: Path, timestamp: str, message: str
+    db: Database, tmp_path: Path, timestamp: str | int, message: str
 ) -> None:
     doc = second_file()
     doc["usage_events"][2]["timestamp"] = timestamp

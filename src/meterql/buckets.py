@@ -33,8 +33,10 @@ from meterql.windows import EPOCH, DaysArgument
 # ``days``: the N local days ending today in the zone, today included.
 USAGE_DAYS = DaysArgument(minimum=1, maximum=366, default=30)
 MAX_RANGE_DAYS = 366
-# Dates whose neighbouring instants every zone can still express in Python.
-FIRST_DATE, LAST_DATE = date(1, 1, 2), date(9999, 12, 30)
+# Dates whose buckets every zone can still express in Python, with the UTC
+# midnights nearest their edges (storage reads from those): a local day at
+# -12:00 ends at noon UTC the day after, and its nearest midnight is later still.
+FIRST_DATE, LAST_DATE = date(1, 1, 2), date(9999, 12, 29)
 DEFAULT_ZONE = "UTC"
 
 _DAY = 86_400
@@ -56,12 +58,26 @@ def refusal(loc: tuple[str, ...], message: str, value: object, kind: str) -> Inv
     )
 
 
+# The areas of the IANA database's region zones (``Europe/Berlin``), and
+# ``Etc`` for fixed offsets (``Etc/GMT+12``). The database also holds names
+# that are not places: ``localtime`` and ``Factory`` (whose meaning is the
+# host's, and would reveal it), ``posixrules``, the ``posix/`` and ``right/``
+# copies, and old abbreviations (``EST``, ``US/Eastern``); none is accepted.
+ZONE_AREAS = frozenset({
+    "Africa", "America", "Antarctica", "Arctic", "Asia", "Atlantic", "Australia", "Europe",
+    "Indian", "Pacific", "Etc",
+})
+
+
 @cache
 def known_zones() -> frozenset[str]:
-    """Every zone name ``zone`` accepts."""
+    """Every zone name ``zone`` accepts: the region zones, ``Etc/*`` and ``UTC``."""
     # Checked against the list first: ZoneInfo would also try to open any
     # relative path it is given, and raises different errors for each oddity.
-    return frozenset(available_timezones()) | {DEFAULT_ZONE}
+    return frozenset(
+        name for name in available_timezones() if name.partition("/")[0] in ZONE_AREAS
+        and "/" in name
+    ) | {DEFAULT_ZONE}
 
 
 def zone(name: str) -> ZoneInfo:

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     graphql_max_aliases: int = Field(default=50, ge=0)
     graphql_max_tokens: int = Field(default=2_000, ge=1)
     graphql_max_body_bytes: int = Field(default=1024 * 1024, ge=1)
+    # A request body (GraphQL or ingest) must arrive whole within this many
+    # seconds of the server starting to read it, else 408: a client
+    # trickling its upload must not keep a request open for ever.
+    body_timeout_s: float = Field(default=10.0, gt=0)
     # Buckets (times groups) all `usage` answers of one request may return
     # together (meterql.budget): 200,000 is a year of hours for 22 groups.
     graphql_max_series_points: int = Field(default=200_000, ge=1)

@@ -113,6 +113,6 @@ async def authenticated_context(
 
 
 async def finish(context: Context | None) -> None:
-    """Give back the request's read connection, if it took one."""
+    """Give back the request's read connection, if it holds one (a later read takes another)."""
     if context is not None and context.reads is not None:
         await context.reads.close()

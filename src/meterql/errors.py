@@ -9,6 +9,7 @@
     ``InstanceNotFound``     an instance the account does not own (or nobody owns)
   ``InvalidInput``          422, a value failed validation; ``errors`` holds the details
   ``PayloadTooLarge``       413
+  ``RequestTimeout``        408, the body did not arrive in time
   ``DatabaseUnavailable``   503, the store cannot be reached right now
 
 Each class has a stable machine ``code``; GraphQL shows it as
@@ -88,6 +89,11 @@ class PayloadTooLarge(MeterqlError):
     default_message = "Request entity too large"
 
 
+class RequestTimeout(MeterqlError):
+    code = "REQUEST_TIMEOUT"
+    default_message = "Request body not received in time"
+
+
 class DatabaseUnavailable(MeterqlError):
     code = "DATABASE_UNAVAILABLE"
     default_message = "Database unavailable"
@@ -100,6 +106,7 @@ HTTP_STATUS: dict[str, int] = {
     PermissionDenied.code: 403,
     NotFound.code: 404,
     PayloadTooLarge.code: 413,
+    RequestTimeout.code: 408,
     InvalidInput.code: 422,
     DatabaseUnavailable.code: 503,
     MeterqlError.code: 500,

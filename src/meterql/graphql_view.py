@@ -6,7 +6,8 @@ needs one.
 
 What the view refuses before any GraphQL work (each a JSON ``{"detail"}``):
 a body over ``graphql_max_body_bytes`` (413, counted as it arrives, whatever
-``Content-Length`` claims); form-encoded, multipart and other non-JSON POSTs
+``Content-Length`` claims) or not arrived within ``body_timeout_s`` (408);
+form-encoded, multipart and other non-JSON POSTs
 (400: a browser can send those cross-site without a preflight, so refusing
 them closes the CSRF door even for cookie-less clients); a JSON list of
 operations unless batching is configured (400); a mutation over GET (405).
@@ -30,8 +31,8 @@ from meterql.errors import MeterqlError
 from meterql.pages import explorer_page
 from meterql.request_facts import request_facts
 from meterql.request_ids import request_id
-from meterql.responses import error_response
-from meterql.rest_compat.body import read_body
+from meterql.responses import client_gone_response, error_response
+from meterql.rest_compat.body import ClientGone, read_body
 
 _CONTEXT_KEY = "meterql_context"
 # Strawberry's words when a GET asks for a mutation (a 400 there).
@@ -59,6 +60,7 @@ class GraphQLView(GraphQL[Context | None, None]):
         )
         self.services = services
         self.max_body_bytes = settings.graphql_max_body_bytes
+        self.body_timeout_s = settings.body_timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
@@ -79,17 +81,28 @@ class GraphQLView(GraphQL[Context | None, None]):
             return
         scope.setdefault("state", {})[_CONTEXT_KEY] = context
         try:
-            # The body is read here, within its bound, and replayed to
-            # Strawberry, which would read any size into memory.
-            body = await read_body(request, self.max_body_bytes)
-        except MeterqlError as error:
-            await finish(context)
-            await error_response(error)(scope, receive, send)
-            return
-        try:
+            try:
+                body = await self._body(request, context)
+            except MeterqlError as error:
+                await error_response(error)(scope, receive, send)
+                return
+            except ClientGone:
+                await client_gone_response()(scope, receive, send)
+                return
             await self._respond(scope, _replay(body), send)
         finally:
             await finish(context)
+
+    async def _body(self, request: Request, context: Context) -> bytes:
+        """The body, read within its bounds and replayed to Strawberry (which reads any size).
+
+        Authentication has taken a read connection: it goes back to the pool
+        first, so no connection waits on a client sending slowly, or never.
+        """
+        if request.method == "GET":
+            return b""
+        await finish(context)
+        return await read_body(request, self.max_body_bytes, self.body_timeout_s)
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:

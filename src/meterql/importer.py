@@ -269,13 +269,21 @@ def _events(items: Iterator[Any], start: int) -> tuple[list[EventRecord], Import
     while True:
         try:
             for item in items:
+                # A timestamp that is no text (a number of seconds) is refused
+                # by EventRecord's own check, which the fast path lacks.
+                if item.__class__ is not dict or item.get("timestamp").__class__ is not str:
+                    raise _NotPlausible
                 append(fast(item))
             return batch, None
-        except ValidationError:
+        except (ValidationError, _NotPlausible):
             try:
                 append(_validate(EventRecord, item, f"$.{EVENTS}[{start + len(batch)}]"))
             except ImportFileError as error:
                 return batch, error
+
+
+class _NotPlausible(Exception):
+    """An event the fast path must not judge: the full validation decides."""
 
 
 _PLAUSIBLE: Callable[[Any], EventRecord] = (

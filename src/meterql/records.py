@@ -26,6 +26,7 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from meterql.errors import InvalidInput
 from meterql.money import PrecisionError, usd_to_nanos
@@ -171,9 +172,27 @@ def _representable_and_not_in_the_future(value: datetime, info: ValidationInfo) 
     return value
 
 
+def _written_as_text(value: object) -> object:
+    """A timestamp is ISO 8601 text with its offset, as GraphQL's ``DateTime`` takes it.
+
+    pydantic would also read a number as seconds since 1970: ``1700000000``
+    is no date anybody wrote, and the contract says ISO 8601 with a zone.
+    """
+    if isinstance(value, str | datetime):
+        return value
+    raise PydanticCustomError(
+        "datetime_type",
+        "Input should be an ISO 8601 date and time with a UTC offset, e.g. 2026-11-20T12:00:00Z",
+    )
+
+
 # An annotation rather than a ``field_validator``, so that a subclass that
-# redeclares ``timestamp`` (``PlausibleEventRecord``) drops this check.
-EventTimestamp = Annotated[AwareDatetime, AfterValidator(_representable_and_not_in_the_future)]
+# redeclares ``timestamp`` (``PlausibleEventRecord``) drops the range check.
+EventTimestamp = Annotated[
+    AwareDatetime,
+    BeforeValidator(_written_as_text),
+    AfterValidator(_representable_and_not_in_the_future),
+]
 
 
 class UsageEventRecord(Record):
@@ -213,7 +232,9 @@ class PlausibleEventRecord(EventRecord):
     :class:`EventRecord` (which runs without a ``now`` in an import): what it
     accepts, :class:`EventRecord` accepts as the same values. What it refuses
     must be validated again with :class:`EventRecord`, which gives the error
-    or, near the ends of the range, accepts the event after all.
+    or, near the ends of the range, accepts the event after all. It takes a
+    number for a timestamp, which :class:`EventRecord` refuses: callers send
+    an event whose timestamp is not text to :class:`EventRecord` instead.
     """
 
     timestamp: Annotated[AwareDatetime, Field(ge=_PLAUSIBLE_FROM, le=_PLAUSIBLE_TO)]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response
 
 from meterql.errors import (
     AuthenticationError,
     DatabaseUnavailable,
     InvalidInput,
     MeterqlError,
+    PayloadTooLarge,
+    RequestTimeout,
     http_status,
 )
 
@@ -27,7 +29,20 @@ def error_response(error: MeterqlError) -> JSONResponse:
         headers = {"WWW-Authenticate": "Bearer"}
     elif isinstance(error, DatabaseUnavailable):
         headers = {"Retry-After": str(RETRY_AFTER_SECONDS)}
+    elif isinstance(error, PayloadTooLarge | RequestTimeout):
+        # What is left of the body, if anything, is not read: the connection
+        # cannot carry another request.
+        headers = {"Connection": "close"}
     return JSONResponse({"detail": detail}, status_code=status, headers=headers)
+
+
+# nginx's word for a request whose client went away before its answer: what
+# the log line and the metrics show; the client itself never sees it.
+CLIENT_CLOSED_REQUEST = 499
+
+
+def client_gone_response() -> Response:
+    return Response(status_code=CLIENT_CLOSED_REQUEST)
 
 
 def internal_error_response(request_id: str = "") -> JSONResponse:

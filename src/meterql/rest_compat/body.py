@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -9,9 +11,9 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 
-from meterql.errors import InvalidInput, PayloadTooLarge
+from meterql.errors import InvalidInput, PayloadTooLarge, RequestTimeout
 
 
 @dataclass(frozen=True)
@@ -27,19 +29,64 @@ class JsonBody:
     coerce: Callable[[Any, datetime], Any]
 
 
-async def read_body(request: Request, max_bytes: int) -> bytes:
-    """The body, refusing more than ``max_bytes`` before reading it all."""
+# How much of a refused body is read and thrown away so that the client, once
+# done sending, can read the 413 (a server that closes with unread bytes makes
+# the kernel reset the connection, and a client that sends its whole body
+# before reading, as Python's urllib does, then sees only "connection reset").
+# Past this much, the answer goes out and the connection is closed.
+DISCARD_LIMIT_BYTES = 64 * 1024 * 1024
+
+
+class ClientGone(Exception):
+    """The client closed the connection before its body arrived: nobody to answer."""
+
+
+async def read_body(request: Request, max_bytes: int, timeout_s: float) -> bytes:
+    """The body, at most ``max_bytes`` of it, arrived whole within ``timeout_s``.
+
+    Raises :class:`PayloadTooLarge` for a body over the limit (by its
+    ``Content-Length`` or as it arrives), :class:`RequestTimeout` when it
+    has not all arrived in time, :class:`ClientGone` when the client left.
+    Nothing else is held meanwhile: callers read the body before they take
+    a database connection, or give theirs back first.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > max_bytes:
+        if int(declared) <= DISCARD_LIMIT_BYTES:
+            await _discard(request, 0, deadline)
         raise PayloadTooLarge()
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > max_bytes:
-            raise PayloadTooLarge()
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > max_bytes:
+                    break
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout() from None
+    except ClientDisconnect:
+        raise ClientGone() from None
+    if size > max_bytes:
+        del chunks
+        await _discard(request, size, deadline)
+        raise PayloadTooLarge()
     return b"".join(chunks)
+
+
+async def _discard(request: Request, received: int, deadline: float) -> None:
+    """Read and drop the rest of a refused body, within the limits above; never raises."""
+    if request.headers.get("expect", "").lower() == "100-continue":
+        return  # the client waits for our word before sending: it gets the 413 instead
+    with contextlib.suppress(TimeoutError, ClientDisconnect, RuntimeError):
+        async with asyncio.timeout_at(deadline):
+            async for chunk in request.stream():
+                received += len(chunk)
+                if received > DISCARD_LIMIT_BYTES:
+                    return
 
 
 def _missing() -> InvalidInput:

@@ -18,8 +18,8 @@ from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.request_facts import request_facts
 from meterql.request_ids import request_id
-from meterql.responses import error_response, internal_error_response
-from meterql.rest_compat.body import decode_json, read_body
+from meterql.responses import client_gone_response, error_response, internal_error_response
+from meterql.rest_compat.body import ClientGone, decode_json, read_body
 from meterql.rest_compat.params import coerce
 from meterql.rest_compat.routes import CompatRoute
 
@@ -114,9 +114,13 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             context.require(route.scope)
             variables = coerce(request.query_params, route.params)
             if route.body is not None:
+                # No connection is held while the client sends its body.
+                await finish(context)
                 try:
-                    document = decode_json(await read_body(request, route.body.max_bytes))
-                    variables[route.body.variable] = route.body.coerce(document, context.now)
+                    raw = await read_body(request, route.body.max_bytes,
+                                          services.settings.body_timeout_s)
+                    variables[route.body.variable] = route.body.coerce(
+                        decode_json(raw), context.now)
                 except MeterqlError as error:
                     # Refused before the resolver, which counts every later
                     # outcome: the one place a REST batch's refusal is seen.
@@ -125,6 +129,8 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             result = await run_document(services.schema, prepared.document, context, variables)
         except MeterqlError as error:
             return error_response(error)
+        except ClientGone:
+            return client_gone_response()
         finally:
             await finish(context)
         return result_response(result, context.request_id)

@@ -1,7 +1,8 @@
 """Which GraphQL errors a client may read, and what it reads instead of the rest.
 
-Expected failures (ours, and GraphQL's own syntax, validation and variable
-errors) are answers. Anything else is a bug: it is logged with its
+Expected failures (ours, GraphQL's own syntax, validation and variable
+errors, and a scalar refusing a value written into the document) are
+answers. Anything else is a bug: it is logged with its
 traceback and the request id, and the client gets a generic message with
 that id, never the exception's text, which could hold SQL or paths.
 """
@@ -17,6 +18,7 @@ from strawberry.extensions import MaskErrors
 from strawberry.types import ExecutionContext
 
 from meterql.errors import MeterqlError
+from meterql.schema.scalars import ScalarInputError
 
 logger = logging.getLogger("meterql.graphql")
 
@@ -29,7 +31,9 @@ _SUGGESTION = re.compile(r"\s*Did you mean [^?]*\?")
 def is_expected(error: GraphQLError) -> bool:
     """Errors a client may see: our own, and GraphQL's own (syntax, validation, variables)."""
     original = error.original_error
-    return original is None or isinstance(original, MeterqlError | GraphQLError) or (
+    return original is None or isinstance(
+        original, MeterqlError | GraphQLError | ScalarInputError
+    ) or (
         # Variable coercion happens before execution: its errors describe the
         # client's input (a scalar's parser refusing it), never our internals.
         error.path is None and error.message.startswith("Variable '$")

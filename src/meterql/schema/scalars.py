@@ -21,16 +21,33 @@ import strawberry
 from meterql.money import format_usd
 
 
+class ScalarInputError(ValueError):
+    """A value sent for one of these scalars that it cannot take: the client's mistake.
+
+    Raised by every parser here, whether the value came in a variable or
+    written into the document (a default, an inline argument), so that the
+    error is reported as GraphQL reports any invalid input, never masked as
+    a bug (``schema/errors.py``).
+    """
+
+
+def _isoformat(value: str) -> datetime:
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError as error:
+        raise ScalarInputError(str(error)) from None
+
+
 def _parse_decimal(value: object) -> Decimal:
     if isinstance(value, bool) or not isinstance(value, str | int):
         # Floats have already lost exactness by the time they reach us.
-        raise ValueError("Decimal values are sent as strings, e.g. \"0.0125\"")
+        raise ScalarInputError("Decimal values are sent as strings, e.g. \"0.0125\"")
     try:
         parsed = Decimal(value)
     except InvalidOperation:
-        raise ValueError(f"not a decimal number: {value!r}") from None
+        raise ScalarInputError(f"not a decimal number: {value!r}") from None
     if not parsed.is_finite():
-        raise ValueError("Decimal values must be finite")
+        raise ScalarInputError("Decimal values must be finite")
     return parsed
 
 
@@ -41,16 +58,16 @@ def format_instant(value: datetime) -> str:
 
 def _parse_instant(value: object) -> datetime:
     if not isinstance(value, str):
-        raise ValueError("DateTime values are ISO 8601 strings")
-    parsed = datetime.fromisoformat(value)
+        raise ScalarInputError("DateTime values are ISO 8601 strings")
+    parsed = _isoformat(value)
     if parsed.tzinfo is None:
-        raise ValueError("DateTime values need a time zone, e.g. 2026-11-01T00:00:00Z")
+        raise ScalarInputError("DateTime values need a time zone, e.g. 2026-11-01T00:00:00Z")
     return parsed.astimezone(UTC)
 
 
 def _parse_bigint(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("BigInt values are JSON integers")
+        raise ScalarInputError("BigInt values are JSON integers")
     return value
 
 
@@ -75,10 +92,12 @@ OffsetDateTime = NewType("OffsetDateTime", datetime)
 
 def _parse_offset_instant(value: object) -> datetime:
     if not isinstance(value, str):
-        raise ValueError("OffsetDateTime values are ISO 8601 strings")
-    parsed = datetime.fromisoformat(value)
+        raise ScalarInputError("OffsetDateTime values are ISO 8601 strings")
+    parsed = _isoformat(value)
     if parsed.tzinfo is None:
-        raise ValueError("OffsetDateTime values need a UTC offset, e.g. 2026-03-29T00:00:00+01:00")
+        raise ScalarInputError(
+            "OffsetDateTime values need a UTC offset, e.g. 2026-03-29T00:00:00+01:00"
+        )
     return parsed
 
 
