@@ -9,7 +9,7 @@ writes, every sampled route's body is checked against the naive SQL's rows.
 
 Beside the /v1 routes, the GraphQL-only queries of issue 8 (``graphql_only``:
 ``usage`` over 90 local days in Europe/Berlin and Asia/Kolkata, the Berlin one
-by model, and the pages ``docs/queries/billing-page.graphql`` and
+by model, and the pages ``src/meterql/queries/billing-page.graphql`` and
 ``metrics-page.graphql``, read at each run with their own operation name) are
 timed over POST /graphql, against the floor (answering by operation name)
 and, for the ``usage`` series, a naive aggregate per UTC hour or half hour
@@ -88,7 +88,7 @@ from report import write_docs
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "results"
 DOCUMENTS = HERE.parent / "src" / "meterql" / "rest_compat" / "documents"
-PAGES = HERE.parent / "docs" / "queries"
+PAGES = HERE.parent / "src" / "meterql" / "queries"
 
 # (route, GraphQL document, variables). The naive SQL of each route that has
 # one is in exact.NAIVE.
@@ -145,7 +145,7 @@ def _usage_query(name: str, operation: str, tz: str, group_by: str | None) -> Qu
 
 
 def _page(path: Path) -> Query:
-    """A page's document, read from ``docs/queries/``; its operation name is its own."""
+    """A page's document, read from ``src/meterql/queries/``; its operation name is its own."""
     if not path.exists():
         raise SystemExit(f"{path.relative_to(HERE.parent)} is missing: the page to measure")
     text = path.read_text(encoding="utf-8")

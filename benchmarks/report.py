@@ -530,7 +530,7 @@ def render(results: list[dict[str, Any]], analysis: str = "") -> str:
         "",
         "The GraphQL-only queries of issue 8, which have no REST route (`usage` over 90",
         "local days in Europe/Berlin and in Asia/Kolkata, the Berlin one by model, and the",
-        "pages of `docs/queries/`), are measured the same way over `POST /graphql`: the",
+        "pages of `src/meterql/queries/`), are measured the same way over `POST /graphql`: the",
         "floor answers their captured response by operation name; `usage` is checked",
         "bucket by bucket against the naive SQL bucketed into local days with `zoneinfo`,",
         "and each part of a page against the `/v1` route it is the twin of.",

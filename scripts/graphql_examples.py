@@ -7,7 +7,7 @@ The demo data (``meterql serve --demo``) is made relative to a clock; here
 it is made at ``DEMO_NOW`` and the app's clock is fixed to that instant, so
 the results are the same on every run and machine. Each example in the
 Markdown sits between ``<!-- example: NAME -->`` and ``<!-- /example -->``:
-the query (the file in docs/queries/, verbatim) and its result.
+the query (the file in src/meterql/queries/, verbatim) and its result.
 ``tests/test_graphql_examples.py`` runs the same documents on both backends
 and compares their results with the blocks written here.
 """
@@ -34,8 +34,8 @@ from meterql.db.migrate import upgrade
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "graphql.md"
-QUERIES = ROOT / "docs" / "queries"
-# The examples, by name: the file in docs/queries/ is NAME.graphql.
+QUERIES = ROOT / "src" / "meterql" / "queries"
+# The examples, by name: the file in src/meterql/queries/ is NAME.graphql.
 EXAMPLES = ("billing-page", "metrics-page")
 # The instant the demo data is generated at and the app's clock reads.
 DEMO_NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)

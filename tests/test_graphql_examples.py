@@ -1,6 +1,6 @@
 """docs/graphql.md's page queries: their shown results are what the API answers, at a fixed cost.
 
-The two documents (docs/queries/*.graphql) run through the real ``/graphql``
+The two documents (src/meterql/queries/*.graphql) run through the real ``/graphql``
 endpoint on the demo data made at ``DEMO_NOW``, with the app's clock there,
 on both backends; each answer must equal the JSON block shown after the
 query in docs/graphql.md (``scripts/graphql_examples.py`` writes them).

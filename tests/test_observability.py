@@ -26,7 +26,7 @@ from meterql import cli
 from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db.engine import Database
-from meterql.instruments import MULTIPROC_ENV, OperationNames
+from meterql.instruments import MULTIPROC_ENV
 from meterql.logs import JsonFormatter
 from tests.conftest import NOW, StatementCounter
 from tests.golden import ACME_INGEST_TOKEN, ACME_TOKEN, auth, seed
@@ -134,25 +134,25 @@ async def test_requests_are_counted_by_route_template_never_by_tenant_data(
 
 
 @pytest.mark.usefixtures("seeded")
-async def test_graphql_operations_are_labelled_by_bounded_name_and_type(
+async def test_graphql_operations_are_labelled_by_the_servers_own_names_and_type(
     app: Starlette, client: httpx.AsyncClient
 ) -> None:
-    app.state.instruments.operation_names = OperationNames(limit=2, max_length=64)
+    """Only the server's own documents' names are labels: a tenant's names are <other>."""
     queries = [
-        ("query Plan { trialStatus { planName } }", None),
+        ("query BillingPage { trialStatus { planName } }", None),
         ("{ trialStatus { planName } }", None),
-        ("query Summary { metricsSummary { totalRequests } }", None),
-        ("query Third { trialStatus { planName } }", None),  # past the limit of 2 names
+        ("query MetricsSummary { metricsSummary { totalRequests } }", None),
+        ("query Mine { trialStatus { planName } }", None),
         (f"query {'L' * 65} {{ trialStatus {{ planName }} }}", None),
         ("query A { trialStatus { planName } } query B { billing { plan { planName } } }", "B"),
         ("{ trialStatus { planName ", None),  # does not parse
-        ("query Plan { nosuchField }", None),  # does not validate
+        ("query BillingPage { nosuchField }", None),  # does not validate
     ]
     for query, name in queries:
         response = await client.post("/graphql", json={"query": query, "operationName": name},
                                      headers=auth())
         assert response.status_code == 200
-    mutation = {"query": "mutation Ingest($e: [UsageEventInput!]!) { recordUsage(events: $e) "
+    mutation = {"query": "mutation RecordUsage($e: [UsageEventInput!]!) { recordUsage(events: $e) "
                          "{ accepted } }", "variables": {"e": []}}
     assert (await client.post("/graphql", json=mutation,
                               headers=auth(ACME_INGEST_TOKEN))).status_code == 200
@@ -160,36 +160,29 @@ async def test_graphql_operations_are_labelled_by_bounded_name_and_type(
     samples = await scrape(client)
     operations = "meterql_graphql_operations_total"
     expected = {
-        ("Plan", "query", "ok"): 1, ("Plan", "query", "error"): 1,
+        ("BillingPage", "query", "ok"): 1, ("BillingPage", "query", "error"): 1,
         ("<anonymous>", "query", "ok"): 1, ("<anonymous>", "unknown", "error"): 1,
-        ("Summary", "query", "ok"): 1,
-        ("<other>", "query", "ok"): 3,  # Third, the long name, and B (a third name)
-        ("<other>", "mutation", "ok"): 1,  # Ingest, a fourth name
+        ("MetricsSummary", "query", "ok"): 1,
+        ("<other>", "query", "ok"): 3,  # Mine, the long name, and B
+        ("RecordUsage", "mutation", "ok"): 1,
     }
     assert {
         (dict(labels)["operation"], dict(labels)["type"], dict(labels)["outcome"]): v
         for (name, labels), v in samples.items() if name == operations
     } == expected
     assert value(samples, "meterql_graphql_request_duration_seconds_count",
-                 operation="Summary", type="query") == 1
+                 operation="MetricsSummary", type="query") == 1
 
 
-@pytest.mark.parametrize(("name", "label"), [
-    (None, "<anonymous>"),
-    ("Dashboard", "Dashboard"),
-    ("x" * 64, "x" * 64),
-    ("x" * 65, "<other>"),
-    ("not a name", "<other>"),
-    ("<batch>", "<batch>"),
-])
-def test_operation_name_labels(name: str | None, label: str) -> None:
-    assert OperationNames().label(name) == label
-
-
-def test_operation_names_stop_growing_at_the_limit() -> None:
-    names = OperationNames(limit=3)
-    assert [names.label(f"Op{n}") for n in range(5)] == ["Op0", "Op1", "Op2", "<other>", "<other>"]
-    assert names.label("Op1") == "Op1"  # known names stay themselves
+def test_the_servers_own_operation_names(app: Starlette) -> None:
+    names = app.state.instruments.operation_names
+    own = ["BillingPage", "MetricsPage", "MetricsSummary", "Billing", "RecordUsage",
+           "ExportUsage", "ExportUsageGroups", "<batch>"]
+    assert [names.label(name) for name in own] == own
+    assert [names.label(name) for name in (None, "Dashboard", "x" * 65, "not a name")] == [
+        "<anonymous>", "<other>", "<other>", "<other>"]
+    # However many names tenants send, the labels stay the server's own.
+    assert {names.label(f"Op{n}") for n in range(500)} == {"<other>"}
 
 
 def _events(*ids: str) -> list[dict[str, object]]:

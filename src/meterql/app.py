@@ -6,6 +6,7 @@ import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
+from graphql import parse
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
@@ -20,8 +21,14 @@ from meterql.context import Services
 from meterql.db.engine import Database
 from meterql.graphql_view import GraphQLView
 from meterql.health import alive, ready_endpoint
-from meterql.instruments import Instruments, metrics_endpoint, multiprocess_dir
+from meterql.instruments import (
+    Instruments,
+    metrics_endpoint,
+    multiprocess_dir,
+    operation_names,
+)
 from meterql.pages import api_docs_page
+from meterql.queries import PAGES, page_query
 from meterql.request_ids import HEADER, RequestIdMiddleware, request_id
 from meterql.responses import internal_error_response
 from meterql.rest_compat.endpoint import make_endpoint, prepare
@@ -67,9 +74,10 @@ def create_app(
     schema = build_schema(limits=GraphQLLimits.from_settings(settings))
     services = Services(settings=settings, db=db, schema=schema, clock=clock)
 
-    instruments = Instruments(db, multiprocess_dir())
-
     prepared = prepare(services.schema, ROUTES)
+    own_documents = [p.document for p in prepared] + [parse(page_query(n)) for n in PAGES]
+    instruments = Instruments(db, multiprocess_dir(), operation_names(own_documents))
+
     routes: list[BaseRoute] = [
         Route(
             p.route.path,

@@ -13,8 +13,9 @@ from meterql.auth import authenticate, require_scope
 from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.budget import PointBudget
 from meterql.config import Settings
-from meterql.db.accounts import TokenGrant
+from meterql.db.accounts import TokenGrant, grant_for_hash
 from meterql.db.engine import AsyncConnection, Database, SharedReads
+from meterql.errors import InvalidCredentials
 from meterql.loaders import Loaders
 from meterql.request_facts import RequestFacts
 from meterql.windows import Clock
@@ -30,7 +31,7 @@ class Services:
     clock: Clock
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, weakref_slot=True)
 class Context:
     """Made per request, after authentication; ``info.context`` in resolvers."""
 
@@ -45,8 +46,9 @@ class Context:
     request_id: str = ""
     # The request's record for its log line and metrics (``meterql.request_facts``).
     facts: RequestFacts = field(default_factory=RequestFacts)
-    # DataLoaders of this request alone (``meterql.loaders``), made with it.
-    loaders: Loaders = field(init=False, repr=False, compare=False)
+    # DataLoaders of this request alone (``meterql.loaders``; the batch functions
+    # are ``meterql.resolvers.batches``), made with it.
+    loaders: Loaders[Context] = field(init=False, repr=False, compare=False)
     # Series points every ``usage`` answer of this request may still return
     # (``meterql.budget``), from ``graphql_max_series_points``.
     points: PointBudget = field(init=False, repr=False, compare=False)
@@ -112,7 +114,34 @@ async def authenticated_context(
     )
 
 
-async def finish(context: Context | None) -> None:
-    """Give back the request's read connection, if it holds one (a later read takes another)."""
-    if context is not None and context.reads is not None:
+async def still_granted(context: Context) -> None:
+    """Check again that the request's token is live: :class:`InvalidCredentials` if not.
+
+    For answers that outlive their first read (a streamed export): a token
+    revoked meanwhile stops them at their next step.
+    """
+    async with context.read() as connection:
+        grant = await grant_for_hash(connection, context.grant.token_hash)
+    if grant is None:
+        raise InvalidCredentials()
+
+
+async def release(context: Context) -> None:
+    """Give back the request's read connection while it waits on something else.
+
+    A later read takes one again.
+    """
+    if context.reads is not None:
         await context.reads.close()
+
+
+async def finish(context: Context | None) -> None:
+    """End the request: give back its read connection and drop what its loaders hold.
+
+    The loaders' caches hold the answers they read, and the loaders hold the
+    context: left to the garbage collector, a streamed export's chunks would
+    pile up until it came by.
+    """
+    if context is not None:
+        await release(context)
+        context.loaders.clear()

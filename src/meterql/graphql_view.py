@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http.types import QueryParams
 
-from meterql.context import Context, Services, authenticated_context, finish
+from meterql.context import Context, Services, authenticated_context, finish, release
 from meterql.errors import MeterqlError
 from meterql.pages import explorer_page
 from meterql.request_facts import request_facts
@@ -101,7 +101,7 @@ class GraphQLView(GraphQL[Context | None, None]):
         """
         if request.method == "GET":
             return b""
-        await finish(context)
+        await release(context)
         return await read_body(request, self.max_body_bytes, self.body_timeout_s)
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -4,7 +4,7 @@ Each app has its own registry (two apps in one process, as in tests, never
 count into each other). Every label takes a bounded set of values, and
 none names a tenant: routes are templates (``<unmatched>`` for any path no
 route knows), methods outside the usual few are ``OTHER``, GraphQL
-operation names are kept only while few and short (``<anonymous>``,
+operation names only those of the server's own documents (``<anonymous>``,
 ``<other>``), ingest outcomes are error codes.
 
 Several worker processes (``meterql serve --workers N``) use
@@ -20,9 +20,9 @@ from __future__ import annotations
 
 import hmac
 import os
-import re
 from collections.abc import Awaitable, Callable, Iterable
 
+from graphql import DocumentNode, OperationDefinitionNode
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import GaugeMetricFamily, Metric
@@ -38,12 +38,7 @@ MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "<unmatched>"
 ANONYMOUS = "<anonymous>"
 OTHER = "<other>"
-# GraphQL operation names kept as labels, per process; later new names,
-# longer ones and anything that is not a GraphQL name count as <other>.
-MAX_OPERATION_NAMES = 100
-MAX_OPERATION_NAME_LENGTH = 64
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-_GRAPHQL_NAME = re.compile(r"[_A-Za-z][_0-9A-Za-z]*")
 
 
 def multiprocess_dir() -> str | None:
@@ -56,28 +51,33 @@ def multiprocess_dir() -> str | None:
 
 
 class OperationNames:
-    """Operation names as labels: the first ``limit`` short, plain ones; then ``<other>``."""
+    """Operation names as labels: those of the server's own documents; any other is ``<other>``.
 
-    def __init__(
-        self, limit: int = MAX_OPERATION_NAMES, max_length: int = MAX_OPERATION_NAME_LENGTH
-    ) -> None:
-        self._limit = limit
-        self._max_length = max_length
-        self._known: set[str] = set()
+    The server's documents are the fixed ``/v1`` ones and its page queries
+    (``meterql.queries``): what its own clients send. A name any tenant
+    chose is never a label: it could say anything, and a hundred of them
+    would crowd out the names that matter.
+    """
+
+    def __init__(self, known: Iterable[str] = ()) -> None:
+        self._known = frozenset(known)
 
     def label(self, name: str | None) -> str:
         if name is None:
             return ANONYMOUS
         if name in self._known or name == BATCH:
             return name
-        if (
-            len(name) > self._max_length
-            or not _GRAPHQL_NAME.fullmatch(name)
-            or len(self._known) >= self._limit
-        ):
-            return OTHER
-        self._known.add(name)
-        return name
+        return OTHER
+
+
+def operation_names(documents: Iterable[DocumentNode]) -> set[str]:
+    """The names of every named operation in ``documents``."""
+    return {
+        definition.name.value
+        for document in documents
+        for definition in document.definitions
+        if isinstance(definition, OperationDefinitionNode) and definition.name is not None
+    }
 
 
 def method_label(method: str) -> str:
@@ -120,11 +120,13 @@ class DatabaseCollector(Collector):
 
 
 class Instruments:
-    def __init__(self, db: Database, multiproc_dir: str | None = None) -> None:
+    def __init__(
+        self, db: Database, multiproc_dir: str | None = None, operations: Iterable[str] = ()
+    ) -> None:
         self.db = db
         self.multiproc_dir = multiproc_dir
         self.registry = registry = CollectorRegistry()
-        self.operation_names = OperationNames()
+        self.operation_names = OperationNames(operations)
         self.requests = Counter(
             "meterql_http_requests", "HTTP requests answered.",
             ["route", "method", "status"], registry=registry,

@@ -4,222 +4,62 @@ A field of a node in a list (a subscription's ``tier``, a node's
 ``siteLimit``) asks its request's loader for one key and gets the value;
 the loader gathers the keys asked for in the same tick and calls its batch
 function once with all of them. A list of N nodes then costs one statement,
-not N.
+not N. The batch functions themselves are in ``meterql.resolvers.batches``;
+this module is only the mechanism, and knows nothing of what it loads.
 
-Adding a loader (``usage_by_instance`` below, behind ``Instance.usage``, is one):
-
-1. Write a batch function ``async def usage_by_instance(context, keys) ->
-   list[...]``, one result per key, in the keys' order. Key by everything the
-   answer depends on besides the account: ``(args, instance_id)`` with
-   ``args`` a frozen dataclass of the field's arguments. Group the keys by
-   ``args`` and run one statement per distinct ``args`` (a query asking
-   two ranges costs two statements, whatever the number of instances).
-2. In the field: ``await info.context.loaders.load(usage_by_instance,
-   (args, self.id))``.
-
-Rules a batch function keeps:
-
-- It reads through ``context.read()``, scoped to ``context.account_id``:
-  the loaders belong to one request, hence one account, and never cross it.
-- Never await a loader while holding ``context.read()``. The request's one
-  connection is lent to one task at a time (``SharedReads``: a lock, not
-  reentrant) and a batch runs in a task of its own, so a resolver waiting
-  for a batch with the connection in hand waits forever. Read, leave the
-  ``async with``, then load.
+A request's :class:`Loaders` hold their owner (the request's context) by a
+weak reference: a context holds its loaders, and a strong reference back
+would make every request a cycle that only the garbage collector frees,
+caches full of answers included.
 """
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Awaitable, Callable, Hashable, Sequence
-from dataclasses import dataclass
-from datetime import date
-from typing import TYPE_CHECKING, Any, TypeVar, cast
+from typing import Any, Generic, TypeVar, cast
 
 from strawberry.dataloader import DataLoader
 
-from meterql.buckets import BucketPlan, Granularity, LocalRange
-from meterql.db import accounts, graph, series
-from meterql.db.accounts import TierRow
-from meterql.db.series import GroupBy, GroupCounts, Series
-from meterql.errors import InvalidInput
-from meterql.plans import EffectivePlan, effective_plan
-
-if TYPE_CHECKING:
-    from meterql.context import Context
-
+C = TypeVar("C")
 K = TypeVar("K", bound=Hashable)
 V = TypeVar("V")
-BatchFn = Callable[["Context", list[K]], Awaitable[Sequence[V]]]
+# A batch function: the request's context and the keys asked for, to one
+# result per key, in the keys' order.
+BatchFn = Callable[[C, list[K]], Awaitable[Sequence[V]]]
 
 
-class Loaders:
+class Loaders(Generic[C]):
     """The request's DataLoaders, one per batch function, made on first use.
 
-    Made with the :class:`~meterql.context.Context` (the REST compat layer's
-    and ``/graphql``'s alike), so a loader's cache lives exactly as long as
-    one request: nothing cached is ever seen by another request or account.
+    Made with the request's context (the REST compat layer's and
+    ``/graphql``'s alike), so a loader's cache lives exactly as long as one
+    request: nothing cached is ever seen by another request or account.
     """
 
-    __slots__ = ("_context", "_loaders")
+    __slots__ = ("_loaders", "_owner")
 
-    def __init__(self, context: Context) -> None:
-        self._context = context
+    def __init__(self, owner: C) -> None:
+        self._owner = weakref.ref(owner)
         self._loaders: dict[object, DataLoader[Any, Any]] = {}
 
-    def of(self, batch: BatchFn[K, V]) -> DataLoader[K, V]:
+    def of(self, batch: BatchFn[C, K, V]) -> DataLoader[K, V]:
         loader = self._loaders.get(batch)
         if loader is None:
-            context = self._context
+            owner = self._owner
 
             async def load(keys: list[K]) -> Sequence[V]:
+                context = owner()
+                # Loaders are used only while their request runs, which holds it.
+                assert context is not None, "a loader outlived its request"
                 return await batch(context, keys)
 
             loader = self._loaders[batch] = DataLoader(load_fn=load)
         return cast(DataLoader[K, V], loader)
 
-    def load(self, batch: BatchFn[K, V], key: K) -> Awaitable[V]:
+    def load(self, batch: BatchFn[C, K, V], key: K) -> Awaitable[V]:
         return self.of(batch).load(key)
 
-
-# --- the batch functions of the viewer graph --------------------------------------------------
-
-
-async def tiers_by_id(context: Context, tier_ids: list[str]) -> list[TierRow | None]:
-    """Tiers by id (the catalogue: no account to scope); ``None`` for an unknown id."""
-    async with context.read() as connection:
-        found = await graph.tiers_by_id(connection, tier_ids)
-    return [found.get(tier_id) for tier_id in tier_ids]
-
-
-async def plan_of_account(context: Context, account_ids: list[str]) -> list[EffectivePlan]:
-    """The account's plan, by the billing route's very rule (``meterql.plans``).
-
-    Keyed by the account id only so that every field wanting the plan (the
-    viewer's ``plan``, each node's ``siteLimit``) shares one statement; the
-    only key ever asked is the request's own account.
-    """
-    if any(account_id != context.account_id for account_id in account_ids):
-        raise ValueError("a request loads its own account's plan only")
-    async with context.read() as connection:
-        live = await accounts.live_subscriptions(connection, context.account_id)
-    plan = effective_plan(live, context.settings.free_plan, context.now)
-    return [plan for _ in account_ids]
-
-
-async def group_counts(context: Context, spans: list[tuple[date, date]]) -> list[GroupCounts]:
-    """Instances and models with usage in each span of UTC days: bounds of ``usage`` groups.
-
-    One statement for the batch, over the span enclosing all of them: a
-    count over a wider span is still a bound for each narrower one.
-    """
-    first = min(span[0] for span in spans)
-    last = max(span[1] for span in spans)
-    async with context.read() as connection:
-        counts = await series.group_counts(connection, context.account_id, first, last)
-    return [counts for _ in spans]
-
-
-async def instance_counts(context: Context, statuses: list[str | None]) -> list[int]:
-    """How many instances the account has of each status (``None``: all of them)."""
-    counts: dict[str | None, int] = {}
-    async with context.read() as connection:
-        for status in dict.fromkeys(statuses):
-            counts[status] = await graph.instance_count(connection, context.account_id, status)
-    return [counts[status] for status in statuses]
-
-
-# --- usage of the graph's nodes ---------------------------------------------------------------
-
-
-class PointsRefused(InvalidInput):
-    """A batch skipped because its request already ran out of usage points.
-
-    Its message is never shown: the node whose charge was refused carries
-    the refusal, and a non-null ``usage`` under a list nulls the answer up to
-    the nearest nullable field anyway.
-    """
-
-
-@dataclass(frozen=True, slots=True)
-class UsageArgs:
-    """A ``usage`` field's arguments, validated and resolved: the args half of a loader key.
-
-    Resolved, so that ``days: 7`` and the ``range`` it means today, or a
-    default spelled out, are one key and share one statement.
-    """
-
-    range: LocalRange
-    granularity: Granularity
-    group_by: GroupBy | None
-
-
-@dataclass(frozen=True, slots=True)
-class NodeUsage:
-    """One node's usage: the buckets (cut once per distinct arguments) and its series."""
-
-    plan: BucketPlan
-    series: Series
-
-
-async def usage_of_account(context: Context, keys: list[UsageArgs]) -> list[NodeUsage]:
-    """The account's usage for each arguments: one statement per distinct arguments.
-
-    Through a loader, like the nodes' usage, so that every ``usage`` of the
-    request (aliases of the root field, the viewer's) is charged before any
-    of them is read, and the same arguments asked twice are read once.
-    """
-    if context.points.refused:
-        raise PointsRefused()
-    plans = {args: context.bucket_plan(args.range, args.granularity) for args in keys}
-    found: dict[UsageArgs, Series] = {}
-    async with context.read() as connection:
-        for args, plan in plans.items():
-            found[args] = await series.usage_series(
-                connection, context.account_id, plan, args.group_by
-            )
-    return [NodeUsage(plans[args], found[args]) for args in keys]
-
-
-async def usage_by_instance(
-    context: Context, keys: list[tuple[UsageArgs, str]]
-) -> list[NodeUsage]:
-    """Each ``(arguments, instance id)``'s usage: one statement per distinct arguments."""
-    return await _usage_split(context, keys, GroupBy.INSTANCE)
-
-
-async def usage_by_model(context: Context, keys: list[tuple[UsageArgs, str]]) -> list[NodeUsage]:
-    """Each ``(arguments, model name)``'s usage: one statement per distinct arguments."""
-    return await _usage_split(context, keys, GroupBy.MODEL)
-
-
-async def _usage_split(
-    context: Context, keys: list[tuple[UsageArgs, str]], split_by: GroupBy
-) -> list[NodeUsage]:
-    # Every node asked with the same arguments is read in one call split by
-    # node (and grouped as asked inside each): never a statement per node.
-    if context.points.refused:
-        # A node of this batch (or any usage of the request) was refused: the
-        # answer is that error, and reading the others' usage would only cost.
-        raise PointsRefused()
-    nodes: dict[UsageArgs, dict[str, None]] = {}
-    for args, node in keys:
-        nodes.setdefault(args, {})[node] = None
-    # Cut once per arguments and request (the nodes' resolvers cut them first).
-    plans = {args: context.bucket_plan(args.range, args.granularity) for args in nodes}
-    found: dict[UsageArgs, dict[str, Series]] = {}
-    async with context.read() as connection:
-        for args, named in nodes.items():
-            ids = sorted(named)
-            found[args] = await series.usage_series_by(
-                connection, context.account_id, plans[args], split_by, args.group_by,
-                instance_ids=ids if split_by is GroupBy.INSTANCE else None,
-                models=ids if split_by is GroupBy.MODEL else None,
-            )
-    return [
-        NodeUsage(
-            plans[args],
-            # A node without usage in the range is in no row: zeros, not missing.
-            found[args].get(node) or series.no_usage(plans[args], args.group_by),
-        )
-        for args, node in keys
-    ]
+    def clear(self) -> None:
+        """Forget every loader and what it cached: the request is over."""
+        self._loaders.clear()

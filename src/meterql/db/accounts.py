@@ -17,6 +17,8 @@ from meterql.records import LIVE_STATUSES
 class TokenGrant:
     account_id: str
     scopes: frozenset[str]
+    # The token it came from, hashed: to check again that it is still live.
+    token_hash: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,10 +65,15 @@ _GRANT = select(TOKENS.account_id, TOKENS.scopes).where(
 
 async def grant_for_token(connection: AsyncConnection, token: str) -> TokenGrant | None:
     """The account and scopes of a live token; ``None`` if unknown or revoked."""
-    row = (await connection.execute(_GRANT, {"token_hash": hash_token(token)})).first()
+    return await grant_for_hash(connection, hash_token(token))
+
+
+async def grant_for_hash(connection: AsyncConnection, token_hash: str) -> TokenGrant | None:
+    """:func:`grant_for_token`, for a token known by its hash (a grant's, checked again)."""
+    row = (await connection.execute(_GRANT, {"token_hash": token_hash})).first()
     if row is None:
         return None
-    return TokenGrant(row[0], frozenset(filter(None, row[1].split(","))))
+    return TokenGrant(row[0], frozenset(filter(None, row[1].split(","))), token_hash)
 
 
 _TIER_FIELDS = [f.name for f in fields(TierRow)]

@@ -21,8 +21,9 @@ from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.context import Context
 from meterql.db import series
 from meterql.db.series import Amounts, GroupBy
-from meterql.loaders import BatchFn, NodeUsage, UsageArgs, group_counts, usage_of_account
+from meterql.loaders import BatchFn
 from meterql.money import nanos_to_usd
+from meterql.resolvers.batches import NodeUsage, UsageArgs, group_counts, usage_of_account
 from meterql.schema.scalars import BigInt, OffsetDateTime
 from meterql.schema.usage import DateRange, Usage, UsageBucket, UsageGroup, UsageTotals
 
@@ -83,7 +84,7 @@ async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -
 
 async def node_usage(
     context: Context,
-    batch: BatchFn[tuple[UsageArgs, str], NodeUsage],
+    batch: BatchFn[Context, tuple[UsageArgs, str], NodeUsage],
     node: str,
     kind: GroupBy,
     date_range: DateRange | None,

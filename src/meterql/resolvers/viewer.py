@@ -17,9 +17,9 @@ from strawberry import Info
 from meterql import cursors
 from meterql.context import Context
 from meterql.db import graph
-from meterql.loaders import plan_of_account
 from meterql.money import nanos_to_usd
 from meterql.records import LIVE_STATUSES
+from meterql.resolvers.batches import plan_of_account
 from meterql.resolvers.billing import to_plan
 from meterql.schema.billing import Plan
 from meterql.schema.nodes import (

@@ -14,7 +14,7 @@ from graphql import DocumentNode, ExecutionResult, execute, parse, validate
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from meterql.context import Context, Services, authenticated_context, finish
+from meterql.context import Context, Services, authenticated_context, finish, release
 from meterql.errors import MeterqlError
 from meterql.request_facts import request_facts
 from meterql.request_ids import request_id
@@ -115,7 +115,7 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             variables = coerce(request.query_params, route.params)
             if route.body is not None:
                 # No connection is held while the client sends its body.
-                await finish(context)
+                await release(context)
                 try:
                     raw = await read_body(request, route.body.max_bytes,
                                           services.settings.body_timeout_s)

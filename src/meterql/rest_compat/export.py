@@ -14,8 +14,9 @@ fails is logged and ends the stream abruptly (the exception propagates, the
 server cuts the connection): a client sees a transfer error, never a 200
 whose CSV silently stops, and never a traceback in the body.
 
-Each chunk after the first reads on a connection of its own, taken for its
-one statement and given back before its rows are sent: a slow client never
+Each chunk after the first checks again that the token is live (a revoked
+one cuts the stream at its next chunk) and reads on a connection of its
+own, taken for its statements and given back before its rows are sent: a slow client never
 holds a pooled connection (or, on SQLite, a read transaction that keeps the
 WAL from being checkpointed) for the minutes a year of hours may take. The
 price: chunks are not one snapshot; a group first seen by a later chunk
@@ -39,7 +40,7 @@ from starlette.responses import Response, StreamingResponse
 
 from meterql import buckets
 from meterql.buckets import Granularity, LocalRange
-from meterql.context import Context, Services, finish
+from meterql.context import Context, Services, finish, still_granted
 from meterql.errors import InvalidInput, MeterqlError
 from meterql.money import format_usd
 from meterql.responses import error_response, internal_error_response
@@ -73,7 +74,8 @@ CSV_DESCRIPTION = (
     "`estimated_cost_usd` (exact, 4 places). One row per bucket, oldest first; when "
     "grouped, one per bucket and group, every group with usage in the range in every "
     "bucket (zeros included), in key order. A group key a spreadsheet would read as a "
-    "formula (starting with `=`, `+`, `-`, `@`, tab, CR, or `'`) is prefixed with `'`. "
+    "formula (starting with `=`, `+`, `-`, `@` or their full-width forms, possibly after "
+    "whitespace, or with a tab, CR, LF or `'`) is prefixed with `'`. "
     "A failure after the first row cuts the connection: a complete answer ends with "
     "its last row and the transfer's normal end."
 )
@@ -82,9 +84,12 @@ _ZEROS: dict[str, Any] = {
     "requests": 0, "tokens_in": 0, "tokens_out": 0, "total_tokens": 0,
     "estimated_cost_usd": format_usd(Decimal(0)),
 }
-# Cells a spreadsheet would read as a formula (OWASP's list), and the
-# apostrophe that neutralises them, so that a prefixed cell is unambiguous.
-_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "'")
+# Cells a spreadsheet would read as a formula: OWASP's list (a sign, tab, CR),
+# a line feed, the full-width signs spreadsheets fold into ASCII ones, a sign
+# after leading whitespace (which spreadsheets trim), and the apostrophe that
+# neutralises them all, so that a prefixed cell is unambiguous.
+_FORMULA_SIGNS = ("=", "+", "-", "@", "\uff1d", "\uff0b", "\uff0d", "\uff20")
+_FORMULA_STARTS = (*_FORMULA_SIGNS, "\t", "\r", "\n", "'")
 
 
 class ExportInterrupted(RuntimeError):
@@ -100,10 +105,11 @@ def spreadsheet_safe(text: str) -> str:
 
     Keys are free text (anything but NUL): an instance called ``=HYPERLINK(...)``
     must not become a link. A key that itself starts with ``'`` gets one more,
-    so stripping one leading ``'`` from a cell that has two, or that has one
-    followed by a formula character, always gives the key back.
+    so no key as written starts with ``'`` unless prefixed: stripping one
+    leading ``'`` from a cell that has one always gives the key back.
     """
-    return "'" + text if text.startswith(_FORMULA_STARTS) else text
+    risky = text.startswith(_FORMULA_STARTS) or text.lstrip().startswith(_FORMULA_SIGNS)
+    return "'" + text if risky else text
 
 
 def _at_query(error: InvalidInput) -> InvalidInput:
@@ -209,11 +215,20 @@ def make_export_endpoint(prepared: PreparedRoute, services: Services) -> Endpoin
         finally:
             await finish(context)
 
+        async def later_chunk(chunk: LocalRange) -> Any:
+            # A context of its own (no shared connection, fresh allowances),
+            # whose token is checked again: a revocation stops the export at
+            # its next chunk, for the price of one indexed read a chunk.
+            fresh = replace(context, reads=None)
+            try:
+                await still_granted(fresh)
+                return await chunk_body(fresh, variables, chunk)
+            finally:
+                await finish(fresh)
+
         header = [*WHEN, *([group_by.lower()] if group_by is not None else []), *MEASURES]
         return StreamingResponse(
-            _stream(header, first, chunks[1:], keys,
-                    lambda chunk: chunk_body(replace(context, reads=None), variables, chunk),
-                    context.request_id),
+            _stream(header, first, chunks[1:], keys, later_chunk, context.request_id),
             media_type=MEDIA_TYPE,
             headers={"Content-Disposition": f'attachment; filename="{_filename(local)}"'},
         )
@@ -244,13 +259,13 @@ async def _stream(
     yield text
     del text
     for done, chunk in enumerate(rest, start=1):
-        # ``read`` gives each chunk a context of its own: no shared connection
-        # (its one read takes a pooled connection and gives it back), and
-        # fresh per-request allowances.
         try:
             body = await read(chunk)
         except (MeterqlError, _Masked) as error:
-            logger.error(
+            # A refusal (a revoked token, the database away) is the client's
+            # or the operator's to know of; a bug has been logged already.
+            logger.log(
+                logging.WARNING if isinstance(error, MeterqlError) else logging.ERROR,
                 "usage export cut short after %d of %d chunks (request id %s): %s",
                 done, len(rest) + 1, request_id or "-",
                 getattr(error, "message", "see the error above"),

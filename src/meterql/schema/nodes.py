@@ -1,12 +1,12 @@
 """The nodes of the viewer graph: the account's subscriptions, instances, models, nodes.
 
 Fields that need more data than their node was built with read it through
-the request's loaders (``meterql.loaders``), never with a statement of
+the request's loaders (``meterql.resolvers.batches``), never with a statement of
 their own, so a list of N nodes costs the same as a list of one.
 
 ``Instance`` and ``Model`` have their own ``usage(...)``, resolved by a
 loader keyed ``(arguments, self.id)`` or ``(arguments, self.name)``, as
-``meterql.loaders`` describes: one statement per distinct arguments.
+``meterql.resolvers.batches`` describes: one statement per distinct arguments.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from strawberry import Info
 from meterql.buckets import DEFAULT_ZONE, Granularity
 from meterql.context import Context
 from meterql.db.series import GroupBy
-from meterql.loaders import (
+from meterql.resolvers.batches import (
     instance_counts,
     plan_of_account,
     tiers_by_id,
