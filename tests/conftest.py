@@ -144,7 +144,8 @@ class StatementCounter:
 
 @pytest.fixture
 def sql(db: Database) -> Iterator[StatementCounter]:
-    """Counts the SQL statements the engine sends (transaction control aside)."""
+    """Counts the SQL statements sent: the read path's round trips (each one a call
+    on the driver), and the engine's for writes (transaction control aside)."""
     counter = StatementCounter()
 
     def on_execute(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
@@ -152,5 +153,7 @@ def sql(db: Database) -> Iterator[StatementCounter]:
             counter.statements.append(statement)
 
     event.listen(db.engine.sync_engine, "before_cursor_execute", on_execute)
+    db.reads.listeners.append(counter.statements.append)
     yield counter
+    db.reads.listeners.remove(counter.statements.append)
     event.remove(db.engine.sync_engine, "before_cursor_execute", on_execute)

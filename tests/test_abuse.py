@@ -198,6 +198,37 @@ async def test_an_ingest_token_gets_a_fan_out_refused_at_once(
     assert body["errors"][0]["message"].endswith("aliases found. Allowed: 50")
 
 
+REPEATED = {
+    # graphql-core's own field-merging rule compared every pair: up to a second
+    # each, and the first one it refused outright ("Validation aborted").
+    "same-field": "{ viewer { " + "plan { tierId } " * 490 + "} }",
+    "same-alias": "{ viewer { " + "a: plan { tierId } " * 320 + "} }",
+    "same-arguments": "{ viewer { " + "instances(first: 1) { totalCount } " * 215 + "} }",
+    "side-by-side-fragments": "{ viewer { " + " ".join(f"...F{n}" for n in range(160)) + " } } "
+                              + " ".join(f"fragment F{n} on Viewer {{ plan {{ tierId }} }}"
+                                         for n in range(160)),
+}
+
+
+@pytest.mark.parametrize("name", list(REPEATED))
+async def test_repeated_fields_are_validated_in_linear_time(
+    settings: Settings, db: Database, name: str
+) -> None:
+    await seed(db)
+    app = create_app(settings.model_copy(update={"graphql_max_aliases": 1_000}), database=db,
+                     clock=lambda: NOW)
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as client:
+        started = time.perf_counter()
+        response = await client.post("/graphql", json={"query": REPEATED[name]},
+                                     headers=auth(ACME_INGEST_TOKEN))
+        elapsed = time.perf_counter() - started
+    body = response.json()
+    assert "errors" not in body, body  # valid, and answered
+    assert body["data"]["viewer"]
+    assert elapsed < 1, elapsed
+
+
 # --- bodies: no connection waits on a client -----------------------------------------------
 
 Message = dict[str, Any]

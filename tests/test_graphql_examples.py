@@ -28,13 +28,14 @@ from meterql.records import AccountRecord, InstanceRecord, UsageEventRecord
 from meterql.schema import build_schema
 from tests.conftest import StatementCounter
 
-# Statements per page, whatever the number of instances and models:
+# Round trips per page, whatever the number of instances and models:
 COSTS = {
-    # token; billing: subscriptions, period usage, hosting; trialStatus: subscriptions;
-    # billingUsage: subscriptions, period usage; the instance page, its total count,
-    # the instances' usage (one batch), the account's usage.
-    "billing-page": 11,
-    # token; the account's usage; the models, their usage (one batch); the
+    # the token, with the plan and hosting (billing and trialStatus need no
+    # more); the period's usage (billing and billingUsage share it); the
+    # instance page, its total count, the instances' usage (one batch); the
+    # account's usage.
+    "billing-page": 6,
+    # the token; the account's usage; the models, their usage (one batch); the
     # instance page, its total count, the instances' usage (one batch).
     "metrics-page": 7,
 }

@@ -234,7 +234,10 @@ async def test_pool_and_write_queue_gauges(
     assert (await client.get("/readyz")).status_code == 200
     samples = await scrape(client)
     sqlite = db.dialect == "sqlite"
-    assert value(samples, "meterql_db_pool_size") == (5 if sqlite else settings.pool_size)
+    # The write engine's pool (5 on SQLite), and the read path's connections.
+    kept = (5 if sqlite else settings.pool_size) + db.reads.size
+    assert db.reads.size >= 1
+    assert value(samples, "meterql_db_pool_size") == kept
     assert value(samples, "meterql_db_pool_idle") >= 1  # /readyz's connection, given back
     assert value(samples, "meterql_db_pool_checked_out") == 0
     assert ("meterql_db_pool_overflow", frozenset()) in samples
@@ -430,4 +433,6 @@ def test_metrics_add_up_across_worker_processes(served_workers: str) -> None:
                  status="200") == sent
     assert value(samples, "meterql_http_request_duration_seconds_count", route="/healthz",
                  method="GET", status_class="2xx") == sent
-    assert value(samples, "meterql_db_pool_size") == 10  # SQLite's pool of 5, per worker
+    # Per worker, SQLite's write pool of 5 and the read path's 4 connections,
+    # open once the worker has read (its /readyz probe at least).
+    assert value(samples, "meterql_db_pool_size") in (10 + 4, 10 + 8)

@@ -1,4 +1,9 @@
-"""Each route costs a fixed number of SQL statements, however much data there is."""
+"""Each route costs a fixed number of round trips to the database, however much data there is.
+
+A round trip is one call on the driver (``db/reads.py`` counts them and
+names their SQL). A ``/v1`` route takes at most two: the token, read with
+its account's plan and hosting, then the route's own statement.
+"""
 
 from __future__ import annotations
 
@@ -26,17 +31,18 @@ from meterql.records import (
 from tests.conftest import NOW, StatementCounter
 from tests.golden import auth, seed
 
-# Statements per route: 1 for the token, then the route's own queries.
+# Round trips per route: 1 for the token (with the account's plan and hosting),
+# then the route's own statement, if it needs one.
 COSTS = {
     "/v1/metrics/summary": 2,
     "/v1/metrics/instances": 2,
     "/v1/metrics/models": 2,
     "/v1/metrics/usage?days=90": 2,
-    "/v1/billing": 4,  # token, subscriptions, period usage with end users, hosting nodes
-    "/v1/billing/trial-status": 2,
-    "/v1/billing/usage": 3,  # token, subscriptions, period usage with end users
+    "/v1/billing": 2,  # the token with the plan and hosting, the period's usage and end users
+    "/v1/billing/trial-status": 1,  # the plan came with the token
+    "/v1/billing/usage": 2,
     "/v1/billing/usage/chart?days=366": 2,
-    "/v1/billing/usage/chart?instance_id=inst-a": 3,  # + ownership check
+    "/v1/billing/usage/chart?instance_id=inst-a": 2,  # no such instance: no row at all
 }
 
 
@@ -90,8 +96,9 @@ async def test_whole_billing_page_in_one_graphql_query(
     response = await client.post("/graphql", json={"query": query}, headers=auth())
     assert "errors" not in response.json()
     assert len(response.json()["data"]["billingUsage"]["byInstance"]) == 42
-    # token 1 + billing 3 + trial 1 + billing usage 2 + chart 1
-    assert sql.count == 8
+    # the token (with plan and hosting), the period's usage (billing and
+    # billingUsage share it), the chart; the trial needs nothing more.
+    assert sql.count == 3, sql.statements
 
 
 # The viewer graph: a whole page of nested lists for a fixed number of statements.
@@ -103,10 +110,10 @@ VIEWER_PAGE = """{ viewer {
   models { name provider price { inputUsdPerMtok outputUsdPerMtok } }
   webhostNodes { id hostedSites siteLimit }
 } }"""
-# token, plan (live subscriptions), subscriptions, their tiers (one loader
-# batch), the instance page, its total count, models, nodes; each node's
-# siteLimit shares the plan's loader.
-VIEWER_PAGE_STATEMENTS = 8
+# token (with the plan), subscriptions, their tiers (one loader batch), the
+# instance page, its total count, models, nodes; each node's siteLimit is
+# the plan's, which came with the token.
+VIEWER_PAGE_STATEMENTS = 7
 
 
 async def _graph_account(db: Database, account_id: str, instances: int) -> str:
@@ -171,7 +178,7 @@ async def test_viewer_page_statement_count_is_constant(
 async def test_the_documented_viewer_query_runs_at_its_documented_cost(
     client: httpx.AsyncClient, db: Database, sql: StatementCounter
 ) -> None:
-    """docs/graphql.md's example query: valid, and 9 statements (the viewer's 8 + the catalogue)."""
+    """docs/graphql.md's example query: valid, and 8 round trips (the viewer's 7 + the catalogue)."""
     text = (Path(__file__).parent.parent / "docs" / "graphql.md").read_text("utf-8")
     query = text.split("```graphql\n", 1)[1].split("```", 1)[0]
     assert "plans" in query and "viewer" in query
@@ -188,7 +195,8 @@ async def test_the_documented_viewer_query_runs_at_its_documented_cost(
 async def test_postgresql_plans_every_statement_for_its_values(postgres_template: str) -> None:
     # asyncpg prepares every statement; after five runs PostgreSQL may keep a
     # generic plan, which made the metrics page 7x slower at 1M events (see
-    # db/engine.py). Every connection of the pool must plan for its values.
+    # db/engine.py). Every connection, of the read path and of the writes'
+    # pool, must plan for its values.
     from tests.conftest import _asyncpg_url, _postgres_url
 
     url = _postgres_url()
@@ -197,6 +205,7 @@ async def test_postgresql_plans_every_statement_for_its_values(postgres_template
     try:
         async with db.engine.connect() as connection:
             mode = (await connection.execute(text("SHOW plan_cache_mode"))).scalar_one()
+        ((read_mode,),) = await db.reads.fetch(text("SHOW plan_cache_mode"), {})
     finally:
         await db.dispose()
-    assert mode == "force_custom_plan"
+    assert mode == read_mode == "force_custom_plan"

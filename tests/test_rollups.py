@@ -182,19 +182,18 @@ async def test_period_usage_and_end_users_equal_the_raw_events(db: Database) -> 
         (BASE + timedelta(seconds=rng.randrange(10 * 86_400)), BASE + timedelta(days=10, hours=7))
         for _ in range(10)
     ]
-    async with db.read() as session:
-        for start, end in ranges:
-            got = await usage.period_usage(session, ACCOUNT, start, end)
-            expected = _raw_period(raw, start, end)
-            assert {
-                r.instance_id: [r.requests, r.tokens_in, r.tokens_out, r.cost_nanos]
-                for r in got.by_instance
-            } == expected["per"], (start, end)
-            assert got.totals.requests == sum(v[0] for v in expected["per"].values())
-            assert got.totals.instances == len(expected["per"])
-            # Ranges ending in the past (events after them) take the counting path,
-            # those ending after the last event the last-seen path: both exact.
-            assert got.end_users == expected["end_users"]
+    for start, end in ranges:
+        got = await usage.period_usage(db.reads, ACCOUNT, start, end)
+        expected = _raw_period(raw, start, end)
+        assert {
+            r.instance_id: [r.requests, r.tokens_in, r.tokens_out, r.cost_nanos]
+            for r in got.by_instance
+        } == expected["per"], (start, end)
+        assert got.totals.requests == sum(v[0] for v in expected["per"].values())
+        assert got.totals.instances == len(expected["per"])
+        # Ranges ending in the past (events after them) take the counting path,
+        # those ending after the last event the last-seen path: both exact.
+        assert got.end_users == expected["end_users"]
 
 
 async def test_a_late_event_moves_last_seen_only_forward(db: Database) -> None:
@@ -206,8 +205,8 @@ async def test_a_late_event_moves_last_seen_only_forward(db: Database) -> None:
     async with db.read() as session:
         assert await session.scalar(select(EndUser.last_seen_at)) == late
         # Only the early event lies in this range; the late one is after it.
-        in_range = await usage.period_usage(session, ACCOUNT, BASE, BASE + timedelta(days=2))
-        before = await usage.period_usage(session, ACCOUNT, BASE, early)
+        in_range = await usage.period_usage(db.reads, ACCOUNT, BASE, BASE + timedelta(days=2))
+        before = await usage.period_usage(db.reads, ACCOUNT, BASE, early)
         assert (in_range.end_users, before.end_users) == (1, 0)
 
 
@@ -257,11 +256,10 @@ async def test_days_window_reads_match_the_period_reader(db: Database) -> None:
     await _record(db, _events(random.Random(5), 200, "w"))
     window = DayWindow(first_day=BASE.date() + timedelta(days=2),
                        last_day=BASE.date() + timedelta(days=8))
-    async with db.read() as session:
-        totals = await usage.totals(session, ACCOUNT, window)
-        period = await usage.period_usage(session, ACCOUNT, window.start, window.end)
-        days = await usage.per_day(session, ACCOUNT, window)
-        instances = await usage.per_instance(session, ACCOUNT, window)
+    totals = await usage.totals(db.reads, ACCOUNT, window)
+    period = await usage.period_usage(db.reads, ACCOUNT, window.start, window.end)
+    days = await usage.per_day(db.reads, ACCOUNT, window)
+    instances = await usage.per_instance(db.reads, ACCOUNT, window)
     assert totals.requests == period.totals.requests == sum(d.requests for d in days)
     assert totals.cost_nanos == period.totals.cost_nanos == sum(d.cost_nanos for d in days)
     assert totals.instances == period.totals.instances

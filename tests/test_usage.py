@@ -261,26 +261,25 @@ async def test_storage_sums_are_exact_to_the_nano_dollar_with_filters(db: Databa
     rng = random.Random(9)
     await _seed(db, _events(rng, 1_500))
     events = await _stored(db)
-    async with db.read() as connection:
-        for _ in range(40):
-            first, last, zone, granularity, group_by = _random_query(rng)
-            instances = rng.choice([None, rng.sample(INSTANCES, 2), []])
-            models = rng.choice([None, None, rng.sample([*MODELS, UNPRICED], 2)])
-            kept = [e for e in events
-                    if (instances is None or e["instance_id"] in instances)
-                    and (models is None or e["model"] in models)]
-            plan = buckets.plan(buckets.LocalRange(first, last, ZoneInfo(zone)), granularity)
-            found = await series.usage_series(connection, ACCOUNT, plan, group_by,
-                                              instance_ids=instances, models=models)
-            keys, sums = _reference(kept, first, last, zone, granularity, group_by)
-            expected = {g: [sums[g].get(k, [0, 0, 0, 0]) for k in keys]
-                        for g in sorted(sums) if sums[g]}
-            if group_by is None and not expected:
-                expected = {"": [[0, 0, 0, 0] for _ in keys]}
-            assert found.keys == tuple(expected)
-            assert {g: [[a.requests, a.tokens_in, a.tokens_out, a.cost_nanos] for a in v]
-                    for g, v in found.values.items()} == expected, (
-                first, last, zone, granularity, group_by, instances, models)
+    for _ in range(40):
+        first, last, zone, granularity, group_by = _random_query(rng)
+        instances = rng.choice([None, rng.sample(INSTANCES, 2), []])
+        models = rng.choice([None, None, rng.sample([*MODELS, UNPRICED], 2)])
+        kept = [e for e in events
+                if (instances is None or e["instance_id"] in instances)
+                and (models is None or e["model"] in models)]
+        plan = buckets.plan(buckets.LocalRange(first, last, ZoneInfo(zone)), granularity)
+        found = await series.usage_series(db.reads, ACCOUNT, plan, group_by,
+                                          instance_ids=instances, models=models)
+        keys, sums = _reference(kept, first, last, zone, granularity, group_by)
+        expected = {g: [sums[g].get(k, [0, 0, 0, 0]) for k in keys]
+                    for g in sorted(sums) if sums[g]}
+        if group_by is None and not expected:
+            expected = {"": [[0, 0, 0, 0] for _ in keys]}
+        assert found.keys == tuple(expected)
+        assert {g: [[a.requests, a.tokens_in, a.tokens_out, a.cost_nanos] for a in v]
+                for g, v in found.values.items()} == expected, (
+            first, last, zone, granularity, group_by, instances, models)
 
 
 @pytest.mark.parametrize(

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
-
-from meterql.db.accounts import TokenGrant, grant_for_token
-from meterql.db.engine import AsyncConnection
+from meterql.db.accounts import Session, TokenGrant, session
+from meterql.db.reads import Reader
 from meterql.errors import InvalidCredentials, NotAuthenticated, PermissionDenied
 
 # Longer than any token we issue by far; refuse before hashing megabytes.
@@ -24,18 +21,15 @@ def bearer_token(authorization: str | None) -> str:
     return credentials
 
 
-async def authenticate(
-    read: Callable[[], AbstractAsyncContextManager[AsyncConnection]], authorization: str | None
-) -> TokenGrant:
-    """The grant of the header's token, looked up on a connection from ``read()``."""
+async def authenticate(reader: Reader, authorization: str | None) -> Session:
+    """The session of the header's token (its grant and account state), in one read."""
     token = bearer_token(authorization)
     if len(token) > MAX_TOKEN_LENGTH:
         raise InvalidCredentials()
-    async with read() as connection:
-        grant = await grant_for_token(connection, token)
-    if grant is None:
+    found = await session(reader, token)
+    if found is None:
         raise InvalidCredentials()
-    return grant
+    return found
 
 
 def require_scope(grant: TokenGrant, scope: str) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -13,8 +12,9 @@ from meterql.auth import authenticate, require_scope
 from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.budget import PointBudget
 from meterql.config import Settings
-from meterql.db.accounts import TokenGrant, grant_for_hash
-from meterql.db.engine import AsyncConnection, Database, SharedReads
+from meterql.db.accounts import AccountState, TokenGrant, grant_for_hash
+from meterql.db.engine import Database
+from meterql.db.reads import Reads
 from meterql.errors import InvalidCredentials
 from meterql.loaders import Loaders
 from meterql.request_facts import RequestFacts
@@ -33,15 +33,22 @@ class Services:
 
 @dataclass(frozen=True, slots=True, weakref_slot=True)
 class Context:
-    """Made per request, after authentication; ``info.context`` in resolvers."""
+    """Made per request, after authentication; ``info.context`` in resolvers.
+
+    A context holds no connection: every read takes one for its statement
+    alone (``db/reads.py``), so nothing is held between statements, or while
+    the request waits on its client.
+    """
 
     db: Database
     settings: Settings
     grant: TokenGrant
     # One instant per request, so every number in an answer agrees on "today".
     now: datetime
-    # The request's one read connection; without it each read takes its own.
-    reads: SharedReads | None = None
+    # The account's live subscriptions and hosting, read with the token in the
+    # request's first round trip; None (a context made without one) reads
+    # them on first need (``resolvers.batches.account_state``).
+    state: AccountState | None = None
     # Named in masked errors and log lines (``meterql.request_ids``).
     request_id: str = ""
     # The request's record for its log line and metrics (``meterql.request_facts``).
@@ -53,8 +60,14 @@ class Context:
     # (``meterql.budget``), from ``graphql_max_series_points``.
     points: PointBudget = field(init=False, repr=False, compare=False)
 
-    # The buckets of each distinct ``usage`` range and grain asked in this request.
-    _plans: dict[tuple[LocalRange, Granularity], BucketPlan] = field(
+    # The buckets of each distinct ``usage`` range and grain asked in this request
+    # (grain None: the range as one bucket).
+    _plans: dict[tuple[LocalRange, Granularity | None], BucketPlan] = field(
+        init=False, repr=False, compare=False
+    )
+    # Per ``usage`` field of the query (its operation and response path, list
+    # indices left out), whether it selects its series.
+    series_selected: dict[tuple[object, ...], bool] = field(
         init=False, repr=False, compare=False
     )
 
@@ -64,22 +77,27 @@ class Context:
             self, "points", PointBudget(self.settings.graphql_max_series_points)
         )
         object.__setattr__(self, "_plans", {})
+        object.__setattr__(self, "series_selected", {})
 
-    def bucket_plan(self, local: LocalRange, granularity: Granularity) -> BucketPlan:
-        """The range cut into buckets, once per request whatever the number of nodes asking."""
+    def bucket_plan(self, local: LocalRange, granularity: Granularity | None) -> BucketPlan:
+        """The range cut into buckets (``None``: one bucket, the whole range), once per
+        request whatever the number of nodes asking."""
         key = (local, granularity)
         plan = self._plans.get(key)
         if plan is None:
-            plan = self._plans[key] = buckets.plan(local, granularity)
+            plan = self._plans[key] = (
+                buckets.whole(local) if granularity is None else buckets.plan(local, granularity)
+            )
         return plan
 
     @property
     def account_id(self) -> str:
         return self.grant.account_id
 
-    def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
-        """A connection for this request's reads (its shared one, when it has one)."""
-        return self.reads.lend() if self.reads is not None else self.db.read()
+    @property
+    def reader(self) -> Reads:
+        """Where this request's statements run (``db/reads.py``)."""
+        return self.db.reads
 
     def require(self, scope: str) -> Context:
         """This context, if its token has ``scope``; else :class:`PermissionDenied`."""
@@ -95,22 +113,16 @@ async def authenticated_context(
 ) -> Context:
     """Raises :class:`meterql.errors.AuthenticationError` without a live token.
 
-    ``facts`` (the request's record) learns the account on success.
-
-    The context holds the request's read connection, which authentication
-    opened: the caller closes it with :func:`finish` once the answer is made.
+    One round trip: the token, and with it the account's plan and hosting,
+    which most answers need (``db/accounts.py``). ``facts`` (the request's
+    record) learns the account on success.
     """
-    reads = SharedReads(services.db)
-    try:
-        grant = await authenticate(reads.lend, authorization)
-    except BaseException:
-        await reads.close()
-        raise
+    session = await authenticate(services.db.reads, authorization)
     facts = facts if facts is not None else RequestFacts()
-    facts.account_id = grant.account_id
+    facts.account_id = session.grant.account_id
     return Context(
-        db=services.db, settings=services.settings, grant=grant, now=services.clock(),
-        reads=reads, request_id=request_id, facts=facts,
+        db=services.db, settings=services.settings, grant=session.grant,
+        now=services.clock(), state=session.state, request_id=request_id, facts=facts,
     )
 
 
@@ -120,28 +132,15 @@ async def still_granted(context: Context) -> None:
     For answers that outlive their first read (a streamed export): a token
     revoked meanwhile stops them at their next step.
     """
-    async with context.read() as connection:
-        grant = await grant_for_hash(connection, context.grant.token_hash)
-    if grant is None:
+    if await grant_for_hash(context.reader, context.grant.token_hash) is None:
         raise InvalidCredentials()
 
 
-async def release(context: Context) -> None:
-    """Give back the request's read connection while it waits on something else.
+def finish(context: Context | None) -> None:
+    """End the request: drop what its loaders hold.
 
-    A later read takes one again.
-    """
-    if context.reads is not None:
-        await context.reads.close()
-
-
-async def finish(context: Context | None) -> None:
-    """End the request: give back its read connection and drop what its loaders hold.
-
-    The loaders' caches hold the answers they read, and the loaders hold the
-    context: left to the garbage collector, a streamed export's chunks would
-    pile up until it came by.
+    The loaders' caches hold the answers they read: a streamed export's
+    chunks must not pile up in them until the request is over.
     """
     if context is not None:
-        await release(context)
         context.loaders.clear()

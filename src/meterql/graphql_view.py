@@ -26,7 +26,7 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.http.types import QueryParams
 
-from meterql.context import Context, Services, authenticated_context, finish, release
+from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.pages import explorer_page
 from meterql.request_facts import request_facts
@@ -82,7 +82,7 @@ class GraphQLView(GraphQL[Context | None, None]):
         scope.setdefault("state", {})[_CONTEXT_KEY] = context
         try:
             try:
-                body = await self._body(request, context)
+                body = await self._body(request)
             except MeterqlError as error:
                 await error_response(error)(scope, receive, send)
                 return
@@ -91,17 +91,12 @@ class GraphQLView(GraphQL[Context | None, None]):
                 return
             await self._respond(scope, _replay(body), send)
         finally:
-            await finish(context)
+            finish(context)
 
-    async def _body(self, request: Request, context: Context) -> bytes:
-        """The body, read within its bounds and replayed to Strawberry (which reads any size).
-
-        Authentication has taken a read connection: it goes back to the pool
-        first, so no connection waits on a client sending slowly, or never.
-        """
+    async def _body(self, request: Request) -> bytes:
+        """The body, read within its bounds and replayed to Strawberry (which reads any size)."""
         if request.method == "GET":
             return b""
-        await release(context)
         return await read_body(request, self.max_body_bytes, self.body_timeout_s)
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:

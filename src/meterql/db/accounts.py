@@ -2,13 +2,25 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
-from sqlalchemy import BindParameter, bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import (
+    BindParameter,
+    ColumnElement,
+    FromClause,
+    Select,
+    and_,
+    bindparam,
+    func,
+    or_,
+    select,
+)
 
-from meterql.db.tables import ApiToken, Subscription, Tier, WebhostNode
+from meterql.db.reads import Reader
+from meterql.db.tables import Account, ApiToken, Subscription, Tier, WebhostNode
 from meterql.db.writes import hash_token
 from meterql.records import LIVE_STATUSES
 
@@ -51,60 +63,108 @@ class Hosting:
     sites: int
 
 
+@dataclass(frozen=True, slots=True)
+class AccountState:
+    """What the billing rules need of an account: its live subscriptions and hosting."""
+
+    subscriptions: list[SubscriptionRow]
+    hosting: Hosting
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A live token's grant, and its account's state, read in one round trip."""
+
+    grant: TokenGrant
+    state: AccountState
+
+
+ACCOUNTS = Account.__table__.c
 TOKENS = ApiToken.__table__.c
 SUBSCRIPTIONS = Subscription.__table__.c
 TIERS = Tier.__table__.c
 NODES = WebhostNode.__table__.c
 _ACCOUNT: BindParameter[str] = bindparam("account")
+_TOKEN_HASH: BindParameter[str] = bindparam("token_hash")
 
-# Built once: the token lookup runs on every request.
+
+def is_live(status: Any) -> ColumnElement[bool]:
+    """``status`` is one of the live statuses (comparisons, not an ``IN`` list, so that
+    the statement holds its values and compiles once)."""
+    return or_(*(status == live for live in LIVE_STATUSES))
+
+
 _GRANT = select(TOKENS.account_id, TOKENS.scopes).where(
-    TOKENS.token_hash == bindparam("token_hash"), TOKENS.revoked_at.is_(None)
+    TOKENS.token_hash == _TOKEN_HASH, TOKENS.revoked_at.is_(None)
 )
 
-
-async def grant_for_token(connection: AsyncConnection, token: str) -> TokenGrant | None:
-    """The account and scopes of a live token; ``None`` if unknown or revoked."""
-    return await grant_for_hash(connection, hash_token(token))
-
-
-async def grant_for_hash(connection: AsyncConnection, token_hash: str) -> TokenGrant | None:
-    """:func:`grant_for_token`, for a token known by its hash (a grant's, checked again)."""
-    row = (await connection.execute(_GRANT, {"token_hash": token_hash})).first()
-    if row is None:
-        return None
-    return TokenGrant(row[0], frozenset(filter(None, row[1].split(","))), token_hash)
-
-
 _TIER_FIELDS = [f.name for f in fields(TierRow)]
-_LIVE_SUBSCRIPTIONS = (
-    select(
-        *(TIERS[name] for name in _TIER_FIELDS),
+
+
+def _with_state(base: FromClause, account: Any) -> Select[Any]:
+    """``account``'s hosting sums and live subscriptions (one row each, or one row of
+    NULLs without any), joined to ``base``, which names the account."""
+    nodes = select(func.count(NODES.node_id)).where(NODES.account_id == account)
+    sites = select(func.coalesce(func.sum(NODES.hosted_sites), 0)).where(
+        NODES.account_id == account
+    )
+    subscribed = base.outerjoin(
+        Subscription.__table__.join(Tier.__table__, TIERS.tier_id == SUBSCRIPTIONS.tier_id),
+        and_(SUBSCRIPTIONS.account_id == account, is_live(SUBSCRIPTIONS.status)),
+    )
+    return select(
+        nodes.scalar_subquery(),
+        sites.scalar_subquery(),
         SUBSCRIPTIONS.status,
+        *(TIERS[name] for name in _TIER_FIELDS),
         SUBSCRIPTIONS.current_period_start,
         SUBSCRIPTIONS.current_period_end,
         SUBSCRIPTIONS.trial_ends_at,
-    )
-    .join_from(Subscription.__table__, Tier.__table__, TIERS.tier_id == SUBSCRIPTIONS.tier_id)
-    .where(SUBSCRIPTIONS.account_id == _ACCOUNT, SUBSCRIPTIONS.status.in_(LIVE_STATUSES))
+    ).select_from(subscribed)
+
+
+# The request's first round trip: the token, and, if it is live, its account's
+# plan and hosting, which most answers need and every billing answer does.
+_SESSION = (
+    _with_state(ApiToken.__table__, TOKENS.account_id)
+    .add_columns(TOKENS.account_id, TOKENS.scopes)
+    .where(TOKENS.token_hash == _TOKEN_HASH, TOKENS.revoked_at.is_(None))
+)
+_STATE = _with_state(Account.__table__, ACCOUNTS.account_id).where(
+    ACCOUNTS.account_id == _ACCOUNT
 )
 
 
-async def live_subscriptions(
-    connection: AsyncConnection, account_id: str
-) -> list[SubscriptionRow]:
+def _state(rows: Sequence[Sequence[Any]]) -> AccountState:
     tiers = len(_TIER_FIELDS)
-    return [
-        SubscriptionRow(TierRow(*row[:tiers]), *row[tiers:])
-        for row in await connection.execute(_LIVE_SUBSCRIPTIONS, {"account": account_id})
+    subscriptions = [
+        SubscriptionRow(TierRow(*row[3:3 + tiers]), row[2], *row[3 + tiers:6 + tiers])
+        for row in rows if row[2] is not None
     ]
+    first = rows[0] if rows else (0, 0)
+    return AccountState(subscriptions, Hosting(nodes=int(first[0]), sites=int(first[1])))
 
 
-_HOSTING = select(func.count(NODES.node_id), func.coalesce(func.sum(NODES.hosted_sites), 0)).where(
-    NODES.account_id == _ACCOUNT
-)
+def _grant(account_id: str, scopes: str, token_hash: str) -> TokenGrant:
+    return TokenGrant(account_id, frozenset(filter(None, scopes.split(","))), token_hash)
 
 
-async def hosting(connection: AsyncConnection, account_id: str) -> Hosting:
-    row = (await connection.execute(_HOSTING, {"account": account_id})).one()
-    return Hosting(nodes=int(row[0]), sites=int(row[1]))
+async def session(reader: Reader, token: str) -> Session | None:
+    """The token's grant and its account's state; ``None`` if unknown or revoked."""
+    token_hash = hash_token(token)
+    rows = await reader.fetch(_SESSION, {"token_hash": token_hash})
+    if not rows:
+        return None
+    account_id, scopes = rows[0][-2:]
+    return Session(_grant(account_id, scopes, token_hash), _state([row[:-2] for row in rows]))
+
+
+async def grant_for_hash(reader: Reader, token_hash: str) -> TokenGrant | None:
+    """The grant of a token known by its hash (a grant's, checked again): ``None`` if revoked."""
+    rows = await reader.fetch(_GRANT, {"token_hash": token_hash})
+    return _grant(rows[0][0], rows[0][1], token_hash) if rows else None
+
+
+async def account_state(reader: Reader, account_id: str) -> AccountState:
+    """The live subscriptions and hosting of an account (empty for an unknown one)."""
+    return _state(await reader.fetch(_STATE, {"account": account_id}))

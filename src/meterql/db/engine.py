@@ -1,9 +1,9 @@
 """Engine and sessions.
 
-``Database`` owns one engine: ``read()`` lends a plain connection for
-queries and ``write()`` a session for ingest. Reads are Core statements on a
-connection, not ORM sessions: a request's few statements then cost little
-more than the database's own work. On SQLite, writes open with ``BEGIN
+``Database`` owns one engine, whose ``write()`` lends a session for ingest
+and whose ``read()`` a plain connection for tools and tests, and the read
+path of requests, ``reads`` (``db/reads.py``): statements compiled once and
+run on the driver itself. On SQLite, writes open with ``BEGIN
 IMMEDIATE`` so a writer takes the lock up front and waits (busy timeout)
 instead of failing half-way with "database is locked"; WAL lets readers go
 on meanwhile. Every call site opens its own session: an ``AsyncSession`` is
@@ -20,7 +20,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager, context
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import (
@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from meterql.config import Settings
+from meterql.db.reads import Reads
 from meterql.errors import DatabaseUnavailable
 
 logger = logging.getLogger("meterql.db")
@@ -143,41 +144,6 @@ class PoolStatus:
     overflow: int  # open beyond ``size`` (up to ``max_overflow``)
 
 
-class SharedReads:
-    """One read connection for a whole request, lent to one task at a time.
-
-    A request then pays for one pool checkout and one transaction, however
-    many statements it runs, and all of them see one snapshot. GraphQL may
-    resolve root fields concurrently: they take turns (an ``AsyncConnection``
-    must never be used by two tasks at once). ``close()`` ends it.
-    """
-
-    def __init__(self, db: Database) -> None:
-        self._db = db
-        self._turn = asyncio.Lock()
-        self._connection: AsyncConnection | None = None
-
-    @asynccontextmanager
-    async def lend(self) -> AsyncIterator[AsyncConnection]:
-        async with self._turn:
-            with _unavailable_as_503():
-                if self._connection is None:
-                    connection = self._db.engine.connect()
-                    await connection.start()
-                    self._connection = connection
-                yield self._connection
-
-    async def close(self) -> None:
-        connection, self._connection = self._connection, None
-        if connection is not None:
-            try:
-                await connection.close()
-            except Exception as error:  # a dead connection: the pool drops it
-                if not is_unavailable(error):
-                    raise
-                logger.warning("closing a read connection failed: %s", error)
-
-
 class Database:
     """One engine; connections for reads, sessions for writes.
 
@@ -188,9 +154,13 @@ class Database:
     """
 
     def __init__(
-        self, engine: AsyncEngine, *, writers: int | None = None, write_wait_s: float = 10.0
+        self, engine: AsyncEngine, reads: Reads, *, writers: int | None = None,
+        write_wait_s: float = 10.0,
     ) -> None:
         self.engine = engine
+        # Every read of a request goes this way (``db/reads.py``); the engine
+        # serves writes, migrations and tools.
+        self.reads = reads
         self._write = async_sessionmaker(
             engine.execution_options(**{_WRITE_OPTION: True}), expire_on_commit=False
         )
@@ -243,6 +213,7 @@ class Database:
     def from_settings(cls, settings: Settings) -> Database:
         return cls(
             create_engine(settings),
+            Reads.from_settings(settings),
             writers=settings.db_concurrent_writes,
             write_wait_s=settings.db_write_queue_timeout_s,
         )
@@ -253,27 +224,26 @@ class Database:
 
     async def ping(self) -> None:
         """One trivial statement; raises :class:`DatabaseUnavailable` if the store is away."""
-        async with self.read() as connection:
-            await connection.execute(select(1))
+        await self.reads.ping()
 
     def pool_status(self) -> PoolStatus | None:
-        """The connection pool's state now; None for a pool that keeps no count."""
+        """The connections now: the write engine's pool and the read path's, together."""
         pool = self.engine.pool
         if not isinstance(pool, QueuePool):  # e.g. an in-memory SQLite's StaticPool
             return None
         return PoolStatus(
-            size=pool.size(),
-            checked_out=pool.checkedout(),
-            idle=pool.checkedin(),
+            size=pool.size() + self.reads.size,
+            checked_out=pool.checkedout() + self.reads.in_use,
+            idle=pool.checkedin() + self.reads.size - self.reads.in_use,
             # QueuePool counts down from -size while it is filling up.
             overflow=max(0, pool.overflow()),
         )
 
     async def dispose(self) -> None:
+        await self.reads.close()
         await self.engine.dispose()
 
 
 __all__ = [
-    "AsyncConnection", "AsyncSession", "Database", "PoolStatus", "SharedReads", "create_engine",
-    "is_unavailable",
+    "AsyncConnection", "AsyncSession", "Database", "PoolStatus", "create_engine", "is_unavailable",
 ]

@@ -17,9 +17,10 @@ from functools import cache
 from typing import Any
 
 from sqlalchemy import BindParameter, Select, bindparam, func, select
-from sqlalchemy.ext.asyncio import AsyncConnection
 
 from meterql.db.accounts import NODES, SUBSCRIPTIONS, TIERS, TierRow
+from meterql.db.dialect import in_list
+from meterql.db.reads import Reader
 from meterql.db.tables import Instance, ModelPrice, UsageModelDay
 from meterql.records import LIVE_STATUSES
 
@@ -69,21 +70,21 @@ class NodeRow:
 _TIER_COLUMNS = [TIERS[f.name] for f in fields(TierRow)]
 _ALL_TIERS = select(*_TIER_COLUMNS)
 _TIERS_BY_ID = select(*_TIER_COLUMNS).where(
-    TIERS.tier_id.in_(bindparam("tier_ids", expanding=True))
+    in_list(TIERS.tier_id, "tier_ids")
 )
 
 
-async def tiers_by_id(connection: AsyncConnection, tier_ids: Sequence[str]) -> dict[str, TierRow]:
+async def tiers_by_id(reader: Reader, tier_ids: Sequence[str]) -> dict[str, TierRow]:
     """The tiers among ``tier_ids`` that exist, by id."""
     if not tier_ids:
         return {}
-    result = await connection.execute(_TIERS_BY_ID, {"tier_ids": list(tier_ids)})
+    result = await reader.fetch(_TIERS_BY_ID, {"tier_ids": list(tier_ids)})
     return {row[0]: TierRow(*row) for row in result}
 
 
-async def all_tiers(connection: AsyncConnection) -> list[TierRow]:
+async def all_tiers(reader: Reader) -> list[TierRow]:
     """Every tier, cheapest first, then by tier id."""
-    tiers = [TierRow(*row) for row in await connection.execute(_ALL_TIERS)]
+    tiers = [TierRow(*row) for row in await reader.fetch(_ALL_TIERS, {})]
     tiers.sort(key=lambda t: (t.price_cents, t.tier_id))
     return tiers
 
@@ -100,7 +101,7 @@ _SUBSCRIPTIONS = select(
 
 
 async def subscriptions(
-    connection: AsyncConnection, account_id: str
+    reader: Reader, account_id: str
 ) -> list[AccountSubscriptionRow]:
     """Every subscription of the account, whatever its status.
 
@@ -109,7 +110,7 @@ async def subscriptions(
     """
     rows = [
         AccountSubscriptionRow(*row)
-        for row in await connection.execute(_SUBSCRIPTIONS, {"account": account_id})
+        for row in await reader.fetch(_SUBSCRIPTIONS, {"account": account_id})
     ]
     # Stable sorts, the last key first.
     rows.sort(key=lambda s: s.tier_id)
@@ -150,24 +151,25 @@ def _instance_count(by_status: bool) -> Select[Any]:
 
 
 async def instance_page(
-    connection: AsyncConnection, account_id: str, status: str | None, after: str, limit: int
+    reader: Reader, account_id: str, status: str | None, after: str, limit: int
 ) -> list[InstanceRow]:
     """Up to ``limit`` instances (of ``status``, if given) whose id sorts after ``after``.
 
     ``after=""`` starts at the beginning: no instance id is empty.
     """
-    statement = _instance_page(connection.dialect.name == "postgresql", status is not None)
+    statement = _instance_page(reader.dialect == "postgresql", status is not None)
     params: dict[str, Any] = {"account": account_id, "after": after, "limit": limit}
     if status is not None:
         params["status"] = status
-    return [InstanceRow(*row) for row in await connection.execute(statement, params)]
+    return [InstanceRow(*row) for row in await reader.fetch(statement, params)]
 
 
-async def instance_count(connection: AsyncConnection, account_id: str, status: str | None) -> int:
+async def instance_count(reader: Reader, account_id: str, status: str | None) -> int:
     params: dict[str, Any] = {"account": account_id}
     if status is not None:
         params["status"] = status
-    return int(await connection.scalar(_instance_count(status is not None), params) or 0)
+    (row,) = await reader.fetch(_instance_count(status is not None), params)
+    return int(row[0])
 
 
 # Every model with usage at any time, from the day rollup (a few rows per
@@ -181,9 +183,9 @@ _MODELS = select(
 ).join_from(_USED, ModelPrice.__table__, MODELS.model == _USED.c.model, isouter=True)
 
 
-async def used_models(connection: AsyncConnection, account_id: str) -> list[ModelRow]:
+async def used_models(reader: Reader, account_id: str) -> list[ModelRow]:
     """Every model the account has usage of, by name."""
-    rows = [ModelRow(*row) for row in await connection.execute(_MODELS, {"account": account_id})]
+    rows = [ModelRow(*row) for row in await reader.fetch(_MODELS, {"account": account_id})]
     rows.sort(key=lambda m: m.model)
     return rows
 
@@ -191,11 +193,11 @@ async def used_models(connection: AsyncConnection, account_id: str) -> list[Mode
 _NODES = select(NODES.node_id, NODES.hosted_sites).where(NODES.account_id == _ACCOUNT)
 
 
-async def webhost_nodes(connection: AsyncConnection, account_id: str) -> list[NodeRow]:
+async def webhost_nodes(reader: Reader, account_id: str) -> list[NodeRow]:
     """The account's hosting nodes, by node id."""
     rows = [
         NodeRow(row[0], int(row[1]))
-        for row in await connection.execute(_NODES, {"account": account_id})
+        for row in await reader.fetch(_NODES, {"account": account_id})
     ]
     rows.sort(key=lambda n: n.node_id)
     return rows

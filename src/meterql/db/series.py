@@ -27,19 +27,28 @@ on UTC hours, the events of the range grouped in SQL by slots of the largest
 length that divides every bucket (half or quarter hours): a scan of the
 range's events, the one case that reads them all.
 
-Everything is one statement (a ``UNION ALL`` of the parts, the spans passed
-as ``VALUES``); Python only adds each row into its bucket: O(rows), and the
-rows are O(buckets x groups). Sums are exact integers; cost comes back as
-the rollups keep it, whole dollars and nano-dollars, and is combined last.
+Everything is one statement (a ``UNION ALL`` of the parts). Its text does
+not depend on the range: there is one statement per *shape* (the dialect,
+how the buckets are read, the grouping and the filters), built and compiled
+once, and the range comes in as parameters, the corrections' spans as one
+bound array each (``unnest`` on PostgreSQL, ``json_each`` on SQLite). On
+PostgreSQL each span is read by a ``LATERAL`` subquery, one index range a
+span, which the planner cannot turn into a scan of the account's hours.
+Python only adds each row into its bucket: O(rows), and the rows are
+O(buckets x groups). Sums are exact integers; cost comes back as the
+rollups keep it, whole dollars and nano-dollars, and is combined last.
 """
 
 from __future__ import annotations
 
 import enum
+import itertools
+import json
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
+from functools import cache
 from math import gcd
 from typing import Any
 
@@ -59,14 +68,16 @@ from sqlalchemy import (
     distinct,
     func,
     literal,
-    null,
     select,
+    true,
+    type_coerce,
     union_all,
-    values,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.dialects.postgresql import ARRAY
 
 from meterql.buckets import BucketPlan, Granularity
+from meterql.db.dialect import in_list
+from meterql.db.reads import Reader
 from meterql.db.tables import (
     Instance,
     ModelPrice,
@@ -79,24 +90,27 @@ from meterql.db.tables import (
     UsageModelHour,
     UsageQuarterHour,
 )
-from meterql.db.types import UTCDateTime
+from meterql.db.types import sqlite_instant
 from meterql.money import NANOS_PER_USD
 from meterql.windows import EPOCH
 
 E = UsageEvent.__table__.c
 MODELS = ModelPrice.__table__.c
 INSTANCES = Instance.__table__.c
+QUARTERS = UsageQuarterHour.__table__
 
 _DAY = 86_400
 _HOUR = 3_600
 _QUARTER = 900
 _EPOCH_DAY = EPOCH.date()
 
-# Row kinds of the union: a day of a day rollup, a slot (hour or shorter)
-# counted from the coarse part's base, a boundary's correction from the hour
-# rollup and from the events.
-_DAY_ROW, _SLOT_ROW, _HOURS_ROW, _EVENTS_ROW, _QUARTERS_ROW = 0, 1, 2, 3, 4
-QUARTERS = UsageQuarterHour.__table__
+# Row kinds of the union: a bucket's coarse part (its index is the bucket's),
+# a slot (hour or shorter) counted from the coarse part's base, a boundary's
+# correction from the hour rollup, from the events and from the quarter hours.
+_BUCKET_ROW, _SLOT_ROW, _HOURS_ROW, _EVENTS_ROW, _QUARTERS_ROW = 0, 1, 2, 3, 4
+_CORRECTIONS = (_HOURS_ROW, _EVENTS_ROW, _QUARTERS_ROW)
+
+_ACCOUNT: BindParameter[str] = bindparam("account")
 
 
 class GroupBy(enum.Enum):
@@ -127,13 +141,40 @@ class Series:
     values: dict[str, list[Amounts]]
 
 
-@dataclass(frozen=True, slots=True)
-class _Scope:
-    """Which usage a call keeps, and the outer key it splits it by (``usage_series_by``)."""
+class Mode(enum.Enum):
+    """How a statement reads its buckets (see the module's docstring)."""
 
-    instance_ids: tuple[str, ...] | None
-    models: tuple[str, ...] | None
+    DAYS = "days"  # day rollup rows, corrected at each edge
+    HOURS = "hours"  # hour rollup rows, for hours that start on UTC hours
+    QUARTERS = "quarters"  # the account's quarter hours, grouped into slots
+    EVENTS = "events"  # the range's events, grouped into slots
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """Everything a statement's text depends on; never the range, never the ids."""
+
+    dialect: str
+    mode: Mode
+    group_by: GroupBy | None = None
+    # The outer key of ``usage_series_by`` (INSTANCE or MODEL), if any.
     split_by: GroupBy | None = None
+    # Kept to a list of instances / of models (bound as one list each).
+    by_instances: bool = False
+    by_models: bool = False
+
+    @property
+    def whole_account(self) -> bool:
+        """Whether the account's own rollups (no instance, no model) can answer."""
+        return (self.group_by is None and self.split_by is None and not self.by_instances
+                and not self.by_models)
+
+    @property
+    def postgresql(self) -> bool:
+        return self.dialect == "postgresql"
+
+
+# --- the pieces of a statement ---------------------------------------------------------------
 
 
 def _sums(rollup: Any) -> list[ColumnElement[Any]]:
@@ -146,14 +187,15 @@ def _sums(rollup: Any) -> list[ColumnElement[Any]]:
     ]
 
 
-# The rollups' two cost parts, taken event by event.
-_EVENT_SUMS: list[ColumnElement[Any]] = [
-    func.count(),
-    func.sum(E.tokens_in),
-    func.sum(E.tokens_out),
-    func.sum(E.cost_nanos // NANOS_PER_USD),
-    func.sum(E.cost_nanos % NANOS_PER_USD),
-]
+def _event_sums(events: Any) -> list[ColumnElement[Any]]:
+    """The rollups' sums, taken event by event (cost in the rollups' two parts)."""
+    return [
+        func.count(),
+        func.sum(events.tokens_in),
+        func.sum(events.tokens_out),
+        func.sum(events.cost_nanos // NANOS_PER_USD),
+        func.sum(events.cost_nanos % NANOS_PER_USD),
+    ]
 
 
 def _group(source: Any, group_by: GroupBy | None) -> ColumnElement[Any]:
@@ -171,52 +213,39 @@ def _group(source: Any, group_by: GroupBy | None) -> ColumnElement[Any]:
     return literal("", String)
 
 
-def _with_provider(base: FromClause, source: Any, group_by: GroupBy | None) -> FromClause:
-    if group_by is GroupBy.PROVIDER:
+def _keys(source: Any, shape: Shape) -> tuple[ColumnElement[Any], ColumnElement[Any]]:
+    """The split key and the group key of a row of ``source``."""
+    return _group(source, shape.split_by), _group(source, shape.group_by)
+
+
+def _grouping(source: Any, shape: Shape) -> list[ColumnElement[Any]]:
+    split, group = _keys(source, shape)
+    return [key for by, key in ((shape.split_by, split), (shape.group_by, group))
+            if by is not None]
+
+
+def _with_provider(base: FromClause, source: Any, shape: Shape) -> FromClause:
+    if shape.group_by is GroupBy.PROVIDER:
         return base.outerjoin(ModelPrice.__table__, MODELS.model == source.model)
     return base
 
 
-def _filtered(source: Any, scope: _Scope) -> list[ColumnElement[bool]]:
-    where = []
-    if scope.instance_ids is not None:
-        where.append(source.instance_id.in_(scope.instance_ids))
-    if scope.models is not None:
-        where.append(source.model.in_(scope.models))
+def _filters(source: Any, shape: Shape) -> list[ColumnElement[bool]]:
+    where: list[ColumnElement[bool]] = []
+    if shape.by_instances:
+        where.append(in_list(source.instance_id, "instance_ids"))
+    if shape.by_models:
+        where.append(in_list(source.model, "models"))
     return where
 
 
-def _part(
-    kind: int,
-    index: ColumnElement[Any],
-    day: ColumnElement[Any],
-    source: Any,
-    base: FromClause,
-    sums: list[ColumnElement[Any]],
-    where: list[ColumnElement[bool]],
-    group_by: GroupBy | None,
-    scope: _Scope,
-    grouping: list[ColumnElement[Any]],
-) -> Select[Any]:
-    group = _group(source, group_by)
-    split = _group(source, scope.split_by)
-    return (
-        select(literal(kind), index, day, split, group, *sums)
-        .select_from(_with_provider(base, source, group_by))
-        .where(*where, *_filtered(source, scope))
-        .group_by(*grouping, *(
-            [key for by, key in ((scope.split_by, split), (group_by, group)) if by is not None]
-        ))
-    )
-
-
-def _tables(group_by: GroupBy | None, scope: _Scope) -> tuple[Any, Any]:
+def _tables(shape: Shape) -> tuple[Any, Any]:
     """The day rollup (None if none has the columns needed) and the hour rollup to read."""
     needs = set()
-    keys = (group_by, scope.split_by)
-    if GroupBy.INSTANCE in keys or scope.instance_ids is not None:
+    keys = (shape.group_by, shape.split_by)
+    if GroupBy.INSTANCE in keys or shape.by_instances:
         needs.add("instance")
-    if GroupBy.MODEL in keys or GroupBy.PROVIDER in keys or scope.models is not None:
+    if GroupBy.MODEL in keys or GroupBy.PROVIDER in keys or shape.by_models:
         needs.add("model")
     days: Any = {
         frozenset(): UsageDay.__table__,
@@ -230,13 +259,193 @@ def _tables(group_by: GroupBy | None, scope: _Scope) -> tuple[Any, Any]:
     return days, hours
 
 
-def _epoch_seconds(instant: ColumnElement[Any], dialect: str) -> ColumnElement[int]:
+def _row(kind: int, index: ColumnElement[Any], split: ColumnElement[Any],
+         group: ColumnElement[Any], sums: Sequence[ColumnElement[Any]]) -> list[ColumnElement[Any]]:
+    """The columns every part selects, in the union's order."""
+    return [literal(kind), index, split, group, *sums]
+
+
+def _epoch_seconds(instant: ColumnElement[Any], shape: Shape) -> ColumnElement[int]:
     """Whole seconds since 1970 of a stored instant (floored)."""
-    if dialect == "postgresql":
+    if shape.postgresql:
         return cast(func.floor(func.extract("epoch", instant)), BigInteger)
     # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text; its first 19
     # characters are the whole second (see rollups._sqlite_epoch_hour).
     return cast(func.strftime("%s", func.substr(instant, 1, 19)), BigInteger)
+
+
+# What the bounds of a kind of span are: slot numbers (hours, quarter hours),
+# UTC days, or instants (epoch seconds on PostgreSQL, stored text on SQLite).
+_SLOT, _DAY_BOUND, _INSTANT = "slot", "day", "instant"
+
+
+def _spans(name: str, bound: str, shape: Shape) -> FromClause:
+    """The spans bound as ``name``: rows of (idx, lo, hi), ``lo`` included, ``hi`` not."""
+    if shape.postgresql:
+        kind: Any = Date if bound == _DAY_BOUND else BigInteger
+        return func.unnest(
+            bindparam(f"{name}_idx", type_=ARRAY(Integer)),
+            bindparam(f"{name}_lo", type_=ARRAY(kind)),
+            bindparam(f"{name}_hi", type_=ARRAY(kind)),
+        ).table_valued(
+            column("idx", Integer), column("lo", kind), column("hi", kind)
+        ).render_derived(name=name)
+    items = func.json_each(bindparam(name, type_=String)).table_valued("value")
+    # SQLite keeps days and instants as text that sorts as they do.
+    kind = BigInteger if bound == _SLOT else String
+    return select(
+        type_coerce(func.json_extract(items.c.value, "$[0]"), Integer).label("idx"),
+        type_coerce(func.json_extract(items.c.value, "$[1]"), kind).label("lo"),
+        type_coerce(func.json_extract(items.c.value, "$[2]"), kind).label("hi"),
+    ).subquery(name)
+
+
+def _per_span(kind: int, name: str, bound: str, source: Any, table: FromClause,
+              within: Any, sums: list[ColumnElement[Any]], shape: Shape,
+              walk: FromClause | None = None, owner: Any = None) -> Select[Any]:
+    """Sums over each span of ``name``, as a row of kind ``kind`` per span (and keys).
+
+    ``within(spans)`` keeps the rows of ``source`` in a span. ``walk`` (with
+    its account column ``owner``) is a table to read ``table`` through, key
+    range by key range: the account's instances, for a rollup keyed instance
+    first. On PostgreSQL each span is a LATERAL subquery (index ranges of
+    the rollup per span); SQLite joins, which it always does span by span.
+    """
+    spans = _spans(name, bound, shape)
+    split, group = _keys(source, shape)
+    keep = [within(spans), *_filters(source, shape)]
+    if walk is None:
+        base = table
+        keep.insert(0, source.account_id == _ACCOUNT)
+    else:
+        base = walk.join(table, and_(source.account_id == owner.account_id,
+                                     source.instance_id == owner.instance_id))
+        keep.insert(0, owner.account_id == _ACCOUNT)
+    base = _with_provider(base, source, shape)
+    if not shape.postgresql:
+        return (
+            select(*_row(kind, spans.c.idx, split, group, sums))
+            .select_from(spans.join(base, and_(*keep)))
+            .group_by(spans.c.idx, *_grouping(source, shape))
+        )
+    inner = (
+        select(split.label("split"), group.label("grp"),
+               *(total.label(f"s{n}") for n, total in enumerate(sums)))
+        .select_from(base).where(*keep).group_by(*_grouping(source, shape))
+        .lateral(f"{name}_sums")
+    )
+    return select(*_row(kind, spans.c.idx, inner.c.split, inner.c.grp,
+                        [inner.c[f"s{n}"] for n in range(len(sums))])).select_from(
+        spans.join(inner, true()))
+
+
+def _instants_within(shape: Shape) -> Any:
+    """The events of a span of instants (epoch seconds on PostgreSQL, stored text on SQLite)."""
+    if shape.postgresql:
+        return lambda spans: and_(E.occurred_at >= func.to_timestamp(spans.c.lo),
+                                  E.occurred_at < func.to_timestamp(spans.c.hi))
+    return lambda spans: and_(E.occurred_at >= spans.c.lo, E.occurred_at < spans.c.hi)
+
+
+def _slots(source: Any, table: FromClause, slot: ColumnElement[int],
+           measures: list[ColumnElement[Any]], where: list[ColumnElement[bool]],
+           shape: Shape) -> Select[Any]:
+    """Rows of ``table`` summed by slot ``(slot - :base) // :step`` (and by key).
+
+    The slot number is computed in a subquery and grouped by outside it:
+    PostgreSQL cannot tell that the same expression over two parameters in
+    SELECT and in GROUP BY is one.
+    """
+    split, group = _keys(source, shape)
+    inner = (
+        select(((slot - bindparam("base", type_=BigInteger))
+                // bindparam("step", type_=BigInteger)).label("idx"),
+               split.label("split"), group.label("grp"),
+               *(measure.label(f"m{n}") for n, measure in enumerate(measures)))
+        .select_from(_with_provider(table, source, shape))
+        .where(*where, *_filters(source, shape))
+        .subquery("slots")
+    )
+    # An absent key is the constant "" again outside: grouped by nothing, a
+    # subquery's column could not be selected beside the sums.
+    split_key = inner.c.split if shape.split_by is not None else literal("", String)
+    group_key = inner.c.grp if shape.group_by is not None else literal("", String)
+    keys = [key for by, key in ((shape.split_by, split_key), (shape.group_by, group_key))
+            if by is not None]
+    return (
+        select(*_row(_SLOT_ROW, inner.c.idx, split_key, group_key,
+                     [func.sum(inner.c[f"m{n}"]) for n in range(len(measures))]))
+        .group_by(inner.c.idx, *keys)
+    )
+
+
+@cache
+def statement(shape: Shape) -> Any:
+    """The one statement of ``shape``, built once."""
+    _, hours = _tables(shape)
+    if shape.mode is Mode.QUARTERS:
+        q = QUARTERS.c
+        return _slots(q, QUARTERS, q.quarter,
+                      [q.requests, q.tokens_in, q.tokens_out, q.cost_usd, q.cost_nanos],
+                      [q.account_id == _ACCOUNT, q.quarter >= bindparam("first_slot"),
+                       q.quarter < bindparam("end_slot")], shape)
+    if shape.mode is Mode.EVENTS:
+        # One row an event: a request, its tokens and its cost's two parts.
+        return _slots(E, UsageEvent.__table__, _epoch_seconds(E.occurred_at, shape),
+                      [literal(1, BigInteger), E.tokens_in, E.tokens_out,
+                       E.cost_nanos // NANOS_PER_USD, E.cost_nanos % NANOS_PER_USD],
+                      [E.account_id == _ACCOUNT,
+                       E.occurred_at >= bindparam("start", type_=E.occurred_at.type),
+                       E.occurred_at < bindparam("end", type_=E.occurred_at.type)], shape)
+    if shape.mode is Mode.HOURS:
+        h = hours.c
+        split, group = _keys(h, shape)
+        return (
+            select(*_row(_SLOT_ROW, (h.hour - bindparam("base", type_=BigInteger)).label("idx"),
+                         split, group, _sums(h)))
+            .select_from(_with_provider(hours, h, shape))
+            .where(h.account_id == _ACCOUNT, h.hour >= bindparam("first_slot"),
+                   h.hour < bindparam("end_slot"), *_filters(h, shape))
+            .group_by(h.hour, *_grouping(h, shape))
+        )
+    return union_all(*_daily_parts(shape))
+
+
+def _daily_parts(shape: Shape) -> list[Select[Any]]:
+    """Each bucket's coarse part (day rollup rows, summed by bucket in SQL), then the
+    corrections at its edges."""
+    day_table, hours = _tables(shape)
+    h = hours.c
+    parts: list[Select[Any]] = []
+    if day_table is not None:
+        d = day_table.c
+        walk = Instance.__table__ if day_table is UsageInstanceDay.__table__ else None
+        parts.append(_per_span(
+            _BUCKET_ROW, "buckets", _DAY_BOUND, d, day_table,
+            lambda spans: and_(d.day >= spans.c.lo, d.day < spans.c.hi), _sums(d), shape,
+            walk=walk, owner=INSTANCES if walk is not None else None,
+        ))
+    else:
+        # No day rollup has both an instance and a model: whole hours instead.
+        parts.append(_per_span(
+            _BUCKET_ROW, "buckets", _SLOT, h, hours,
+            lambda spans: and_(h.hour >= spans.c.lo, h.hour < spans.c.hi), _sums(h), shape))
+    parts.append(_per_span(
+        _HOURS_ROW, "hours", _SLOT, h, hours,
+        lambda spans: and_(h.hour >= spans.c.lo, h.hour < spans.c.hi), _sums(h), shape))
+    parts.append(_per_span(
+        _EVENTS_ROW, "instants", _INSTANT, E, UsageEvent.__table__, _instants_within(shape),
+        _event_sums(E), shape))
+    if shape.whole_account:
+        q = QUARTERS.c
+        parts.append(_per_span(
+            _QUARTERS_ROW, "quarters", _SLOT, q, QUARTERS,
+            lambda spans: and_(q.quarter >= spans.c.lo, q.quarter < spans.c.hi), _sums(q),
+            shape))
+    return parts
+
+
+# --- the parameters of one call ----------------------------------------------------------------
 
 
 def _anchor(bound: int) -> int:
@@ -244,11 +453,16 @@ def _anchor(bound: int) -> int:
     return (bound + _DAY // 2) // _DAY * _DAY
 
 
+def _day(seconds: int) -> date:
+    return _EPOCH_DAY + timedelta(days=seconds // _DAY)
+
+
 @dataclass
 class _Query:
-    """What one call reads, and how its rows map back to buckets."""
+    """One call: its statement's shape and parameters, and how its rows map to buckets."""
 
-    parts: list[Select[Any]]
+    shape: Shape
+    params: dict[str, Any]
     anchors: list[int]  # bucket i's coarse part is [anchors[i], anchors[i+1])
     slot_base: int = 0
     slot_seconds: int = _HOUR
@@ -257,120 +471,80 @@ class _Query:
     signs: dict[tuple[int, int], int] | None = None
 
 
-def _hourly(
-    plan: BucketPlan, account_id: str, group_by: GroupBy | None, scope: _Scope,
-    dialect: str,
-) -> _Query:
+def _span_params(name: str, spans: list[tuple[int, Any, Any]], shape: Shape) -> dict[str, Any]:
+    if shape.postgresql:
+        return {f"{name}_idx": [s[0] for s in spans], f"{name}_lo": [s[1] for s in spans],
+                f"{name}_hi": [s[2] for s in spans]}
+    return {name: json.dumps(spans)}
+
+
+def _hourly(plan: BucketPlan, shape: Shape) -> _Query:
     bounds = list(plan.bounds)
     first, last = bounds[0], bounds[-1]
-    _, hours = _tables(group_by, scope)
     slot = gcd(_HOUR, *(b - first for b in bounds))
-    if _whole_account(group_by, scope) and all(b % _QUARTER == 0 for b in bounds):
+    if shape.whole_account and all(b % _QUARTER == 0 for b in bounds):
         # The account's quarter hours: 4 rows an hour, whatever the instances,
         # and exact in every zone of today (offsets are whole quarters).
-        q = QUARTERS.c
-        index = ((q.quarter - _inline(first // _QUARTER)) // _inline(slot // _QUARTER)).label(
-            "idx")
-        part = _part(
-            _SLOT_ROW, index, cast(null(), Date), q, QUARTERS, _sums(q),
-            [q.account_id == account_id, q.quarter >= first // _QUARTER,
-             q.quarter < last // _QUARTER], group_by, scope, [index],
+        return _Query(
+            Shape(shape.dialect, Mode.QUARTERS),
+            {"first_slot": first // _QUARTER, "end_slot": last // _QUARTER,
+             "base": first // _QUARTER, "step": slot // _QUARTER},
+            bounds, first, slot,
         )
-        return _Query([part], bounds, first, slot)
     if slot == _HOUR and first % _HOUR == 0:
-        h = hours.c
-        part = _part(
-            _SLOT_ROW, (h.hour - first // _HOUR).label("idx"), cast(null(), Date), h, hours,
-            _sums(h), [h.account_id == account_id, h.hour >= first // _HOUR,
-                       h.hour < last // _HOUR], group_by, scope, [h.hour],
+        return _Query(
+            _reshaped(shape, Mode.HOURS),
+            {"first_slot": first // _HOUR, "end_slot": last // _HOUR, "base": first // _HOUR},
+            bounds, first, _HOUR,
         )
-        return _Query([part], bounds, first, _HOUR)
     # The zone's hours start off the UTC hour: every hour rollup row would be
     # split, so the range's events are grouped into slots instead.
-    # The constants are written into the SQL, so that the expression grouped
-    # by is the very one selected (PostgreSQL compares them as written).
-    index = (
-        (_epoch_seconds(E.occurred_at, dialect) - _inline(first)) // _inline(slot)
-    ).label("idx")
-    part = _part(
-        _SLOT_ROW, index, cast(null(), Date), E, UsageEvent.__table__, _EVENT_SUMS,
-        [E.account_id == account_id, E.occurred_at >= _utc(first), E.occurred_at < _utc(last)],
-        group_by, scope, [index],
-    )
-    return _Query([part], bounds, first, slot)
-
-
-def _slot_spans(
-    kind: int, table: Any, slot: str, spans: list[tuple[int, int, int]], account_id: str,
-    group_by: GroupBy | None, scope: _Scope,
-) -> Select[Any]:
-    """A boundary correction per span ``(boundary, first slot, end slot)`` of a slot rollup."""
-    found = values(column("idx", Integer), column("lo", BigInteger), column("hi", BigInteger),
-                   name=f"{slot}_spans").data(spans).cte()
-    t = table.c
-    return _part(
-        kind, found.c.idx, cast(null(), Date), t,
-        found.join(table, and_(t.account_id == account_id, t[slot] >= found.c.lo,
-                               t[slot] < found.c.hi)),
-        _sums(t), [], group_by, scope, [found.c.idx],
+    return _Query(
+        _reshaped(shape, Mode.EVENTS),
+        {"start": EPOCH + timedelta(seconds=first), "end": EPOCH + timedelta(seconds=last),
+         "base": first, "step": slot},
+        bounds, first, slot,
     )
 
 
-def _whole_account(group_by: GroupBy | None, scope: _Scope) -> bool:
-    """Whether the account's own rollups (no instance, no model) can answer."""
-    return (group_by is None and scope.split_by is None and scope.instance_ids is None
-            and scope.models is None)
+def _reshaped(shape: Shape, mode: Mode) -> Shape:
+    return Shape(shape.dialect, mode, shape.group_by, shape.split_by, shape.by_instances,
+                 shape.by_models)
 
 
-def _inline(number: int) -> BindParameter[int]:
-    return bindparam(None, number, type_=BigInteger, literal_execute=True)
+def _day_bound(seconds: int, shape: Shape) -> Any:
+    """A UTC midnight as the buckets' day spans carry it (see ``_spans``)."""
+    day = _day(seconds)
+    return day if shape.postgresql else day.isoformat()
 
 
-def _utc(seconds: int) -> Any:
-    return EPOCH + timedelta(seconds=seconds)
+def _instant(seconds: int, shape: Shape) -> Any:
+    """An instant as the events' span parameters carry it (see ``_spans``)."""
+    if shape.postgresql:
+        return seconds
+    return sqlite_instant(EPOCH + timedelta(seconds=seconds))
 
 
-def _daily(
-    plan: BucketPlan, account_id: str, group_by: GroupBy | None, scope: _Scope
-) -> _Query:
+def _daily(plan: BucketPlan, shape: Shape) -> _Query:
     bounds = list(plan.bounds)
     anchors = [_anchor(b) for b in bounds]
-    day_table, hours = _tables(group_by, scope)
-    first_day = _EPOCH_DAY + timedelta(days=anchors[0] // _DAY)
-    end_day = _EPOCH_DAY + timedelta(days=anchors[-1] // _DAY)
-    parts: list[Select[Any]] = []
+    day_table, _ = _tables(shape)
+    params: dict[str, Any] = {}
+    # Bucket i's coarse part: the UTC days (or, without a day rollup, the
+    # hours) from its first bound's anchor to the next one's.
     if day_table is not None:
-        d = day_table.c
-        base: FromClause = day_table
-        where = [d.account_id == account_id, d.day >= first_day, d.day < end_day]
-        if day_table is UsageInstanceDay.__table__:
-            # Walk the account's instances, one key range of days each (the
-            # rollup is keyed instance first, see usage._per_registered_instance).
-            base = Instance.__table__.join(
-                day_table,
-                and_(d.account_id == INSTANCES.account_id, d.instance_id == INSTANCES.instance_id,
-                     d.day >= first_day, d.day < end_day),
-            )
-            where = [INSTANCES.account_id == account_id]
-        parts.append(_part(_DAY_ROW, literal(0).label("idx"), d.day, d, base, _sums(d), where,
-                           group_by, scope, [d.day]))
-        slot_base = 0
+        coarse = [(n, _day_bound(low, shape), _day_bound(high, shape))
+                  for n, (low, high) in enumerate(itertools.pairwise(anchors))]
     else:
-        # No day rollup has both an instance and a model: whole hours instead.
-        h = hours.c
-        slot_base = anchors[0]
-        parts.append(_part(
-            _SLOT_ROW, (h.hour - anchors[0] // _HOUR).label("idx"), cast(null(), Date), h, hours,
-            _sums(h), [h.account_id == account_id, h.hour >= anchors[0] // _HOUR,
-                       h.hour < anchors[-1] // _HOUR], group_by, scope, [h.hour],
-        ))
-    hour_spans: list[tuple[int, int, int]] = []
+        coarse = [(n, low // _HOUR, high // _HOUR)
+                  for n, (low, high) in enumerate(itertools.pairwise(anchors))]
+    params.update(_span_params("buckets", coarse, shape))
+    hour_spans: list[tuple[int, Any, Any]] = []
     instant_spans: list[tuple[int, Any, Any]] = []
-    quarter_spans: list[tuple[int, int, int]] = []
+    quarter_spans: list[tuple[int, Any, Any]] = []
     signs: dict[tuple[int, int], int] = {}
-    whole_account = _whole_account(group_by, scope)
     for n, (bound, anchor) in enumerate(zip(bounds, anchors, strict=True)):
-        if whole_account and bound % _QUARTER == 0:
+        if shape.whole_account and bound % _QUARTER == 0:
             # Ungrouped: C(b) from the account's quarter hours alone, at most
             # 48 rows, and no events even where b is at :30 or :45.
             if bound != anchor:
@@ -389,23 +563,15 @@ def _daily(
         if bound != nearest:
             low, high = sorted((bound, nearest))
             signs[(_EVENTS_ROW, n)] = 1 if bound > nearest else -1
-            instant_spans.append((n, _utc(low), _utc(high)))
-    for kind, table, slot, slot_spans in ((_HOURS_ROW, hours, "hour", hour_spans),
-                                           (_QUARTERS_ROW, QUARTERS, "quarter", quarter_spans)):
-        if slot_spans:
-            parts.append(_slot_spans(kind, table, slot, slot_spans, account_id, group_by, scope))
-    if instant_spans:
-        spans = values(column("idx", Integer), column("lo", UTCDateTime()),
-                       column("hi", UTCDateTime()), name="instant_spans").data(
-                           instant_spans).cte()
-        parts.append(_part(
-            _EVENTS_ROW, spans.c.idx, cast(null(), Date), E,
-            spans.join(UsageEvent.__table__,
-                       and_(E.account_id == account_id, E.occurred_at >= spans.c.lo,
-                            E.occurred_at < spans.c.hi)),
-            _EVENT_SUMS, [], group_by, scope, [spans.c.idx],
-        ))
-    return _Query(parts, anchors, slot_base, _HOUR, signs)
+            instant_spans.append((n, _instant(low, shape), _instant(high, shape)))
+    params.update(_span_params("hours", hour_spans, shape))
+    params.update(_span_params("instants", instant_spans, shape))
+    if shape.whole_account:
+        params.update(_span_params("quarters", quarter_spans, shape))
+    return _Query(shape, params, anchors, 0, _HOUR, signs)
+
+
+# --- the bounds of a request's point charge -----------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,9 +592,8 @@ class GroupCounts:
         return self.instances if group_by is GroupBy.INSTANCE else self.models
 
 
-_FIRST_DAY: BindParameter[date] = bindparam("first_day")
-_LAST_DAY: BindParameter[date] = bindparam("last_day")
-_ACCOUNT: BindParameter[str] = bindparam("account")
+_FIRST_DAY: BindParameter[date] = bindparam("first_day", type_=Date)
+_LAST_DAY: BindParameter[date] = bindparam("last_day", type_=Date)
 _INSTANCE_DAYS = UsageInstanceDay.__table__.c
 _MODEL_DAYS = UsageModelDay.__table__.c
 # Per registered instance one probe of its key range of days (the rollup is
@@ -455,23 +620,24 @@ _GROUP_COUNTS = select(
 
 def utc_days(plan: BucketPlan) -> tuple[date, date]:
     """The UTC days, first and last, that the plan's buckets touch."""
-    first = _EPOCH_DAY + timedelta(days=plan.bounds[0] // _DAY)
-    last = _EPOCH_DAY + timedelta(days=(plan.bounds[-1] - 1) // _DAY)
-    return first, last
+    return _day(plan.bounds[0]), _day(plan.bounds[-1] - 1)
 
 
 async def group_counts(
-    connection: AsyncConnection, account_id: str, first_day: date, last_day: date
+    reader: Reader, account_id: str, first_day: date, last_day: date
 ) -> GroupCounts:
     """Instances and models with usage on the UTC days ``first_day``..``last_day``."""
-    row = (await connection.execute(
+    ((instances, models),) = await reader.fetch(
         _GROUP_COUNTS, {"account": account_id, "first_day": first_day, "last_day": last_day}
-    )).one()
-    return GroupCounts(instances=int(row[0]), models=int(row[1]))
+    )
+    return GroupCounts(instances=int(instances), models=int(models))
+
+
+# --- reading ------------------------------------------------------------------------------------
 
 
 async def usage_series(
-    connection: AsyncConnection,
+    reader: Reader,
     account_id: str,
     plan: BucketPlan,
     group_by: GroupBy | None = None,
@@ -483,13 +649,12 @@ async def usage_series(
 
     ``instance_ids`` / ``models`` keep only those instances' or models' usage.
     """
-    scope = _Scope(_tuple(instance_ids), _tuple(models))
-    cells = await _read(connection, account_id, plan, group_by, scope)
+    cells = await _read(reader, account_id, plan, group_by, None, instance_ids, models)
     return _series(cells.get("", {}), len(plan.buckets), group_by)
 
 
 async def usage_series_by(
-    connection: AsyncConnection,
+    reader: Reader,
     account_id: str,
     plan: BucketPlan,
     split_by: GroupBy,
@@ -508,45 +673,42 @@ async def usage_series_by(
     """
     if split_by is GroupBy.PROVIDER:
         raise ValueError("usage is split by instance or model")
-    scope = _Scope(_tuple(instance_ids), _tuple(models), split_by)
-    cells = await _read(connection, account_id, plan, group_by, scope)
+    cells = await _read(reader, account_id, plan, group_by, split_by, instance_ids, models)
     count = len(plan.buckets)
     return {key: _series(sums, count, group_by) for key, sums in cells.items()}
 
 
-def _tuple(keys: Sequence[str] | None) -> tuple[str, ...] | None:
-    return None if keys is None else tuple(keys)
-
-
 async def _read(
-    connection: AsyncConnection,
+    reader: Reader,
     account_id: str,
     plan: BucketPlan,
     group_by: GroupBy | None,
-    scope: _Scope,
+    split_by: GroupBy | None,
+    instance_ids: Sequence[str] | None,
+    models: Sequence[str] | None,
 ) -> dict[str, dict[str, list[list[int]]]]:
     """Per split key ("" unsplit), per group key, the five sums of each bucket: one SELECT."""
     count = len(plan.buckets)
     cells: dict[str, dict[str, list[list[int]]]] = {}
-    if (scope.instance_ids is not None and not scope.instance_ids) or (
-        scope.models is not None and not scope.models
-    ):
+    if (instance_ids is not None and not instance_ids) or (models is not None and not models):
         return cells
-    dialect = connection.dialect.name
-    if plan.granularity is Granularity.HOUR:
-        query = _hourly(plan, account_id, group_by, scope, dialect)
-    else:
-        query = _daily(plan, account_id, group_by, scope)
-    statement = query.parts[0] if len(query.parts) == 1 else union_all(*query.parts)
+    shape = Shape(reader.dialect, Mode.DAYS, group_by, split_by,
+                  instance_ids is not None, models is not None)
+    query = (_hourly if plan.granularity is Granularity.HOUR else _daily)(plan, shape)
+    params = {**query.params, "account": account_id}
+    if instance_ids is not None:
+        params["instance_ids"] = list(instance_ids)
+    if models is not None:
+        params["models"] = list(models)
     last = count - 1
-    for kind, index, day, split, key, *row in await connection.execute(statement):
+    for kind, index, split, key, *row in await reader.fetch(statement(query.shape), params):
         sums = cells.setdefault(split or "", {})
         key = key or ""
         per_bucket = sums.get(key)
         if per_bucket is None:
             per_bucket = sums[key] = [[0, 0, 0, 0, 0] for _ in range(count)]
         amounts = [int(v or 0) for v in row]
-        if kind in (_HOURS_ROW, _EVENTS_ROW, _QUARTERS_ROW):
+        if kind in _CORRECTIONS:
             assert query.signs is not None
             sign = query.signs[(kind, index)]
             if index > 0:  # the end of the bucket before: + C(b)
@@ -554,10 +716,10 @@ async def _read(
             if index <= last:  # the start of the bucket after: - C(b)
                 _add(per_bucket[index], amounts, -sign)
             continue
-        if kind == _DAY_ROW:
-            start = (day - _EPOCH_DAY).days * _DAY
-        else:
-            start = query.slot_base + index * query.slot_seconds
+        if kind == _BUCKET_ROW:
+            _add(per_bucket[index], amounts, 1)
+            continue
+        start = query.slot_base + index * query.slot_seconds
         _add(per_bucket[bisect_right(query.anchors, start) - 1], amounts, 1)
     return cells
 
@@ -584,4 +746,3 @@ def _series(sums: dict[str, list[list[int]]], count: int, group_by: GroupBy | No
         found.setdefault("", [Amounts() for _ in range(count)])
     keys = tuple(sorted(found))
     return Series(keys, {key: found[key] for key in keys})
-

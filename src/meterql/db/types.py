@@ -13,6 +13,14 @@ from sqlalchemy.types import TypeDecorator
 BigIntPK = BigInteger().with_variant(Integer(), "sqlite")
 
 
+def sqlite_instant(value: datetime) -> str:
+    """An aware instant as SQLite stores it: UTC text, microseconds always written."""
+    if value.tzinfo is None:
+        raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
+    utc = value if value.tzinfo is UTC else value.astimezone(UTC)
+    return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """An aware UTC instant in Python; ``timestamptz`` on PostgreSQL.
 
@@ -44,12 +52,7 @@ class UTCDateTime(TypeDecorator[datetime]):
         # (this decorator, then the dialect's format dict) was a fifth of an
         # import's time.
         def process(value: datetime | None) -> str | None:
-            if value is None:
-                return None
-            if value.tzinfo is None:
-                raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
-            utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-            return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+            return None if value is None else sqlite_instant(value)
 
         return process
 

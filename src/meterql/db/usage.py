@@ -11,6 +11,7 @@ answers ``SUM(bigint)`` as numeric, hence the ``int()``).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -26,8 +27,8 @@ from sqlalchemy import (
     select,
     union_all,
 )
-from sqlalchemy.ext.asyncio import AsyncConnection
 
+from meterql.db.reads import Reader
 from meterql.db.tables import (
     EndUser,
     EndUsersLastSeenDay,
@@ -43,7 +44,7 @@ from meterql.db.tables import (
 from meterql.money import NANOS_PER_USD
 from meterql.windows import EPOCH, DayWindow, split_range
 
-# Core columns, not ORM attributes: reads run on a plain connection, and the
+# Core columns, not ORM attributes: reads run on the driver (``db/reads.py``), and the
 # statements below are built once, at import, with named parameters.
 E = UsageEvent.__table__.c
 DAYS = UsageDay.__table__.c
@@ -202,9 +203,9 @@ _TOTALS = select(
 ).where(*_in_window(DAYS))
 
 
-async def totals(connection: AsyncConnection, account_id: str, window: DayWindow) -> Totals:
+async def totals(reader: Reader, account_id: str, window: DayWindow) -> Totals:
     """Totals of a ``days=N`` window, with the models and instances that had usage in it."""
-    row = (await connection.execute(_TOTALS, _window(account_id, window))).one()
+    (row,) = await reader.fetch(_TOTALS, _window(account_id, window))
     requests, tokens_in, tokens_out, usd, nanos, model_count, instance_count = tuple(row)
     return Totals(
         requests=int(requests),
@@ -222,10 +223,10 @@ _PER_INSTANCE = _per_registered_instance(
 
 
 async def per_instance(
-    connection: AsyncConnection, account_id: str, window: DayWindow
+    reader: Reader, account_id: str, window: DayWindow
 ) -> list[InstanceTotals]:
     """Every registered instance with its usage in the window, idle ones included."""
-    return _instance_rows(await connection.execute(_PER_INSTANCE, _window(account_id, window)))
+    return _instance_rows(await reader.fetch(_PER_INSTANCE, _window(account_id, window)))
 
 
 def _per_model() -> Select[Any]:
@@ -244,12 +245,12 @@ _PER_MODEL = _per_model()
 
 
 async def per_model(
-    connection: AsyncConnection, account_id: str, window: DayWindow
+    reader: Reader, account_id: str, window: DayWindow
 ) -> list[ModelTotals]:
     """Usage per model used in the window; a model without a price has provider ``""``."""
     rows = [
         ModelTotals(r[0], r[1], int(r[2]), int(r[3]), int(r[4]), _cost(r[5], r[6]))
-        for r in await connection.execute(_PER_MODEL, _window(account_id, window))
+        for r in await reader.fetch(_PER_MODEL, _window(account_id, window))
     ]
     rows.sort(key=lambda r: (-r.requests, r.model))
     return rows
@@ -263,27 +264,45 @@ def _daily(rollup: Any) -> Select[Any]:
 
 
 _PER_DAY = _daily(DAYS)
-_PER_INSTANCE_DAY = _daily(INSTANCE_DAYS).where(
-    INSTANCE_DAYS.instance_id == bindparam("instance")
+# The instance's days, from the instance itself: no row at all when the
+# account has no such instance, one row without a day when it has no usage.
+_PER_INSTANCE_DAY = (
+    select(
+        INSTANCE_DAYS.day, INSTANCE_DAYS.requests, INSTANCE_DAYS.tokens_in,
+        INSTANCE_DAYS.tokens_out, INSTANCE_DAYS.cost_usd, INSTANCE_DAYS.cost_nanos,
+    )
+    .select_from(Instance.__table__.outerjoin(
+        UsageInstanceDay.__table__,
+        (INSTANCE_DAYS.account_id == INSTANCES.account_id)
+        & (INSTANCE_DAYS.instance_id == INSTANCES.instance_id)
+        & (INSTANCE_DAYS.day >= _FIRST)
+        & (INSTANCE_DAYS.day <= _LAST),
+    ))
+    .where(INSTANCES.account_id == _ACCOUNT, INSTANCES.instance_id == bindparam("instance"))
 )
 
 
-async def per_day(
-    connection: AsyncConnection,
-    account_id: str,
-    window: DayWindow,
-    instance_id: str | None = None,
-) -> list[DayTotals]:
-    """One row per UTC day of the window, oldest first; days without usage are zeros."""
-    params = _window(account_id, window)
-    if instance_id is None:
-        result = await connection.execute(_PER_DAY, params)
-    else:
-        result = await connection.execute(_PER_INSTANCE_DAY, {**params, "instance": instance_id})
+def _days(rows: Sequence[Sequence[Any]], window: DayWindow) -> list[DayTotals]:
     found = {
-        r[0]: DayTotals(r[0], int(r[1]), int(r[2]), int(r[3]), _cost(r[4], r[5])) for r in result
+        r[0]: DayTotals(r[0], int(r[1]), int(r[2]), int(r[3]), _cost(r[4], r[5]))
+        for r in rows if r[0] is not None
     }
     return [found.get(day) or DayTotals(day, 0, 0, 0, 0) for day in window.dates()]
+
+
+async def per_day(reader: Reader, account_id: str, window: DayWindow) -> list[DayTotals]:
+    """One row per UTC day of the window, oldest first; days without usage are zeros."""
+    return _days(await reader.fetch(_PER_DAY, _window(account_id, window)), window)
+
+
+async def instance_per_day(
+    reader: Reader, account_id: str, window: DayWindow, instance_id: str
+) -> list[DayTotals] | None:
+    """:func:`per_day` of one instance of the account; ``None`` if it has no such instance."""
+    rows = await reader.fetch(
+        _PER_INSTANCE_DAY, {**_window(account_id, window), "instance": instance_id}
+    )
+    return _days(rows, window) if rows else None
 
 
 # split_range gives at most one span of days, two of hours and four of
@@ -425,10 +444,10 @@ def _period_params(account_id: str, start: datetime, end: datetime) -> dict[str,
 
 
 async def period_usage(
-    connection: AsyncConnection, account_id: str, start: datetime, end: datetime
+    reader: Reader, account_id: str, start: datetime, end: datetime
 ) -> PeriodUsage:
     """Usage in ``[start, end)``: each instance that had some, ordered as routes list them."""
-    result = (await connection.execute(_PERIOD, _period_params(account_id, start, end))).all()
+    result = await reader.fetch(_PERIOD, _period_params(account_id, start, end))
     rows = _instance_rows(result)
     return PeriodUsage(
         by_instance=rows,
@@ -441,15 +460,3 @@ async def period_usage(
             instances=sum(1 for r in rows if r.requests),
         ),
     )
-
-
-_INSTANCE_EXISTS = select(INSTANCES.instance_id).where(
-    INSTANCES.account_id == _ACCOUNT, INSTANCES.instance_id == bindparam("instance")
-)
-
-
-async def instance_exists(connection: AsyncConnection, account_id: str, instance_id: str) -> bool:
-    found = await connection.scalar(
-        _INSTANCE_EXISTS, {"account": account_id, "instance": instance_id}
-    )
-    return found is not None

@@ -11,27 +11,22 @@ Adding one (``usage_by_instance`` below, behind ``Instance.usage``, is one):
 2. In the field: ``await info.context.loaders.load(usage_by_instance,
    (args, self.id))``.
 
-Rules a batch function keeps:
-
-- It reads through ``context.read()``, scoped to ``context.account_id``:
-  the loaders belong to one request, hence one account, and never cross it.
-- Never await a loader while holding ``context.read()``. The request's one
-  connection is lent to one task at a time (``SharedReads``: a lock, not
-  reentrant) and a batch runs in a task of its own, so a resolver waiting
-  for a batch with the connection in hand waits forever. Read, leave the
-  ``async with``, then load.
+A batch function reads through ``context.reader``, scoped to
+``context.account_id``: the loaders belong to one request, hence one
+account, and never cross it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
 from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.context import Context
-from meterql.db import accounts, graph, series
-from meterql.db.accounts import TierRow
+from meterql.db import accounts, graph, series, usage
+from meterql.db.accounts import AccountState, TierRow
 from meterql.db.series import GroupBy, GroupCounts, Series
+from meterql.db.usage import PeriodUsage
 from meterql.errors import InvalidInput
 from meterql.plans import EffectivePlan, effective_plan
 
@@ -40,24 +35,44 @@ from meterql.plans import EffectivePlan, effective_plan
 
 async def tiers_by_id(context: Context, tier_ids: list[str]) -> list[TierRow | None]:
     """Tiers by id (the catalogue: no account to scope); ``None`` for an unknown id."""
-    async with context.read() as connection:
-        found = await graph.tiers_by_id(connection, tier_ids)
+    found = await graph.tiers_by_id(context.reader, tier_ids)
     return [found.get(tier_id) for tier_id in tier_ids]
 
 
-async def plan_of_account(context: Context, account_ids: list[str]) -> list[EffectivePlan]:
-    """The account's plan, by the billing route's very rule (``meterql.plans``).
+async def account_states(context: Context, account_ids: list[str]) -> list[AccountState]:
+    """The account's live subscriptions and hosting, for a context made without them.
 
-    Keyed by the account id only so that every field wanting the plan (the
-    viewer's ``plan``, each node's ``siteLimit``) shares one statement; the
-    only key ever asked is the request's own account.
+    Keyed by the account id only so that every field wanting them shares one
+    statement; the only key ever asked is the request's own account.
     """
     if any(account_id != context.account_id for account_id in account_ids):
-        raise ValueError("a request loads its own account's plan only")
-    async with context.read() as connection:
-        live = await accounts.live_subscriptions(connection, context.account_id)
-    plan = effective_plan(live, context.settings.free_plan, context.now)
-    return [plan for _ in account_ids]
+        raise ValueError("a request loads its own account's state only")
+    state = await accounts.account_state(context.reader, context.account_id)
+    return [state for _ in account_ids]
+
+
+async def state_of(context: Context) -> AccountState:
+    """The account's live subscriptions and hosting: read with the token, as a rule."""
+    if context.state is not None:
+        return context.state
+    return await context.loaders.load(account_states, context.account_id)
+
+
+async def plan_of(context: Context) -> EffectivePlan:
+    """The account's plan, by the billing route's very rule (``meterql.plans``)."""
+    state = await state_of(context)
+    return effective_plan(state.subscriptions, context.settings.free_plan, context.now)
+
+
+async def period_usages(
+    context: Context, periods: list[tuple[datetime, datetime]]
+) -> list[PeriodUsage]:
+    """The account's usage in each ``[start, end)``: what billing and billingUsage share."""
+    found = {
+        period: await usage.period_usage(context.reader, context.account_id, *period)
+        for period in dict.fromkeys(periods)
+    }
+    return [found[period] for period in periods]
 
 
 async def group_counts(context: Context, spans: list[tuple[date, date]]) -> list[GroupCounts]:
@@ -68,17 +83,16 @@ async def group_counts(context: Context, spans: list[tuple[date, date]]) -> list
     """
     first = min(span[0] for span in spans)
     last = max(span[1] for span in spans)
-    async with context.read() as connection:
-        counts = await series.group_counts(connection, context.account_id, first, last)
+    counts = await series.group_counts(context.reader, context.account_id, first, last)
     return [counts for _ in spans]
 
 
 async def instance_counts(context: Context, statuses: list[str | None]) -> list[int]:
     """How many instances the account has of each status (``None``: all of them)."""
-    counts: dict[str | None, int] = {}
-    async with context.read() as connection:
-        for status in dict.fromkeys(statuses):
-            counts[status] = await graph.instance_count(connection, context.account_id, status)
+    counts = {
+        status: await graph.instance_count(context.reader, context.account_id, status)
+        for status in dict.fromkeys(statuses)
+    }
     return [counts[status] for status in statuses]
 
 
@@ -105,6 +119,14 @@ class UsageArgs:
     range: LocalRange
     granularity: Granularity
     group_by: GroupBy | None
+    # The answer shows no series (only totals, groups): read the range as one
+    # bucket, whatever its grain.
+    whole: bool = False
+
+    @property
+    def read_grain(self) -> Granularity | None:
+        """The grain to read at: None for the range as one bucket."""
+        return None if self.whole else self.granularity
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,13 +146,11 @@ async def usage_of_account(context: Context, keys: list[UsageArgs]) -> list[Node
     """
     if context.points.refused:
         raise PointsRefused()
-    plans = {args: context.bucket_plan(args.range, args.granularity) for args in keys}
-    found: dict[UsageArgs, Series] = {}
-    async with context.read() as connection:
-        for args, plan in plans.items():
-            found[args] = await series.usage_series(
-                connection, context.account_id, plan, args.group_by
-            )
+    plans = {args: context.bucket_plan(args.range, args.read_grain) for args in keys}
+    found = {
+        args: await series.usage_series(context.reader, context.account_id, plan, args.group_by)
+        for args, plan in plans.items()
+    }
     return [NodeUsage(plans[args], found[args]) for args in keys]
 
 
@@ -159,16 +179,15 @@ async def _usage_split(
     for args, node in keys:
         nodes.setdefault(args, {})[node] = None
     # Cut once per arguments and request (the nodes' resolvers cut them first).
-    plans = {args: context.bucket_plan(args.range, args.granularity) for args in nodes}
+    plans = {args: context.bucket_plan(args.range, args.read_grain) for args in nodes}
     found: dict[UsageArgs, dict[str, Series]] = {}
-    async with context.read() as connection:
-        for args, named in nodes.items():
-            ids = sorted(named)
-            found[args] = await series.usage_series_by(
-                connection, context.account_id, plans[args], split_by, args.group_by,
-                instance_ids=ids if split_by is GroupBy.INSTANCE else None,
-                models=ids if split_by is GroupBy.MODEL else None,
-            )
+    for args, named in nodes.items():
+        ids = sorted(named)
+        found[args] = await series.usage_series_by(
+            context.reader, context.account_id, plans[args], split_by, args.group_by,
+            instance_ids=ids if split_by is GroupBy.INSTANCE else None,
+            models=ids if split_by is GroupBy.MODEL else None,
+        )
     return [
         NodeUsage(
             plans[args],

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy.ext.asyncio import AsyncConnection
 from strawberry import Info
 
 from meterql.context import Context
-from meterql.db import accounts, usage
-from meterql.db.accounts import SubscriptionRow
+from meterql.db import usage
+from meterql.db.accounts import AccountState
 from meterql.errors import InstanceNotFound
 from meterql.money import cents_to_usd, nanos_to_usd, percentage
 from meterql.plans import EffectivePlan, effective_plan, subscribed_tier_ids
 from meterql.records import is_valid_id
+from meterql.resolvers.batches import period_usages, plan_of, state_of
 from meterql.schema.billing import (
     Billing,
     BillingPeriodUsage,
@@ -53,33 +53,31 @@ def to_plan(plan: EffectivePlan, context: Context) -> Plan:
 
 @dataclass(frozen=True, slots=True)
 class _Period:
-    """The live subscriptions, the plan they give, and its billing period's usage."""
+    """The account's state, the plan it gives, and its billing period's usage."""
 
-    subscriptions: list[SubscriptionRow]
+    state: AccountState
     plan: EffectivePlan
     usage: usage.PeriodUsage
 
 
-async def _billing_period(connection: AsyncConnection, context: Context) -> _Period:
-    subscriptions = await accounts.live_subscriptions(connection, context.account_id)
-    plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
-    period = await usage.period_usage(
-        connection, context.account_id, plan.period_start, plan.period_end
-    )
-    return _Period(subscriptions, plan, period)
+async def _billing_period(context: Context) -> _Period:
+    # The subscriptions came with the token: one statement, the period's usage
+    # (one for all the fields of the request that ask for it).
+    state = await state_of(context)
+    plan = effective_plan(state.subscriptions, context.settings.free_plan, context.now)
+    period = await context.loaders.load(period_usages, (plan.period_start, plan.period_end))
+    return _Period(state, plan, period)
 
 
 async def billing(info: Info[Context, None]) -> Billing:
     context = info.context.require("read")
-    async with context.read() as connection:
-        period = await _billing_period(connection, context)
-        hosting = await accounts.hosting(connection, context.account_id)
-    plan, totals = period.plan, period.usage.totals
+    period = await _billing_period(context)
+    plan, totals, hosting = period.plan, period.usage.totals, period.state.hosting
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
     return Billing(
         plan=to_plan(plan, context),
-        subscribed_tier_ids=subscribed_tier_ids(period.subscriptions),
+        subscribed_tier_ids=subscribed_tier_ids(period.state.subscriptions),
         usage=BillingPeriodUsage(
             active_instances=totals.instances,
             api_call_limit=BigInt(tier.api_call_limit),
@@ -100,9 +98,7 @@ async def billing(info: Info[Context, None]) -> Billing:
 
 async def trial_status(info: Info[Context, None]) -> TrialStatus:
     context = info.context.require("read")
-    async with context.read() as connection:
-        subscriptions = await accounts.live_subscriptions(connection, context.account_id)
-    plan = effective_plan(subscriptions, context.settings.free_plan, context.now)
+    plan = await plan_of(context)
     ends = plan.trial_ends_at
     return TrialStatus(
         plan_name=plan.tier.plan_name,
@@ -116,8 +112,7 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
     context = info.context.require("read")
-    async with context.read() as connection:
-        period = await _billing_period(connection, context)
+    period = await _billing_period(context)
     plan, totals = period.plan, period.usage.totals
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
@@ -160,14 +155,17 @@ async def usage_chart(
     context = info.context.require("read")
     window = DayWindow.ending_today(context.now, CHART_DAYS.validate(days))
     instance = instance_id or None
-    async with context.read() as connection:
-        if instance is not None and not (
-            is_valid_id(instance)
-            and await usage.instance_exists(connection, context.account_id, instance)
-        ):
+    if instance is None:
+        rows = await usage.per_day(context.reader, context.account_id, window)
+    else:
+        found = (
+            await usage.instance_per_day(context.reader, context.account_id, window, instance)
+            if is_valid_id(instance) else None
+        )
+        if found is None:
             # The same answer whether another account owns it or nobody does.
             raise InstanceNotFound()
-        rows = await usage.per_day(connection, context.account_id, window, instance)
+        rows = found
     return UsageChart(
         period_label=f"Last {days} days",
         points=[

@@ -11,6 +11,5 @@ from meterql.schema.catalogue import Tier
 
 async def plans(info: Info[Context, None]) -> list[Tier]:
     context = info.context.require("read")
-    async with context.read() as connection:
-        rows = await graph.all_tiers(connection)
+    rows = await graph.all_tiers(context.reader)
     return [Tier.from_row(row) for row in rows]

@@ -81,13 +81,8 @@ async def _counted(
 
 
 async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUsageResult:
-    # Give back the read connection authentication took before taking one to
-    # write: a request holding one pooled connection while it waits for
-    # another deadlocks the pool as soon as as many ingests as it has
-    # connections wait together (every request then times out with a 503).
-    # A later read in the same request opens a new one.
-    if context.reads is not None:
-        await context.reads.close()
+    # The request holds no read connection (a read takes one for its
+    # statement alone), so waiting here for a write slot holds nothing.
     async with context.db.write() as session, session.begin():
         result = await writes.record_events(session, records, account_id=context.account_id)
     return RecordUsageResult(accepted=result.accepted, duplicates=result.duplicates)

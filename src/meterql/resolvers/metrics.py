@@ -29,8 +29,7 @@ async def metrics_summary(
 ) -> MetricsSummary:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.read() as connection:
-        totals = await usage.totals(connection, context.account_id, window)
+    totals = await usage.totals(context.reader, context.account_id, window)
     return MetricsSummary(
         active_instances=totals.instances,
         estimated_cost_usd=nanos_to_usd(totals.cost_nanos),
@@ -48,8 +47,7 @@ async def instance_usage(
 ) -> InstanceUsageList:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.read() as connection:
-        rows = await usage.per_instance(connection, context.account_id, window)
+    rows = await usage.per_instance(context.reader, context.account_id, window)
     return InstanceUsageList(
         instances=[
             InstanceUsage(
@@ -71,8 +69,7 @@ async def model_breakdown(
 ) -> ModelBreakdown:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.read() as connection:
-        rows = await usage.per_model(connection, context.account_id, window)
+    rows = await usage.per_model(context.reader, context.account_id, window)
     total_requests = sum(row.requests for row in rows)
     return ModelBreakdown(
         models=[
@@ -96,8 +93,7 @@ async def usage_timeseries(
 ) -> UsageTimeseries:
     context = info.context.require("read")
     window = metrics_window(context, days)
-    async with context.read() as connection:
-        days_rows = await usage.per_day(connection, context.account_id, window)
+    days_rows = await usage.per_day(context.reader, context.account_id, window)
     return UsageTimeseries(
         period_days=days,
         points=[

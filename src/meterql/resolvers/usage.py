@@ -11,21 +11,21 @@ with ``to_usage``.
 
 from __future__ import annotations
 
-from typing import Annotated, TypeAlias
+from collections.abc import Sequence
+from typing import Annotated, Any, TypeAlias
 
 import strawberry
 from strawberry import Info
+from strawberry.types.nodes import SelectedField
 
 from meterql import buckets
 from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.context import Context
 from meterql.db import series
-from meterql.db.series import Amounts, GroupBy
+from meterql.db.series import GroupBy
 from meterql.loaders import BatchFn
-from meterql.money import nanos_to_usd
 from meterql.resolvers.batches import NodeUsage, UsageArgs, group_counts, usage_of_account
-from meterql.schema.scalars import BigInt, OffsetDateTime
-from meterql.schema.usage import DateRange, Usage, UsageBucket, UsageGroup, UsageTotals
+from meterql.schema.usage import DateRange, Usage
 
 # The arguments of every ``usage`` field (root, viewer, instance, model).
 UsageRange: TypeAlias = Annotated[
@@ -55,15 +55,54 @@ def _local_range(
 
 
 def usage_args(
-    context: Context,
+    info: Info[Context, None],
     date_range: DateRange | None,
     days: int | None,
     tz: str,
     granularity: Granularity,
     group_by: GroupBy | None,
 ) -> UsageArgs:
-    """The arguments, validated (``InvalidInput`` on any fault): a loader key."""
-    return UsageArgs(_local_range(context, date_range, days, tz), granularity, group_by)
+    """The arguments, validated (``InvalidInput`` on any fault): a loader key.
+
+    Whether the field selects its series is part of the key: without one,
+    the range is read as a whole (``UsageArgs.whole``).
+    """
+    local = _local_range(info.context, date_range, days, tz)
+    return UsageArgs(local, granularity, group_by, whole=not shows_series(info))
+
+
+def shows_series(info: Info[Context, None]) -> bool:
+    """Whether this ``usage`` field's selection includes ``series``.
+
+    Asked once per field of the query, not per node: every node of a list
+    shares its field's selection, and so its operation and response path
+    without the list indices.
+    """
+    # The operation too: one request may run several (the CSV export's do).
+    path: list[object] = [id(info.operation)]
+    at: Any = info.path
+    while at is not None:
+        if isinstance(at.key, str):
+            path.append(at.key)
+        at = at.prev
+    key = tuple(path)
+    known = info.context.series_selected.get(key)
+    if known is None:
+        known = info.context.series_selected[key] = any(
+            _selects(field.selections, "series") for field in info.selected_fields
+        )
+    return known
+
+
+def _selects(selections: Sequence[Any], name: str) -> bool:
+    """Whether ``name`` is among the selections (through fragments), at this level."""
+    for selection in selections:
+        if isinstance(selection, SelectedField):
+            if selection.name == name:
+                return True
+        elif _selects(selection.selections, name):
+            return True
+    return False
 
 
 async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -> None:
@@ -83,7 +122,7 @@ async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -
 
 
 async def node_usage(
-    context: Context,
+    info: Info[Context, None],
     batch: BatchFn[Context, tuple[UsageArgs, str], NodeUsage],
     node: str,
     kind: GroupBy,
@@ -99,76 +138,22 @@ async def node_usage(
     instances asks for 50 series). Grouped by its own ``kind`` (or a model
     by provider), a node's one group is itself.
     """
-    args = usage_args(context, date_range, days, tz, granularity, group_by)
+    context = info.context
+    args = usage_args(info, date_range, days, tz, granularity, group_by)
     plan = context.bucket_plan(args.range, args.granularity)
     own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
     await charge(context, plan, None if own else group_by)
     found = await context.loaders.load(batch, (args, node))
-    return to_usage(found.plan, group_by, found.series)
-
-
-def _sum(amounts: list[Amounts]) -> Amounts:
-    return Amounts(
-        sum(a.requests for a in amounts),
-        sum(a.tokens_in for a in amounts),
-        sum(a.tokens_out for a in amounts),
-        sum(a.cost_nanos for a in amounts),
-    )
-
-
-def _group(key: str, amounts: Amounts) -> UsageGroup:
-    return UsageGroup(
-        key=key,
-        requests=BigInt(amounts.requests),
-        tokens_in=BigInt(amounts.tokens_in),
-        tokens_out=BigInt(amounts.tokens_out),
-        total_tokens=BigInt(amounts.tokens_in + amounts.tokens_out),
-        estimated_cost_usd=nanos_to_usd(amounts.cost_nanos),
-    )
+    return to_usage(plan, group_by, found.series)
 
 
 def to_usage(plan: BucketPlan, group_by: GroupBy | None, found: series.Series) -> Usage:
-    """The answer: range totals, each group's totals, and every bucket with every group."""
-    per_bucket = [
-        _sum([found.values[key][n] for key in found.keys]) for n in range(len(plan.buckets))
-    ]
-    grouped = group_by is not None
-    totals = _sum(per_bucket)
-    local = plan.range
-    return Usage(
-        from_=local.first,
-        to=local.last,
-        time_zone=local.zone.key,
-        granularity=plan.granularity,
-        group_by=group_by,
-        start=OffsetDateTime(plan.buckets[0].start),
-        end=OffsetDateTime(plan.buckets[-1].end),
-        totals=UsageTotals(
-            requests=BigInt(totals.requests),
-            tokens_in=BigInt(totals.tokens_in),
-            tokens_out=BigInt(totals.tokens_out),
-            total_tokens=BigInt(totals.tokens_in + totals.tokens_out),
-            estimated_cost_usd=nanos_to_usd(totals.cost_nanos),
-        ),
-        groups=[_group(key, _sum(found.values[key])) for key in found.keys] if grouped else [],
-        series=[
-            UsageBucket(
-                start=OffsetDateTime(bucket.start),
-                end=OffsetDateTime(bucket.end),
-                date=bucket.date,
-                label=bucket.label,
-                requests=BigInt(amounts.requests),
-                tokens_in=BigInt(amounts.tokens_in),
-                tokens_out=BigInt(amounts.tokens_out),
-                total_tokens=BigInt(amounts.tokens_in + amounts.tokens_out),
-                estimated_cost_usd=nanos_to_usd(amounts.cost_nanos),
-                groups=[_group(key, found.values[key][n]) for key in found.keys]
-                if grouped
-                else [],
-            )
-            for n, (bucket, amounts) in enumerate(zip(plan.buckets, per_bucket, strict=True))
-        ],
-    )
+    """The answer over ``plan``'s buckets: totals, groups and series made when selected.
+
+    ``found`` is read at ``plan``'s grain, or, for an answer that shows no
+    series, as one bucket (``UsageArgs.whole``).
+    """
+    return Usage.of(plan, group_by, found)
 
 
 async def usage(
@@ -180,7 +165,7 @@ async def usage(
     group_by: GroupBy | None = None,
 ) -> Usage:
     context = info.context.require("read")
-    args = usage_args(context, date_range, days, tz, granularity, group_by)
+    args = usage_args(info, date_range, days, tz, granularity, group_by)
     plan = context.bucket_plan(args.range, args.granularity)
     await charge(context, plan, group_by)
     found = await context.loaders.load(usage_of_account, args)

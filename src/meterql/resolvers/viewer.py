@@ -19,7 +19,7 @@ from meterql.context import Context
 from meterql.db import graph
 from meterql.money import nanos_to_usd
 from meterql.records import LIVE_STATUSES
-from meterql.resolvers.batches import plan_of_account
+from meterql.resolvers.batches import plan_of
 from meterql.resolvers.billing import to_plan
 from meterql.schema.billing import Plan
 from meterql.schema.nodes import (
@@ -55,14 +55,12 @@ def _storable(status: str) -> bool:
 
 async def plan(info: Info[Context, None]) -> Plan:
     context = info.context
-    effective = await context.loaders.load(plan_of_account, context.account_id)
-    return to_plan(effective, context)
+    return to_plan(await plan_of(context), context)
 
 
 async def subscriptions(info: Info[Context, None]) -> list[AccountSubscription]:
     context = info.context
-    async with context.read() as connection:
-        rows = await graph.subscriptions(connection, context.account_id)
+    rows = await graph.subscriptions(context.reader, context.account_id)
     return [
         AccountSubscription(
             current_period_end=row.current_period_end,
@@ -98,9 +96,8 @@ async def instances(
                                          has_previous_page=after is not None, start_cursor=None),
             status=status, known_total=0,
         )
-    async with context.read() as connection:
-        # One row more than the page: whether it exists is ``hasNextPage``.
-        rows = await graph.instance_page(connection, context.account_id, status, start, size + 1)
+    # One row more than the page: whether it exists is ``hasNextPage``.
+    rows = await graph.instance_page(context.reader, context.account_id, status, start, size + 1)
     edges = [
         InstanceEdge(
             cursor=cursors.encode(_INSTANCES, status, row.instance_id),
@@ -123,8 +120,7 @@ async def instances(
 
 async def models(info: Info[Context, None]) -> list[Model]:
     context = info.context
-    async with context.read() as connection:
-        rows = await graph.used_models(connection, context.account_id)
+    rows = await graph.used_models(context.reader, context.account_id)
     return [
         Model(
             name=row.model,
@@ -142,8 +138,7 @@ async def models(info: Info[Context, None]) -> list[Model]:
 
 async def webhost_nodes(info: Info[Context, None]) -> list[WebhostNode]:
     context = info.context
-    async with context.read() as connection:
-        rows = await graph.webhost_nodes(connection, context.account_id)
+    rows = await graph.webhost_nodes(context.reader, context.account_id)
     return [
         WebhostNode(hosted_sites=BigInt(row.hosted_sites), id=strawberry.ID(row.node_id))
         for row in rows

@@ -14,7 +14,7 @@ from graphql import DocumentNode, ExecutionResult, execute, parse, validate
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from meterql.context import Context, Services, authenticated_context, finish, release
+from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.request_facts import request_facts
 from meterql.request_ids import request_id
@@ -114,8 +114,6 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             context.require(route.scope)
             variables = coerce(request.query_params, route.params)
             if route.body is not None:
-                # No connection is held while the client sends its body.
-                await release(context)
                 try:
                     raw = await read_body(request, route.body.max_bytes,
                                           services.settings.body_timeout_s)
@@ -132,7 +130,7 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
         except ClientGone:
             return client_gone_response()
         finally:
-            await finish(context)
+            finish(context)
         return result_response(result, context.request_id)
 
     endpoint.__name__ = route.document.removesuffix(".graphql")

@@ -213,18 +213,18 @@ def make_export_endpoint(prepared: PreparedRoute, services: Services) -> Endpoin
         except _Masked:
             return internal_error_response(context.request_id)
         finally:
-            await finish(context)
+            finish(context)
 
         async def later_chunk(chunk: LocalRange) -> Any:
-            # A context of its own (no shared connection, fresh allowances),
+            # A context of its own (fresh loaders and allowances),
             # whose token is checked again: a revocation stops the export at
             # its next chunk, for the price of one indexed read a chunk.
-            fresh = replace(context, reads=None)
+            fresh = replace(context)
             try:
                 await still_granted(fresh)
                 return await chunk_body(fresh, variables, chunk)
             finally:
-                await finish(fresh)
+                finish(fresh)
 
         header = [*WHEN, *([group_by.lower()] if group_by is not None else []), *MEASURES]
         return StreamingResponse(

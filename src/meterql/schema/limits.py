@@ -18,7 +18,7 @@ large, which is exactly what gets them refused.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 from graphql import (
@@ -30,6 +30,7 @@ from graphql import (
     InlineFragmentNode,
     NoSchemaIntrospectionCustomRule,
     OperationDefinitionNode,
+    OverlappingFieldsCanBeMergedRule,
     SelectionSetNode,
     ValidationContext,
     ValidationRule,
@@ -37,6 +38,7 @@ from graphql import (
 from strawberry.extensions import AddValidationRules, MaxTokensLimiter, SchemaExtension
 
 from meterql.config import Settings
+from meterql.schema.overlap import OverlappingFieldsCanBeMergedLinear
 
 
 @dataclass(frozen=True)
@@ -68,9 +70,26 @@ class GraphQLLimits:
         if not self.introspection:
             rules.append(NoSchemaIntrospectionCustomRule)
         return [
-            lambda: AddValidationRules(rules),
+            lambda: _ValidationRules(rules),
             lambda: MaxTokensLimiter(max_token_count=self.max_tokens),
         ]
+
+
+class _ValidationRules(AddValidationRules):
+    """Our rules added, and graphql-core's field-merging rule replaced by a linear one.
+
+    graphql-core's ``OverlappingFieldsCanBeMergedRule`` compares every pair
+    of fields sharing a response name: a few hundred repeated fields, inside
+    the token limit, took up to a second (``schema/overlap.py``).
+    """
+
+    def on_operation(self) -> Iterator[None]:
+        self.execution_context.validation_rules = tuple(
+            OverlappingFieldsCanBeMergedLinear
+            if rule is OverlappingFieldsCanBeMergedRule else rule
+            for rule in self.execution_context.validation_rules
+        ) + tuple(self.validation_rules)
+        yield
 
 
 class _Shape:

@@ -21,7 +21,7 @@ from meterql.context import Context
 from meterql.db.series import GroupBy
 from meterql.resolvers.batches import (
     instance_counts,
-    plan_of_account,
+    plan_of,
     tiers_by_id,
     usage_by_instance,
     usage_by_model,
@@ -65,7 +65,7 @@ async def _instance_usage(
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:
-    return await node_usage(info.context, usage_by_instance, str(root.id), GroupBy.INSTANCE,
+    return await node_usage(info, usage_by_instance, str(root.id), GroupBy.INSTANCE,
                             date_range, days, tz, granularity, group_by)
 
 
@@ -132,7 +132,7 @@ async def _model_usage(
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:
-    return await node_usage(info.context, usage_by_model, root.name, GroupBy.MODEL, date_range,
+    return await node_usage(info, usage_by_model, root.name, GroupBy.MODEL, date_range,
                             days, tz, granularity, group_by)
 
 
@@ -152,7 +152,7 @@ class Model:
 
 async def _site_limit(info: Info[Context, None]) -> BigInt:
     context = info.context
-    plan = await context.loaders.load(plan_of_account, context.account_id)
+    plan = await plan_of(context)
     return BigInt(plan.tier.max_sites_per_node)
 
 

@@ -1,0 +1,381 @@
+"""The read path: statements compiled once per dialect, run on the driver itself.
+
+Every read statement is SQLAlchemy Core, built once at import (or once per
+shape, for the ``usage`` series). What SQLAlchemy's asyncio layer adds per
+statement (a compile cache lookup, a cursor, four thread hops through its
+aiosqlite adapter, a transaction begun and rolled back around a pool
+checkout) cost ten times the query behind a ``/v1`` route. Here a statement
+is compiled once per dialect to its SQL text and parameter order, with the
+bind and result processors of its column types, and each read is one call
+on the driver:
+
+- SQLite: ``aiosqlite``'s ``execute_fetchall``, one hop to the thread of one
+  of a few read-only connections (WAL lets them read beside the writer);
+  each statement reads its own snapshot, as on PostgreSQL.
+- PostgreSQL: ``asyncpg``'s ``fetch``, a prepared statement (asyncpg keeps
+  them per connection) on a connection of a small pool this module owns,
+  taken for one statement and given back at once: a request holds no
+  connection between its statements, and none while it waits on a client.
+
+A failure to reach the store is :class:`meterql.errors.DatabaseUnavailable`
+(503), as on the write path. ``trips`` counts the calls made, for the tests
+that hold each route to its number of round trips.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import aiosqlite
+import asyncpg
+from sqlalchemy import literal, select
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.sql import Executable
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import ClauseElement
+
+from meterql.config import Settings
+from meterql.errors import DatabaseUnavailable
+
+logger = logging.getLogger("meterql.db")
+
+Row = tuple[Any, ...]
+Processor = Callable[[Any], Any] | None
+
+
+class Reader(Protocol):
+    """What a read function of ``meterql.db`` runs its statements on."""
+
+    @property
+    def dialect(self) -> str: ...
+
+    async def fetch(
+        self, statement: Executable, params: Mapping[str, Any]
+    ) -> Sequence[Sequence[Any]]: ...
+
+
+@dataclass(frozen=True, slots=True)
+class Compiled:
+    """A statement as its dialect runs it: SQL text, where each value goes, how it converts."""
+
+    sql: str
+    # For each positional parameter: its bind name, its default (a literal the
+    # statement holds itself), and the column type's bind processor.
+    params: tuple[tuple[str, Any, Processor], ...]
+    # One result processor per column (None: the driver's value as is).
+    results: tuple[Processor, ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
+        compiled = statement.compile(dialect=dialect)
+        assert isinstance(compiled, SQLCompiler)
+        if "POSTCOMPILE" in compiled.string:
+            # An expanding IN list would make the text depend on its length:
+            # bind a list as one parameter instead (``db/dialect.py``).
+            raise ValueError("a read statement takes no expanding parameter")
+        binds = compiled.binds
+        params = tuple(
+            (name, binds[name].effective_value,
+             binds[name].type._cached_bind_processor(dialect))
+            for name in compiled.positiontup or ()
+        )
+        columns = getattr(statement, "selected_columns", ())
+        results = tuple(
+            column.type._cached_result_processor(dialect, None) for column in columns
+        )
+        return cls(compiled.string, params, results)
+
+    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        arguments = []
+        for name, default, process in self.params:
+            value = values.get(name, default)
+            arguments.append(value if process is None or value is None else process(value))
+        return arguments
+
+    def rows(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
+        """The driver's rows, with the columns that need it converted (only those)."""
+        converting = [(n, process) for n, process in enumerate(self.results) if process]
+        if not converting:
+            return rows
+        converted = []
+        for row in rows:
+            values = list(row)
+            for n, process in converting:
+                if values[n] is not None:
+                    values[n] = process(values[n])
+            converted.append(values)
+        return converted
+
+
+class _Driver(Protocol):
+    @property
+    def dialect(self) -> Dialect: ...
+
+    @property
+    def in_use(self) -> int: ...
+
+    @property
+    def size(self) -> int: ...
+
+    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]: ...
+
+    async def close(self) -> None: ...
+
+
+_PING = select(literal(1))
+
+
+class Reads:
+    """The app's reads: compiled statements and the driver connections they run on."""
+
+    def __init__(self, driver: _Driver) -> None:
+        self._driver = driver
+        self._compiled: dict[int, tuple[ClauseElement, Compiled]] = {}
+        # Driver calls made ("round trips"), and who wants to see each one's
+        # SQL: what tests hold routes and pages to.
+        self.trips = 0
+        self.listeners: list[Callable[[str], None]] = []
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Reads:
+        url = settings.database_url
+        if url.startswith("sqlite"):
+            return cls(_Sqlite(settings))
+        return cls(_Postgres(settings))
+
+    @property
+    def dialect(self) -> str:
+        return str(self._driver.dialect.name)
+
+    def compiled(self, statement: ClauseElement) -> Compiled:
+        """The statement compiled for this dialect, once for the life of the app.
+
+        Statements are kept by identity: they are module constants (or made
+        once per shape and kept), never built per call.
+        """
+        found = self._compiled.get(id(statement))
+        if found is None or found[0] is not statement:
+            found = self._compiled[id(statement)] = (
+                statement, Compiled.of(statement, self._driver.dialect)
+            )
+        return found[1]
+
+    async def fetch(
+        self, statement: Executable, params: Mapping[str, Any]
+    ) -> Sequence[Sequence[Any]]:
+        """The statement's rows (tuples, or the driver's records: index them)."""
+        assert isinstance(statement, ClauseElement)
+        compiled = self.compiled(statement)
+        self.trips += 1
+        for listener in self.listeners:
+            listener(compiled.sql)
+        rows = await self._driver.fetch(compiled.sql, compiled.arguments(params))
+        return compiled.rows(rows)
+
+    async def ping(self) -> None:
+        """One trivial statement: :class:`DatabaseUnavailable` if the store is away."""
+        await self.fetch(_PING, {})
+
+    @property
+    def in_use(self) -> int:
+        """Connections running a statement now."""
+        return self._driver.in_use
+
+    @property
+    def size(self) -> int:
+        """Connections open now."""
+        return self._driver.size
+
+    async def close(self) -> None:
+        await self._driver.close()
+
+
+# --- SQLite: a few aiosqlite connections, each its own thread --------------------------------
+
+
+class _Sqlite:
+    """Read-only aiosqlite connections, opened on first use; each statement on the least busy.
+
+    ``query_only`` makes a read connection refuse to write, whatever it is
+    given. WAL (set by the writer's connections) lets all of them read beside
+    one writer.
+    """
+
+    CONNECTIONS = 4
+
+    def __init__(self, settings: Settings) -> None:
+        from sqlalchemy.dialects.sqlite.aiosqlite import dialect
+
+        self.dialect: Dialect = dialect()
+        self._path = make_url(settings.database_url).database or ""
+        self._busy_timeout_ms = settings.sqlite_busy_timeout_ms
+        self._connections: list[aiosqlite.Connection] = []
+        self._busy: list[int] = []
+        self._opening: asyncio.Lock | None = None
+        self.in_use = 0
+
+    @property
+    def size(self) -> int:
+        return len(self._connections)
+
+    async def _open(self) -> None:
+        if self._opening is None:
+            self._opening = asyncio.Lock()
+        async with self._opening:
+            if self._connections:
+                return
+            opened = []
+            try:
+                for _ in range(self.CONNECTIONS):
+                    connection = await aiosqlite.connect(
+                        self._path, isolation_level=None,
+                        timeout=self._busy_timeout_ms / 1000,
+                    )
+                    opened.append(connection)
+                    await connection.execute("PRAGMA query_only=ON")
+                    await connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
+            except (sqlite3.Error, OSError) as error:
+                for connection in opened:
+                    await connection.close()
+                logger.warning("database unavailable: %s", error)
+                raise DatabaseUnavailable() from error
+            self._busy = [0] * len(opened)
+            self._connections = opened
+
+    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+        if not self._connections:
+            await self._open()
+        busy = self._busy
+        n = min(range(len(busy)), key=busy.__getitem__)
+        busy[n] += 1
+        self.in_use += 1
+        try:
+            return list(await self._connections[n].execute_fetchall(sql, arguments))
+        except sqlite3.OperationalError as error:
+            # Locked past the busy timeout, or the file is gone: not a bug.
+            logger.warning("database unavailable: %s", error)
+            raise DatabaseUnavailable() from error
+        finally:
+            busy[n] -= 1
+            self.in_use -= 1
+
+    async def close(self) -> None:
+        connections, self._connections = self._connections, []
+        for connection in connections:
+            await connection.close()
+
+
+# --- PostgreSQL: a small pool of asyncpg connections -----------------------------------------
+
+
+class _Postgres:
+    """asyncpg connections, made on demand up to ``pool_size + max_overflow``.
+
+    A statement takes a connection, runs, and gives it back: a request never
+    holds one between statements. Waiting for a free one is bounded by
+    ``db_pool_timeout_s``, connecting by ``db_connect_timeout_s`` and each
+    statement by ``db_statement_timeout_s``; past any bound, or when the
+    server is away, the answer is 503. A connection that failed is dropped,
+    never given back, so the next statement connects afresh.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        from sqlalchemy.dialects.postgresql.asyncpg import dialect
+
+        self.dialect: Dialect = dialect()  # type: ignore[no-untyped-call]
+        url = make_url(settings.database_url)
+        query = dict(url.query)
+        # SQLAlchemy's URL option for a PgBouncer that cannot route prepared
+        # statements (docs/deployment.md): asyncpg's own name for it.
+        cache = query.pop("prepared_statement_cache_size", None)
+        self._statement_cache_size = int(str(cache)) if cache is not None else 1_000
+        self._dsn = url.set(drivername="postgresql", query=query).render_as_string(
+            hide_password=False)
+        self._limit = settings.pool_size + settings.max_overflow
+        self._keep = settings.pool_size
+        self._connect_timeout = settings.db_connect_timeout_s
+        self._statement_timeout = settings.db_statement_timeout_s
+        self._wait = settings.db_pool_timeout_s
+        self._idle: list[asyncpg.Connection] = []
+        self._open = 0
+        self._freed = asyncio.Condition()
+        self.in_use = 0
+
+    @property
+    def size(self) -> int:
+        return self._open
+
+    async def _connect(self) -> asyncpg.Connection:
+        self._open += 1
+        try:
+            return await asyncpg.connect(
+                self._dsn, timeout=self._connect_timeout,
+                command_timeout=self._statement_timeout,
+                statement_cache_size=self._statement_cache_size,
+                # Each statement planned for its own values: see the writes'
+                # engine in ``db/engine.py`` for what generic plans cost.
+                server_settings={"plan_cache_mode": "force_custom_plan"},
+            )
+        except BaseException:
+            self._open -= 1
+            raise
+
+    async def _take(self) -> asyncpg.Connection:
+        if self._idle:
+            return self._idle.pop()
+        if self._open < self._limit:
+            return await self._connect()
+        async with self._freed:
+            await asyncio.wait_for(
+                self._freed.wait_for(lambda: bool(self._idle) or self._open < self._limit),
+                self._wait,
+            )
+        return self._idle.pop() if self._idle else await self._connect()
+
+    async def _give(self, connection: asyncpg.Connection, broken: bool) -> None:
+        if broken or connection.is_closed() or len(self._idle) >= self._keep:
+            self._open -= 1
+            connection.terminate()
+        else:
+            self._idle.append(connection)
+        async with self._freed:
+            self._freed.notify()
+
+    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+        try:
+            connection = await self._take()
+        except (TimeoutError, OSError, asyncpg.PostgresError,
+                asyncpg.InterfaceError) as error:
+            logger.warning("database unavailable: %s", error or type(error).__name__)
+            raise DatabaseUnavailable() from error
+        self.in_use += 1
+        broken = True
+        try:
+            rows: list[Sequence[Any]] = await connection.fetch(sql, *arguments)
+            broken = False
+            return rows
+        except (TimeoutError, OSError, asyncpg.InterfaceError,
+                asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
+                asyncpg.QueryCanceledError, asyncpg.AdminShutdownError) as error:
+            logger.warning("database unavailable: %s", error or type(error).__name__)
+            raise DatabaseUnavailable() from error
+        except asyncpg.PostgresError:
+            broken = False  # the statement failed, the connection is fine
+            raise
+        finally:
+            self.in_use -= 1
+            await self._give(connection, broken)
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            self._open -= 1
+            await connection.close()
+
+
+__all__ = ["Compiled", "Reader", "Reads", "Row"]
