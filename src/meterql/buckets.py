@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import enum
 import itertools
+from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 from functools import cache
@@ -249,8 +250,48 @@ def _label(start: datetime, granularity: Granularity) -> str:
     return f"{start.year:04d}-{start.month:02d}"
 
 
+class _Plans:
+    """Plans already cut, kept while their buckets fit in a budget, least recently used out.
+
+    A plan depends on nothing but its dates, zone and grain: a dashboard's
+    90 days in Berlin is the same plan for every request of the day, and
+    cutting it (a zone conversion per day edge) cost more than the query.
+    The budget counts buckets, so a year of hours takes the room of a
+    hundred small plans, never more than the budget.
+    """
+
+    def __init__(self, budget: int) -> None:
+        self._budget = budget
+        self._held = 0
+        self._plans: OrderedDict[tuple[LocalRange, Granularity], BucketPlan] = OrderedDict()
+
+    def get(self, local: LocalRange, granularity: Granularity) -> BucketPlan:
+        key = (local, granularity)
+        found = self._plans.get(key)
+        if found is not None:
+            self._plans.move_to_end(key)
+            return found
+        made = _cut(local, granularity)
+        size = len(made.buckets)
+        if size <= self._budget:
+            while self._held + size > self._budget:
+                _, dropped = self._plans.popitem(last=False)
+                self._held -= len(dropped.buckets)
+            self._plans[key] = made
+            self._held += size
+        return made
+
+
+# About 15 MB of buckets at most.
+_PLANS = _Plans(budget=50_000)
+
+
 def plan(local: LocalRange, granularity: Granularity) -> BucketPlan:
     """The range's buckets, oldest first, every one present (zero-filling is the caller's)."""
+    return _PLANS.get(local, granularity)
+
+
+def _cut(local: LocalRange, granularity: Granularity) -> BucketPlan:
     tz = local.zone
     if granularity is Granularity.HOUR:
         # Any range: the size of an answer is bounded by the request's

@@ -45,6 +45,7 @@ import enum
 import itertools
 import json
 from bisect import bisect_right
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -177,24 +178,25 @@ class Shape:
 # --- the pieces of a statement ---------------------------------------------------------------
 
 
+def _total(amount: Any) -> ColumnElement[int]:
+    """A sum as a bigint, 0 over no rows: PostgreSQL answers ``SUM(bigint)`` as numeric
+    (a Decimal to convert) and NULL over nothing; this way Python adds plain ints."""
+    return cast(func.coalesce(func.sum(amount), 0), BigInteger)
+
+
 def _sums(rollup: Any) -> list[ColumnElement[Any]]:
-    return [
-        func.sum(rollup.requests),
-        func.sum(rollup.tokens_in),
-        func.sum(rollup.tokens_out),
-        func.sum(rollup.cost_usd),
-        func.sum(rollup.cost_nanos),
-    ]
+    return [_total(rollup.requests), _total(rollup.tokens_in), _total(rollup.tokens_out),
+            _total(rollup.cost_usd), _total(rollup.cost_nanos)]
 
 
 def _event_sums(events: Any) -> list[ColumnElement[Any]]:
     """The rollups' sums, taken event by event (cost in the rollups' two parts)."""
     return [
         func.count(),
-        func.sum(events.tokens_in),
-        func.sum(events.tokens_out),
-        func.sum(events.cost_nanos // NANOS_PER_USD),
-        func.sum(events.cost_nanos % NANOS_PER_USD),
+        _total(events.tokens_in),
+        _total(events.tokens_out),
+        _total(events.cost_nanos // NANOS_PER_USD),
+        _total(events.cost_nanos % NANOS_PER_USD),
     ]
 
 
@@ -374,7 +376,7 @@ def _slots(source: Any, table: FromClause, slot: ColumnElement[int],
             if by is not None]
     return (
         select(*_row(_SLOT_ROW, inner.c.idx, split_key, group_key,
-                     [func.sum(inner.c[f"m{n}"]) for n in range(len(measures))]))
+                     [_total(inner.c[f"m{n}"]) for n in range(len(measures))]))
         .group_by(inner.c.idx, *keys)
     )
 
@@ -694,44 +696,71 @@ async def _read(
         return cells
     shape = Shape(reader.dialect, Mode.DAYS, group_by, split_by,
                   instance_ids is not None, models is not None)
-    query = (_hourly if plan.granularity is Granularity.HOUR else _daily)(plan, shape)
+    query = _query(plan, shape)
     params = {**query.params, "account": account_id}
     if instance_ids is not None:
         params["instance_ids"] = list(instance_ids)
     if models is not None:
         params["models"] = list(models)
     last = count - 1
-    for kind, index, split, key, *row in await reader.fetch(statement(query.shape), params):
-        sums = cells.setdefault(split or "", {})
-        key = key or ""
-        per_bucket = sums.get(key)
+    signs = query.signs or {}
+    rows = await reader.fetch(statement(query.shape), params)
+    for kind, index, split, key, requests, tokens_in, tokens_out, usd, nanos in rows:
+        sums = cells.get(split or "")
+        if sums is None:
+            sums = cells[split or ""] = {}
+        per_bucket = sums.get(key or "")
         if per_bucket is None:
-            per_bucket = sums[key] = [[0, 0, 0, 0, 0] for _ in range(count)]
-        amounts = [int(v or 0) for v in row]
-        if kind in _CORRECTIONS:
-            assert query.signs is not None
-            sign = query.signs[(kind, index)]
-            if index > 0:  # the end of the bucket before: + C(b)
-                _add(per_bucket[index - 1], amounts, sign)
-            if index <= last:  # the start of the bucket after: - C(b)
-                _add(per_bucket[index], amounts, -sign)
-            continue
+            per_bucket = sums[key or ""] = [[0, 0, 0, 0, 0] for _ in range(count)]
+        targets: tuple[tuple[int, int], ...]
         if kind == _BUCKET_ROW:
-            _add(per_bucket[index], amounts, 1)
-            continue
-        start = query.slot_base + index * query.slot_seconds
-        _add(per_bucket[bisect_right(query.anchors, start) - 1], amounts, 1)
+            targets = ((index, 1),)
+        elif kind == _SLOT_ROW:
+            start = query.slot_base + index * query.slot_seconds
+            targets = ((bisect_right(query.anchors, start) - 1, 1),)
+        else:
+            # A correction C(b) at boundary ``index``: + at the end of the
+            # bucket before it, - at the start of the bucket after it.
+            sign = signs[(kind, index)]
+            targets = tuple(
+                (bucket, direction)
+                for bucket, direction in ((index - 1, sign), (index, -sign))
+                if 0 <= bucket <= last
+            )
+        for bucket, direction in targets:
+            cell = per_bucket[bucket]
+            cell[0] += direction * requests
+            cell[1] += direction * tokens_in
+            cell[2] += direction * tokens_out
+            cell[3] += direction * usd
+            cell[4] += direction * nanos
     return cells
+
+
+# What a call reads depends on its plan and shape alone: plans are kept across
+# requests (``buckets.plan``), and so are the parameters made from them.
+_QUERIES: OrderedDict[tuple[Any, ...], _Query] = OrderedDict()
+_QUERIES_KEPT = 512
+
+
+def _query(plan: BucketPlan, shape: Shape) -> _Query:
+    # A plan is its range and grain (the whole range read as one bucket has
+    # two bounds): cheaper to hash than its buckets.
+    key = (plan.range, plan.granularity, len(plan.bounds), shape)
+    found = _QUERIES.get(key)
+    if found is None:
+        found = (_hourly if plan.granularity is Granularity.HOUR else _daily)(plan, shape)
+        _QUERIES[key] = found
+        if len(_QUERIES) > _QUERIES_KEPT:
+            _QUERIES.popitem(last=False)
+    else:
+        _QUERIES.move_to_end(key)
+    return found
 
 
 def no_usage(plan: BucketPlan, group_by: GroupBy | None) -> Series:
     """The answer for a range without usage: no groups, or one zero-filled ungrouped key."""
     return _series({}, len(plan.buckets), group_by)
-
-
-def _add(target: list[int], amounts: list[int], sign: int) -> None:
-    for n, amount in enumerate(amounts):
-        target[n] += sign * amount
 
 
 def _series(sums: dict[str, list[list[int]]], count: int, group_by: GroupBy | None) -> Series:

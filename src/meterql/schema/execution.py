@@ -25,7 +25,10 @@ from typing import Any
 
 from graphql import (
     GraphQLError,
+    GraphQLList,
     GraphQLObjectType,
+    GraphQLOutputType,
+    GraphQLResolveInfo,
     Undefined,
     get_nullable_type,
     is_leaf_type,
@@ -109,6 +112,36 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             parent_type, source_value, path, grouped_field_set, position_context
         )
 
+    def complete_list_value(
+        self,
+        return_type: GraphQLList[GraphQLOutputType],
+        field_details_list: Any,
+        info: GraphQLResolveInfo[Any],
+        path: Path,
+        result: Any,
+        position_context: Any,
+    ) -> AwaitableOrValue[list[Any]]:
+        # A list of all-leaf objects (a page's rows, a series' buckets) in one
+        # loop, rather than each item through graphql-core's completion.
+        item_type = return_type.of_type
+        if is_non_null_type(item_type):
+            item_type = item_type.of_type
+        if (
+            isinstance(result, list)
+            and isinstance(item_type, GraphQLObjectType)
+            and not item_type.is_type_of
+            and self.get_stream_usage(field_details_list, path) is None
+        ):
+            fields, defers, _ = self.collect_subfields(item_type, field_details_list)
+            plan = None if defers else self._plan(item_type, fields)
+            if plan is not None:
+                completed = [_complete(plan, item) for item in result]
+                if None not in completed:
+                    return completed
+        return super().complete_list_value(
+            return_type, field_details_list, info, path, result, position_context
+        )
+
     def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
         key = (parent_type.name, id(fields))
         cached = self._leaf_plans.get(key)
@@ -116,9 +149,31 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             # Field middleware (Strawberry's extensions with a ``resolve`` hook)
             # must see every field: then there is no shortcut.
             middleware = getattr(self.middleware_manager, "middlewares", None)
-            cached = (fields, None if middleware else _leaf_plan(parent_type, fields))
+            cached = (fields, None if middleware else _shared_plan(parent_type, fields))
             self._leaf_plans[key] = cached
         return cached[1]
+
+
+# Plans outlive operations: a fixed /v1 document, or a query the parser cache
+# keeps, hands graphql-core the very same field nodes request after request.
+# Keyed by the parent type and those nodes' identities, which the entry keeps
+# alive (so no identity is reused while its plan is kept); bounded.
+_SHARED_PLANS: dict[tuple[Any, ...], tuple[list[Any], _Plan | None]] = {}
+_SHARED_PLANS_LIMIT = 4_096
+
+
+def _shared_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
+    key = (parent_type, *(
+        (name, *(id(details.node) for details in field_details))
+        for name, field_details in fields.items()
+    ))
+    found = _SHARED_PLANS.get(key)
+    if found is None:
+        if len(_SHARED_PLANS) >= _SHARED_PLANS_LIMIT:
+            _SHARED_PLANS.clear()
+        nodes = [details.node for field_details in fields.values() for details in field_details]
+        found = _SHARED_PLANS[key] = (nodes, _leaf_plan(parent_type, fields))
+    return found[1]
 
 
 def _leaf_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
