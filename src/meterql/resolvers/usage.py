@@ -2,29 +2,49 @@
 
 Every one reads through the request's loaders: the root field (and
 ``viewer.usage``, the same) through ``usage_of_account``, ``instance.usage``
-and ``model.usage`` through ``node_usage``, so a page of N nodes costs one
-statement per distinct arguments. Each is charged to the request's point
-budget before anything is read (``charge``). All of them take the very same
-arguments (the ``Usage*`` aliases below), validate them alike and answer
-with ``to_usage``.
+and ``model.usage`` through ``usage_by_instance`` / ``usage_by_model``, so a
+page of N nodes costs one statement per distinct arguments. Each is charged
+to the request's point budget before anything is read (``charge``). All of
+them take the very same arguments (the ``Usage*`` aliases below), validate
+them alike and answer the same way (``answer``).
+
+graphql-core calls ``answer`` directly (``graphql_resolver``, installed by
+``build_schema``): a page asks for seventy usages, and Strawberry's
+per-call work (its ``Info``, converting each argument) cost more than the
+answers. The Strawberry resolvers below declare the fields and their
+arguments, and reach the same ``answer``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, TypeAlias
 
 import strawberry
+from graphql import (
+    FieldNode,
+    FragmentDefinitionNode,
+    FragmentSpreadNode,
+    GraphQLResolveInfo,
+    InlineFragmentNode,
+    SelectionSetNode,
+)
 from strawberry import Info
-from strawberry.types.nodes import SelectedField
 
 from meterql import buckets
-from meterql.buckets import BucketPlan, Granularity, LocalRange
+from meterql.buckets import BucketPlan, Granularity
 from meterql.context import Context
 from meterql.db import series
 from meterql.db.series import GroupBy
 from meterql.loaders import BatchFn
-from meterql.resolvers.batches import NodeUsage, UsageArgs, group_counts, usage_of_account
+from meterql.resolvers.batches import (
+    NodeUsage,
+    UsageArgs,
+    group_counts,
+    usage_by_instance,
+    usage_by_model,
+    usage_of_account,
+)
 from meterql.schema.usage import DateRange, Usage
 
 # The arguments of every ``usage`` field (root, viewer, instance, model).
@@ -42,41 +62,80 @@ UsageZone: TypeAlias = Annotated[
 ]
 
 
-def _local_range(
-    context: Context, date_range: DateRange | None, days: int | None, tz: str
-) -> LocalRange:
-    return buckets.local_range(
-        tz,
-        context.now,
-        first=None if date_range is None else date_range.from_,
-        last=None if date_range is None else date_range.to,
-        days=days,
-    )
+
+# The node a ``usage`` belongs to: how its batch reads it, and what it is.
+Node = tuple[BatchFn[Context, tuple[UsageArgs, str], NodeUsage], GroupBy]
+INSTANCE_NODE: Node = (usage_by_instance, GroupBy.INSTANCE)
+MODEL_NODE: Node = (usage_by_model, GroupBy.MODEL)
 
 
-def usage_args(
-    info: Info[Context, None],
-    date_range: DateRange | None,
-    days: int | None,
-    tz: str,
-    granularity: Granularity,
-    group_by: GroupBy | None,
-) -> UsageArgs:
-    """The arguments, validated (``InvalidInput`` on any fault): a loader key.
+async def answer(
+    info: GraphQLResolveInfo[Context],
+    node: tuple[Node, str] | None,
+    arguments: Mapping[str, Any],
+) -> Usage:
+    """A ``usage`` field's answer: of the account (``node`` None) or of one node.
 
-    Whether the field selects its series is part of the key: without one,
-    the range is read as a whole (``UsageArgs.whole``).
+    ``arguments`` are the field's, by their GraphQL names, as graphql-core
+    coerces them (``range`` a mapping of ``from`` and ``to``). Every answer
+    is charged before anything is read: a page of 50 instances asks for 50
+    series. Grouped by its own kind (or a model by provider), a node's one
+    group is itself.
     """
-    local = _local_range(info.context, date_range, days, tz)
-    return UsageArgs(local, granularity, group_by, whole=not shows_series(info))
+    context = info.context.require("read")
+    date_range = arguments.get("range")
+    group_by: GroupBy | None = arguments.get("groupBy")
+    local = buckets.local_range(
+        arguments.get("tz", buckets.DEFAULT_ZONE), context.now,
+        first=None if date_range is None else date_range["from"],
+        last=None if date_range is None else date_range["to"],
+        days=arguments.get("days"),
+    )
+    args = UsageArgs(local, arguments.get("granularity", Granularity.DAY), group_by,
+                     whole=not shows_series(info))
+    plan = context.bucket_plan(args.range, args.granularity)
+    if node is None:
+        await charge(context, plan, group_by)
+        found = await context.loaders.load(usage_of_account, args)
+    else:
+        (batch, kind), key = node
+        own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
+        await charge(context, plan, None if own else group_by)
+        found = await context.loaders.load(batch, (args, key))
+    return Usage.of(plan, group_by, found.series)
 
 
-def shows_series(info: Info[Context, None]) -> bool:
-    """Whether this ``usage`` field's selection includes ``series``.
+def graphql_resolver(
+    node_of: Callable[[Any], tuple[Node, str]] | None,
+) -> Callable[..., Awaitable[Usage]]:
+    """A ``usage`` field's resolver for graphql-core; ``node_of(source)`` names its node."""
+
+    async def resolve_usage(
+        source: Any, info: GraphQLResolveInfo[Context], **arguments: Any
+    ) -> Usage:
+        return await answer(info, None if node_of is None else node_of(source), arguments)
+
+    return resolve_usage
+
+
+def arguments_of(
+    date_range: DateRange | None, days: int | None, tz: str, granularity: Granularity,
+    group_by: GroupBy | None,
+) -> dict[str, Any]:
+    """A Strawberry resolver's arguments as graphql-core hands them to ``answer``."""
+    return {
+        "range": None if date_range is None else {"from": date_range.from_, "to": date_range.to},
+        "days": days, "tz": tz, "granularity": granularity, "groupBy": group_by,
+    }
+
+
+def shows_series(info: GraphQLResolveInfo[Context]) -> bool:
+    """Whether this ``usage`` field's selection includes ``series`` (through fragments).
 
     Asked once per field of the query, not per node: every node of a list
     shares its field's selection, and so its operation and response path
-    without the list indices.
+    without the list indices. A ``series`` under ``@skip`` counts as shown:
+    the answer is then read bucket by bucket, which is only slower.
     """
     # The operation too: one request may run several (the CSV export's do).
     path: list[object] = [id(info.operation)]
@@ -89,19 +148,30 @@ def shows_series(info: Info[Context, None]) -> bool:
     known = info.context.series_selected.get(key)
     if known is None:
         known = info.context.series_selected[key] = any(
-            _selects(field.selections, "series") for field in info.selected_fields
+            _selects(field.selection_set, info.fragments, "series", set())
+            for field in info.field_nodes
         )
     return known
 
 
-def _selects(selections: Sequence[Any], name: str) -> bool:
-    """Whether ``name`` is among the selections (through fragments), at this level."""
-    for selection in selections:
-        if isinstance(selection, SelectedField):
-            if selection.name == name:
+def _selects(
+    selection_set: SelectionSetNode | None,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    name: str,
+    seen: set[str],
+) -> bool:
+    for selection in selection_set.selections if selection_set else ():
+        if isinstance(selection, FieldNode):
+            if selection.name.value == name:
                 return True
-        elif _selects(selection.selections, name):
-            return True
+        elif isinstance(selection, InlineFragmentNode):
+            if _selects(selection.selection_set, fragments, name, seen):
+                return True
+        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
+            seen.add(selection.name.value)
+            fragment = fragments.get(selection.name.value)
+            if fragment is not None and _selects(fragment.selection_set, fragments, name, seen):
+                return True
     return False
 
 
@@ -121,39 +191,10 @@ async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -
     context.points.charge(most)
 
 
-async def node_usage(
-    info: Info[Context, None],
-    batch: BatchFn[Context, tuple[UsageArgs, str], NodeUsage],
-    node: str,
-    kind: GroupBy,
-    date_range: DateRange | None,
-    days: int | None,
-    tz: str,
-    granularity: Granularity,
-    group_by: GroupBy | None,
-) -> Usage:
-    """``usage`` of one node (an instance id, a model name) through the request's ``batch``.
-
-    Every node is charged before the batch reads anything (a page of 50
-    instances asks for 50 series). Grouped by its own ``kind`` (or a model
-    by provider), a node's one group is itself.
-    """
-    context = info.context
-    args = usage_args(info, date_range, days, tz, granularity, group_by)
-    plan = context.bucket_plan(args.range, args.granularity)
-    own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
-    await charge(context, plan, None if own else group_by)
-    found = await context.loaders.load(batch, (args, node))
-    return to_usage(plan, group_by, found.series)
-
-
-def to_usage(plan: BucketPlan, group_by: GroupBy | None, found: series.Series) -> Usage:
-    """The answer over ``plan``'s buckets: totals, groups and series made when selected.
-
-    ``found`` is read at ``plan``'s grain, or, for an answer that shows no
-    series, as one bucket (``UsageArgs.whole``).
-    """
-    return Usage.of(plan, group_by, found)
+def raw(info: Info[Context, None]) -> GraphQLResolveInfo[Context]:
+    """graphql-core's info behind Strawberry's (what ``answer`` reads)."""
+    found: GraphQLResolveInfo[Context] = info._raw_info
+    return found
 
 
 async def usage(
@@ -164,9 +205,5 @@ async def usage(
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:
-    context = info.context.require("read")
-    args = usage_args(info, date_range, days, tz, granularity, group_by)
-    plan = context.bucket_plan(args.range, args.granularity)
-    await charge(context, plan, group_by)
-    found = await context.loaders.load(usage_of_account, args)
-    return to_usage(plan, group_by, found.series)
+    return await answer(raw(info), None,
+                        arguments_of(date_range, days, tz, granularity, group_by))

@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import strawberry
-from graphql import GraphQLError, GraphQLInputObjectType, get_named_type
+from graphql import GraphQLError, GraphQLInputObjectType, GraphQLObjectType, get_named_type
 from strawberry.extensions import ParserCache, ValidationCache
 from strawberry.schema.config import StrawberryConfig
+from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionContext
 
 from meterql.resolvers import billing as billing_resolvers
@@ -137,7 +138,59 @@ def build_schema(
     )
     if raw_ingest:
         _resolve_record_usage_in_graphql_core(schema)
+    _resolve_plain_fields_directly(schema)
+    _resolve_usage_in_graphql_core(schema)
     return schema
+
+
+def _resolve_usage_in_graphql_core(schema: strawberry.Schema) -> None:
+    """Every ``usage`` field resolved by graphql-core itself (``resolvers/usage.py``)."""
+    types = schema._schema.type_map
+    for type_name, node_of in (
+        ("Query", None), ("Viewer", None),
+        ("Instance", lambda instance: (usage_resolvers.INSTANCE_NODE, str(instance.id))),
+        ("Model", lambda model: (usage_resolvers.MODEL_NODE, model.name)),
+    ):
+        graphql_type = types[type_name]
+        assert isinstance(graphql_type, GraphQLObjectType)
+        graphql_type.fields["usage"].resolve = usage_resolvers.graphql_resolver(node_of)
+
+
+def _resolve_plain_fields_directly(schema: strawberry.Schema) -> None:
+    """Fields that are an attribute of their object, or a method taking nothing else,
+    read directly by graphql-core.
+
+    ``Usage.totals`` (and ``groups``, ``series``) are made when asked for; a
+    page asks for the totals of seventy usages, and Strawberry's resolver
+    machinery (its ``Info``, argument conversion, awaitable checks) cost ten
+    times the method itself each time; an attribute, several times a
+    ``getattr``. Fields with extensions of their own keep Strawberry's.
+    """
+    for graphql_type in schema._schema.type_map.values():
+        if not isinstance(graphql_type, GraphQLObjectType) or graphql_type.name.startswith("__"):
+            continue
+        for field in graphql_type.fields.values():
+            definition = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            if definition is None or definition.extensions:
+                continue
+            resolver = definition.base_resolver
+            if resolver is None:
+                field.resolve = _attribute(definition.python_name)
+            elif not (
+                resolver.is_async or resolver.arguments or resolver.info_parameter
+                or resolver.root_parameter or resolver.self_parameter is None
+            ):
+                method = resolver.wrapped_func
+                field.resolve = lambda source, _info, method=method: method(source)
+
+
+def _attribute(name: str) -> Any:
+    def resolve(source: Any, _info: Any) -> Any:
+        return getattr(source, name)
+
+    # As Strawberry marks its own: the executor's leaf shortcut looks for it.
+    resolve._is_default = True  # type: ignore[attr-defined]
+    return resolve
 
 
 def _resolve_record_usage_in_graphql_core(schema: strawberry.Schema) -> None:

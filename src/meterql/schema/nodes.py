@@ -23,10 +23,17 @@ from meterql.resolvers.batches import (
     instance_counts,
     plan_of,
     tiers_by_id,
-    usage_by_instance,
-    usage_by_model,
 )
-from meterql.resolvers.usage import UsageDays, UsageRange, UsageZone, node_usage
+from meterql.resolvers.usage import (
+    INSTANCE_NODE,
+    MODEL_NODE,
+    UsageDays,
+    UsageRange,
+    UsageZone,
+    answer,
+    arguments_of,
+    raw,
+)
 from meterql.schema.catalogue import Tier
 from meterql.schema.scalars import BigInt, ExactDecimal
 from meterql.schema.usage import Usage
@@ -65,8 +72,8 @@ async def _instance_usage(
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:
-    return await node_usage(info, usage_by_instance, str(root.id), GroupBy.INSTANCE,
-                            date_range, days, tz, granularity, group_by)
+    return await answer(raw(info), (INSTANCE_NODE, str(root.id)),
+                        arguments_of(date_range, days, tz, granularity, group_by))
 
 
 @strawberry.type(description="An AI agent deployment of the account.")
@@ -132,8 +139,8 @@ async def _model_usage(
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy | None = None,
 ) -> Usage:
-    return await node_usage(info, usage_by_model, root.name, GroupBy.MODEL, date_range,
-                            days, tz, granularity, group_by)
+    return await answer(raw(info), (MODEL_NODE, root.name),
+                        arguments_of(date_range, days, tz, granularity, group_by))
 
 
 @strawberry.type(description="An LLM the account has used.")
