@@ -489,3 +489,47 @@ async def test_golden_usage_matches_the_daily_series(client: httpx.AsyncClient,
     }"""}, headers=auth())
     data = response.json()["data"]
     assert data["usage"]["series"] == data["usageTimeseries"]["points"]
+
+
+WHOLE_VS_BUCKETS = """query ($range: DateRange!, $tz: String!, $g: Granularity!, $by: UsageGroupBy) {
+  whole: usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { TOTALS }
+  buckets: usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { TOTALS series { requests } }
+  viewer {
+    instances { edges { node {
+      whole: usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { TOTALS }
+      buckets: usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { TOTALS series { requests } }
+    } } }
+    models {
+      whole: usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { TOTALS }
+      buckets: usage(range: $range, tz: $tz, granularity: $g, groupBy: $by) { TOTALS series { requests } }
+    }
+  }
+}""".replace("TOTALS", "totals { requests tokensIn tokensOut estimatedCostUsd } "
+             "groups { key requests tokensIn tokensOut estimatedCostUsd }")
+
+
+async def test_an_answer_without_a_series_reads_its_range_whole_and_agrees(
+    db: Database, settings: Settings
+) -> None:
+    """Without ``series``, a usage reads its range as one bucket: the same totals and groups
+    as read bucket by bucket, in every zone and grain, for the account and every node."""
+    rng = random.Random(23)
+    await _seed(db, _events(rng, 1_500))
+    schema = build_schema()
+    seen = 0
+    for _ in range(12):
+        first, last, zone, granularity, group_by = _random_query(rng)
+        result = await schema.execute(WHOLE_VS_BUCKETS, variable_values={
+            "range": {"from": first.isoformat(), "to": last.isoformat()}, "tz": zone,
+            "g": granularity.value, "by": group_by and group_by.value,
+        }, context_value=_context(db, settings))
+        assert result.errors is None, result.errors
+        data = result.data
+        assert data is not None
+        answers = [data, *(e["node"] for e in data["viewer"]["instances"]["edges"]),
+                   *data["viewer"]["models"]]
+        for answer in answers:
+            bucketed = {k: v for k, v in answer["buckets"].items() if k != "series"}
+            assert answer["whole"] == bucketed, (first, last, zone, granularity, group_by)
+            seen += answer["whole"]["totals"]["requests"]
+    assert seen > 0  # not all of it empty ranges
