@@ -25,7 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from meterql.db.engine import Database
 from meterql.db.tables import ApiToken, Base, UsageEvent
@@ -167,6 +167,22 @@ async def test_example_file_loads_and_reports_counts(db: Database, tmp_path: Pat
     report = await load(db, write(tmp_path, example()))
     assert report == ImportReport(models=2, tiers=1, accounts=1, events_seen=3,
                                   events_accepted=3, events_duplicate=0, events_unpriced=0)
+
+
+# VACUUM is PostgreSQL's: SQLite keeps no dead row versions behind.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_load_leaves_postgresql_vacuumed_and_analyzed(
+    db: Database, tmp_path: Path
+) -> None:
+    """After the load's transaction: the rollups' dead row versions gone, statistics fresh."""
+    await load(db, write(tmp_path, example()))
+    async with db.read() as connection:
+        rows = (await connection.execute(text(
+            "SELECT relname, last_vacuum IS NOT NULL, last_analyze IS NOT NULL "
+            "FROM pg_stat_user_tables WHERE relname IN ('usage_days', 'usage_events', "
+            "'usage_instance_days', 'end_users')"))).all()
+    assert sorted(rows) == [(name, True, True) for name in
+                            ("end_users", "usage_days", "usage_events", "usage_instance_days")]
 
 
 @pytest.mark.parametrize("url", sorted(EXPECTED_ANSWERS))

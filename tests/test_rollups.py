@@ -328,11 +328,11 @@ async def test_last_seen_counts_follow_users_through_batches(db: Database) -> No
         await assert_last_seen_counts_match(db)
 
 
-def test_a_bulk_load_analyzes_every_derived_table() -> None:
-    """refresh_statistics names each rollup and end-user table, and the events."""
-    analyzed = {str(statement).removeprefix("ANALYZE ")
-                for statement in writes._ANALYZE_LOADED_TABLES}
-    assert {table.name for table in rollups.DERIVED_TABLES} | {"usage_events"} <= analyzed
+def test_a_bulk_load_vacuums_every_derived_table() -> None:
+    """tidy_after_load names each rollup and end-user table, and the events."""
+    vacuumed = {str(statement).removeprefix("VACUUM (ANALYZE) ")
+                for statement in writes._VACUUM_LOADED_TABLES}
+    assert {table.name for table in rollups.DERIVED_TABLES} | {"usage_events"} <= vacuumed
 
 
 def _import_file(path: Path, events: list[UsageEventRecord], batch: int) -> Path:

@@ -205,12 +205,12 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
                 _collections.collect()
                 if progress:
                     progress(size + stream.tell())
-            if report.events_accepted:
-                if after_id is not None:
-                    await rollups.add_events_after(session, after_id)
-                await writes.refresh_statistics(session)
+            if report.events_accepted and after_id is not None:
+                await rollups.add_events_after(session, after_id)
             if progress:
                 progress(size + stream.tell())
+    if report.events_accepted:
+        await writes.tidy_after_load(db.engine)
     return report
 
 
