@@ -89,11 +89,11 @@ def create_engine(settings: Settings) -> AsyncEngine:
                 "command_timeout": settings.db_statement_timeout_s,
                 # asyncpg prepares every statement, and after five runs
                 # PostgreSQL may switch a prepared statement to a generic plan,
-                # blind to its parameters. For the usage statement (spans as
-                # VALUES, IN lists of ids) that plan read whole rollups: the
-                # metrics page went from 68 ms to 480 ms at 1M events on its
-                # sixth run. Planning our statements costs well under a
-                # millisecond; a plan fitted to the values is always worth it.
+                # blind to its parameters. This pool serves writes and tools,
+                # whose statements are written per call (bulk inserts of a
+                # batch's rows, IN lists): a plan fitted to the values is worth
+                # the planning. (Reads run on their own connections, whose
+                # statements have one text each: see db/reads.py.)
                 "server_settings": {"plan_cache_mode": "force_custom_plan"},
             },
         )
