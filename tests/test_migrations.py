@@ -57,3 +57,18 @@ async def test_concurrent_upgrades_take_turns(settings: Settings) -> None:
     finally:
         for db in fresh:
             await db.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_rollups_leave_room_for_their_updates(db: Database) -> None:
+    """A fillfactor of 70 on every rollup and end-user table: their updates stay HOT."""
+    from sqlalchemy import text
+
+    from meterql.db import rollups
+
+    async with db.engine.connect() as connection:
+        options = dict((await connection.execute(text(
+            "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r'"))).all())
+    for table in rollups.DERIVED_TABLES:
+        assert options[table.name] == ["fillfactor=70"], table.name
+    assert options["usage_events"] is None  # appended to, never updated

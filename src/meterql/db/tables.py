@@ -173,7 +173,9 @@ class _Sums:
 
 # A rollup is read by its primary key's prefix; on SQLite a WITHOUT ROWID
 # table stores rows in that order, so a range of days is one sequential read.
-_CLUSTERED = {"sqlite_with_rowid": False}
+# Rollups: keyed rows, stored in key order on SQLite; on PostgreSQL, room on
+# every page for the updates every batch makes (migration 0006).
+_CLUSTERED = {"sqlite_with_rowid": False, "postgresql_with": {"fillfactor": 70}}
 
 
 class UsageDay(_Sums, Base):
