@@ -397,10 +397,10 @@ def test_serve_without_demo_prints_no_token_and_writes_nothing(
     assert (code, out) == (0, "")
     assert [(c["host"], c["port"]) for c in served] == [("0.0.0.0", 9000)]
     assert isinstance(served[0]["app"], Starlette)
-    # One access line per request, ours (meterql.access), as JSON.
+    # One access line per request, ours (meterql.web.access), as JSON.
     assert served[0]["access_log"] is False
     formatter = served[0]["log_config"]["formatters"]["main"]
-    assert formatter == {"()": "meterql.logs.JsonFormatter"}
+    assert formatter == {"()": "meterql.web.logs.JsonFormatter"}
     assert query(env, select(func.count()).select_from(UsageEvent)) == [(0,)]
     asyncio.run(served[0]["app"].state.services.db.dispose())
 

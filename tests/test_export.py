@@ -473,7 +473,7 @@ async def test_a_failure_mid_stream_cuts_the_stream(
     assert len(received) == 2 and text.endswith("\r\n")
     assert "Database" not in text and "Traceback" not in text
     assert "usage export cut short after 2 of" in caplog.text
-    (line,) = [r for r in caplog.records if r.name == "meterql.access"]
+    (line,) = [r for r in caplog.records if r.name == "meterql.web.access"]
     assert (line.fields["route"], line.fields["status"]) == (PATH, 200)  # type: ignore[attr-defined]
 
 
@@ -508,9 +508,9 @@ async def test_the_access_line_times_the_whole_stream(
         sent += 1
         await asyncio.sleep(0.05)
 
-    with caplog.at_level(logging.INFO, "meterql.access"):
+    with caplog.at_level(logging.INFO, "meterql.web.access"):
         await asgi_get(app, PATH + "?from=2026-10-01&to=2026-11-19", on_body=slow_client)
-    (line,) = [r for r in caplog.records if r.name == "meterql.access"]
+    (line,) = [r for r in caplog.records if r.name == "meterql.web.access"]
     fields = line.fields  # type: ignore[attr-defined]
     assert (fields["route"], fields["status"], fields["account_id"]) == (PATH, 200, "acme")
     assert sent == 11  # ten chunks and the end

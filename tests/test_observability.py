@@ -26,8 +26,8 @@ from meterql import cli
 from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db.engine import Database
-from meterql.instruments import MULTIPROC_ENV
-from meterql.logs import JsonFormatter
+from meterql.web.instruments import MULTIPROC_ENV
+from meterql.web.logs import JsonFormatter
 from tests.conftest import NOW, StatementCounter
 from tests.golden import ACME_INGEST_TOKEN, ACME_TOKEN, auth, seed
 from tests.pgcluster import free_port
@@ -269,7 +269,7 @@ async def test_metrics_access(settings: Settings, db: Database, overrides: dict[
 
 def _lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
     formatter = JsonFormatter()
-    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "meterql.access"]
+    return [json.loads(formatter.format(r)) for r in caplog.records if r.name == "meterql.web.access"]
 
 
 @pytest.mark.usefixtures("seeded")
@@ -290,7 +290,7 @@ async def test_one_access_line_per_request(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture, method: str, path: str,
     body: object, token: str | None, expected: dict[str, Any],
 ) -> None:
-    caplog.set_level(logging.INFO, logger="meterql.access")
+    caplog.set_level(logging.INFO, logger="meterql.web.access")
     headers = {**(auth(token) if token else {}), "X-Request-ID": "req-42"}
     response = await client.request(method, path, json=body, headers=headers)
     assert response.status_code == expected["status"]
@@ -300,7 +300,7 @@ async def test_one_access_line_per_request(
     assert {k: v for k, v in line.items() if k in optional} == {
         k: v for k, v in expected.items() if k in optional}
     assert line["request_id"] == "req-42"
-    assert (line["level"], line["logger"], line["method"]) == ("info", "meterql.access", method)
+    assert (line["level"], line["logger"], line["method"]) == ("info", "meterql.web.access", method)
     assert (line["route"], line["status"]) == (expected["route"], expected["status"])
     assert isinstance(line["duration_ms"], float) and line["duration_ms"] >= 0
     text = json.dumps(line)
@@ -318,7 +318,7 @@ async def test_an_escaping_bug_is_logged_as_the_500_it_answers(
         raise RuntimeError("password=hunter2")
 
     monkeypatch.setattr(context, "authenticate", broken)
-    caplog.set_level(logging.INFO, logger="meterql.access")
+    caplog.set_level(logging.INFO, logger="meterql.web.access")
     response = await raw_client.get("/v1/billing", headers=auth())
     assert response.status_code == 500
     [line] = _lines(caplog)
@@ -333,11 +333,11 @@ async def test_an_escaping_bug_is_logged_as_the_500_it_answers(
 async def test_probes_log_quietly_unless_they_fail(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.INFO, logger="meterql.access")
+    caplog.set_level(logging.INFO, logger="meterql.web.access")
     for path in ("/healthz", "/readyz", "/metrics"):
         assert (await client.get(path)).status_code == 200
     assert _lines(caplog) == []
-    caplog.set_level(logging.DEBUG, logger="meterql.access")
+    caplog.set_level(logging.DEBUG, logger="meterql.web.access")
     await client.get("/healthz")
     assert [(line["level"], line["route"]) for line in _lines(caplog)] == [("debug", "/healthz")]
 

@@ -19,7 +19,7 @@ import pytest
 from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db.engine import Database
-from meterql.pages import CONTENT_SECURITY_POLICY
+from meterql.web.pages import CONTENT_SECURITY_POLICY
 from tests.conftest import NOW
 
 HTML = {"accept": "text/html"}

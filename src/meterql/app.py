@@ -14,29 +14,29 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from meterql.access import AccessMiddleware
-from meterql.assets import asset_endpoint
 from meterql.config import Settings
 from meterql.context import Services
 from meterql.db.engine import Database
-from meterql.graphql_view import GraphQLView
-from meterql.health import alive, ready_endpoint
-from meterql.instruments import (
-    Instruments,
-    metrics_endpoint,
-    multiprocess_dir,
-    operation_names,
-)
-from meterql.pages import api_docs_page
 from meterql.queries import PAGES, page_query
-from meterql.request_ids import HEADER, RequestIdMiddleware, request_id
-from meterql.responses import internal_error_response
 from meterql.rest_compat.endpoint import make_endpoint, prepare
 from meterql.rest_compat.export import make_export_endpoint
 from meterql.rest_compat.openapi import openapi_document
 from meterql.rest_compat.routes import ROUTES
 from meterql.schema import build_schema
 from meterql.schema.limits import GraphQLLimits
+from meterql.web.access import AccessMiddleware
+from meterql.web.assets import asset_endpoint
+from meterql.web.graphql_view import GraphQLView
+from meterql.web.health import alive, ready_endpoint
+from meterql.web.instruments import (
+    Instruments,
+    metrics_endpoint,
+    multiprocess_dir,
+    operation_names,
+)
+from meterql.web.pages import api_docs_page
+from meterql.web.request_ids import HEADER, RequestIdMiddleware, request_id
+from meterql.web.responses import internal_error_response
 from meterql.windows import Clock, system_clock
 
 

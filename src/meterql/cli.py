@@ -138,7 +138,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
 
     from meterql import demo
     from meterql.app import create_app
-    from meterql.logs import logging_config
+    from meterql.web.logs import logging_config
 
     async def prepare(db: Database) -> str | None:
         if not args.demo:
@@ -170,7 +170,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 host=args.host,
                 port=args.port,
                 log_config=log_config,
-                # meterql.access logs each request, saying more than uvicorn would.
+                # meterql.web.access logs each request, saying more than uvicorn would.
                 access_log=False,
             )
         else:
@@ -190,7 +190,7 @@ def metrics_directory(shared: bool) -> Iterator[None]:
     added to this one's); otherwise, for several workers, a temporary
     directory, removed when the server stops.
     """
-    from meterql.instruments import MULTIPROC_ENV
+    from meterql.web.instruments import MULTIPROC_ENV
 
     given = os.environ.get(MULTIPROC_ENV)
     if given:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from meterql.logs import LogFormat, LogLevel
+from meterql.web.logs import LogFormat, LogLevel
 
 
 class FreePlan(BaseSettings):

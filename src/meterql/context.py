@@ -17,7 +17,7 @@ from meterql.db.engine import Database
 from meterql.db.reads import Reads
 from meterql.errors import InvalidCredentials
 from meterql.loaders import Loaders
-from meterql.request_facts import RequestFacts
+from meterql.web.request_facts import RequestFacts
 from meterql.windows import Clock
 
 
@@ -49,9 +49,9 @@ class Context:
     # request's first round trip; None (a context made without one) reads
     # them on first need (``resolvers.batches.account_state``).
     state: AccountState | None = None
-    # Named in masked errors and log lines (``meterql.request_ids``).
+    # Named in masked errors and log lines (``meterql.web.request_ids``).
     request_id: str = ""
-    # The request's record for its log line and metrics (``meterql.request_facts``).
+    # The request's record for its log line and metrics (``meterql.web.request_facts``).
     facts: RequestFacts = field(default_factory=RequestFacts)
     # DataLoaders of this request alone (``meterql.loaders``; the batch functions
     # are ``meterql.resolvers.batches``), made with it.

@@ -176,7 +176,7 @@ class Database:
             writers = 1 if engine.dialect.name == "sqlite" else 4
         self._writers = asyncio.Semaphore(writers)
         self._write_wait_s = write_wait_s
-        # Read by the metrics (``meterql.instruments``) at scrape time.
+        # Read by the metrics (``meterql.web.instruments``) at scrape time.
         self.write_slots = writers
         self.writes_waiting = 0
         self.writes_active = 0

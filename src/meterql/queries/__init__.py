@@ -3,7 +3,7 @@
 ``billing-page.graphql`` and ``metrics-page.graphql`` fetch everything a page
 shows in one request each. ``docs/graphql.md`` shows them with their answers,
 the benchmarks time them, and their operation names are among the few the
-metrics keep as labels (``meterql.instruments``).
+metrics keep as labels (``meterql.web.instruments``).
 """
 
 from __future__ import annotations

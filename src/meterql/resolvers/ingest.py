@@ -66,7 +66,7 @@ async def _counted(
     context: Context, records: Callable[[], list[UsageEventRecord]]
 ) -> RecordUsageResult:
     # Every batch's outcome goes to the request's record, from which the
-    # access middleware counts it (``meterql.instruments``): REST and GraphQL
+    # access middleware counts it (``meterql.web.instruments``): REST and GraphQL
     # alike, a refusal as its error's code.
     try:
         result = await _record(context, records())

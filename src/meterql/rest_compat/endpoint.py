@@ -16,12 +16,12 @@ from starlette.responses import JSONResponse, Response
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
-from meterql.request_facts import request_facts
-from meterql.request_ids import request_id
-from meterql.responses import client_gone_response, error_response, internal_error_response
 from meterql.rest_compat.body import ClientGone, decode_json, read_body
 from meterql.rest_compat.params import coerce
 from meterql.rest_compat.routes import CompatRoute
+from meterql.web.request_facts import request_facts
+from meterql.web.request_ids import request_id
+from meterql.web.responses import client_gone_response, error_response, internal_error_response
 
 logger = logging.getLogger("meterql.rest_compat")
 

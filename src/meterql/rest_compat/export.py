@@ -43,9 +43,9 @@ from meterql.buckets import Granularity, LocalRange
 from meterql.context import Context, Services, finish, still_granted
 from meterql.errors import InvalidInput, MeterqlError
 from meterql.money import format_usd
-from meterql.responses import error_response, internal_error_response
 from meterql.rest_compat.endpoint import Endpoint, PreparedRoute, request_context, run_document
 from meterql.rest_compat.params import coerce
+from meterql.web.responses import error_response, internal_error_response
 
 logger = logging.getLogger("meterql.rest_compat")
 

@@ -13,7 +13,7 @@ from typing import Any
 
 from strawberry.extensions import SchemaExtension
 
-from meterql.request_facts import RequestFacts
+from meterql.web.request_facts import RequestFacts
 
 UNKNOWN_TYPE = "unknown"  # no document, or no operation of that name in it
 

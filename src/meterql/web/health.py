@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse, Response
 from meterql.db.engine import Database
 from meterql.errors import DatabaseUnavailable
 
-logger = logging.getLogger("meterql.health")
+logger = logging.getLogger("meterql.web.health")
 
 _NO_STORE = {"Cache-Control": "no-store"}
 

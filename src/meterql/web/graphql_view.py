@@ -1,6 +1,6 @@
 """``/graphql``: Strawberry's ASGI view behind bearer-token authentication.
 
-The explorer page itself (``meterql.pages``: GraphiQL from files this package
+The explorer page itself (``meterql.web.pages``: GraphiQL from files this package
 serves, no CDN) loads without a token; every operation, over GET or POST,
 needs one.
 
@@ -28,11 +28,11 @@ from strawberry.http.types import QueryParams
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
-from meterql.pages import explorer_page
-from meterql.request_facts import request_facts
-from meterql.request_ids import request_id
-from meterql.responses import client_gone_response, error_response
 from meterql.rest_compat.body import ClientGone, read_body
+from meterql.web.pages import explorer_page
+from meterql.web.request_facts import request_facts
+from meterql.web.request_ids import request_id
+from meterql.web.responses import client_gone_response, error_response
 
 _CONTEXT_KEY = "meterql_context"
 # Strawberry's words when a GET asks for a mutation (a 400 there).

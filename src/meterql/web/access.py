@@ -6,7 +6,7 @@ it sees every request, a 404 and an escaping bug included: that one has no
 answer yet when it passes here (Starlette's outermost error middleware
 makes the 500), and is logged and counted as the 500 the client gets.
 
-The line (logger ``meterql.access``, fields for ``meterql.logs``) holds the
+The line (logger ``meterql.web.access``, fields for ``meterql.web.logs``) holds the
 request id, method, route template, status, duration in ms and, once
 known, the account and the GraphQL operation. Never a token, a query
 string or a body. Probes and scrapes log at DEBUG unless they fail.
@@ -20,11 +20,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from meterql import request_facts
-from meterql.instruments import UNMATCHED, Instruments, method_label
-from meterql.request_ids import request_id
+from meterql.web import request_facts
+from meterql.web.instruments import UNMATCHED, Instruments, method_label
+from meterql.web.request_ids import request_id
 
-logger = logging.getLogger("meterql.access")
+logger = logging.getLogger("meterql.web.access")
 
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 

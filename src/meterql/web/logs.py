@@ -41,7 +41,7 @@ def logging_config(log_format: LogFormat = "json", level: LogLevel = "info") -> 
     """A ``logging.config.dictConfig`` for uvicorn: its loggers and ours on stderr.
 
     Uvicorn applies it in every worker process. Its own access log is off
-    (``meterql serve`` passes ``access_log=False``): ``meterql.access``
+    (``meterql serve`` passes ``access_log=False``): ``meterql.web.access``
     writes one richer line per request instead.
     """
     formatter: dict[str, Any] = (

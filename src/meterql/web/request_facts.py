@@ -1,6 +1,6 @@
 """What one request turned out to be, learnt along the way, for its log line and metrics.
 
-The access middleware (``meterql.access``) puts an empty record in the
+The access middleware (``meterql.web.access``) puts an empty record in the
 scope before routing; whoever learns something fills it in: authentication
 the account, the GraphQL view's extension the operation, ingestion the
 outcome of each batch. The middleware reads it once the answer is sent.

@@ -32,7 +32,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
 from meterql.db.engine import Database
-from meterql.request_facts import BATCH, STORED, RequestFacts
+from meterql.web.request_facts import BATCH, STORED, RequestFacts
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 UNMATCHED = "<unmatched>"

@@ -3,7 +3,7 @@
 ``GET /graphql`` from a browser (``Accept: text/html``) shows the explorer,
 ``GET /v1/docs`` shows Swagger UI over ``/v1/openapi.json``. Both are
 templates under ``templates/`` whose ``{{static:PATH}}`` marks become the
-versioned URLs of files this package serves (``meterql.assets``).
+versioned URLs of files this package serves (``meterql.web.assets``).
 
 URLs in the pages are relative (``static/…`` from ``/graphql``, ``../static/…``
 and ``openapi.json`` from ``/v1/docs``), so a proxy that serves the app under
@@ -19,7 +19,7 @@ from importlib import resources
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 
-from meterql.assets import asset_url
+from meterql.web.assets import asset_url
 
 # No inline script or style in either page (their code is in files of its
 # own), so the policy needs neither 'unsafe-inline' nor 'unsafe-eval'. The
