@@ -1,4 +1,4 @@
-"""End-to-end benchmark of meterql: import, read routes, GraphQL, live ingest.
+"""End-to-end benchmark of meterql: import, read routes, GraphQL, throughput, live ingest.
 
 Everything goes through the real entry points (``meterql load``, ``meterql
 serve``, HTTP) and is set beside two yardsticks measured in the same run: the
@@ -7,9 +7,9 @@ response) and the naive answer (hand-written SQL aggregates over
 usage_events, see exact.py). Before anything is timed, and before live ingest
 writes, every sampled route's body is checked against the naive SQL's rows.
 
-Beside the /v1 routes, the GraphQL-only queries of issue 8 (``graphql_only``:
-``usage`` over 90 local days in Europe/Berlin and Asia/Kolkata, the Berlin one
-by model, and the pages ``src/meterql/queries/billing-page.graphql`` and
+Beside the /v1 routes, the GraphQL-only queries (``graphql_only``: ``usage``
+over 90 local days in Europe/Berlin and Asia/Kolkata, the Berlin one by
+model, and the pages ``src/meterql/queries/billing-page.graphql`` and
 ``metrics-page.graphql``, read at each run with their own operation name) are
 timed over POST /graphql, against the floor (answering by operation name)
 and, for the ``usage`` series, a naive aggregate per UTC hour or half hour
@@ -18,21 +18,49 @@ against a reference (``references``): the naive answer for ``usage``, the
 /v1 route's body for a page's twin fields, /v1/billing and the tenant for
 ``viewer``.
 
-The whole matrix (issue 5), results in benchmarks/results/, then the docs:
+The order of one run (one size, one backend), each server alone on the
+machine while it is measured; nothing writes until step 5, so every read
+sees the imported data only:
 
-    python benchmarks/bench.py --sizes 100000,300000,1000000 \\
-        --backend sqlite,postgresql --profile /v1/billing/usage --write-docs
+1. ``meterql serve`` (one worker): the snapshot and exactness check, the
+   sequential timings (REST, GraphQL twins, GraphQL-only queries), the naive
+   SQL, then throughput: ``wrk -t1 -c16 -d8s`` (``--wrk-seconds``) on
+   ``THROUGHPUT`` routes, after an untimed warm-up run of wrk;
+2. the floor (``floor.py``): the same sequential timings, then the same wrk;
+3. ``meterql serve --workers 2``: the same wrk (when wrk is not installed,
+   the throughput is recorded as skipped);
+4. in-process (``statements.py``): every driver call of each /v1 route and
+   GraphQL-only query timed with its SQL; the plans of statements over
+   ``--explain-over-ms``; then ``--profile`` if asked;
+5. ``meterql serve`` (one worker) again: live ingest (``--ingest-batches``
+   batches of 1,000, one at a time), then on PostgreSQL ``--post-ingest-seconds``
+   of live ingest by 8 concurrent senders, the tables' dead and live tuples
+   before and after, and every read timed again (against the floor of step 2),
+   then the statements of step 4 again, in-process.
 
-One size on one backend, or only re-render docs/performance.md:
+Both sizes on both backends (well over an hour at 1M events), results in
+benchmarks/results/, then docs/performance.md:
+
+    python benchmarks/bench.py --sizes 100000,1000000 --backend sqlite,postgresql \\
+        --profile /v1/billing/usage --write-docs
+
+One size on one backend, or only re-render docs/performance.md from
+benchmarks/results/:
 
     python benchmarks/bench.py --events 100000 --backend postgresql \\
         --pg-url postgresql://postgres@127.0.0.1:5432/test
     python benchmarks/bench.py --write-docs
 
-A smoke run, its results kept out of benchmarks/results/:
+A smoke run, its results and its rendering kept out of benchmarks/results/
+and docs/ (``--write-docs`` renders ``--results``; from a directory other
+than benchmarks/results/ it writes ``DIR/performance.md`` unless
+``--docs-out`` says where):
 
     python benchmarks/bench.py --events 20000 --requests 20 --naive-runs 3 \\
-        --ingest-batches 2 --results /tmp/meterql-smoke
+        --ingest-batches 2 --backend sqlite,postgresql --results /tmp/meterql-smoke \\
+        --post-ingest-seconds 20 --wrk-seconds 3
+    python benchmarks/bench.py --write-docs --results /tmp/meterql-smoke \\
+        --docs-out /tmp/perf.md
 """
 
 from __future__ import annotations
@@ -63,6 +91,9 @@ from zoneinfo import ZoneInfo
 
 import asyncpg
 import httpx
+import live
+import statements
+import wrk
 from dataset import BIG, INSTANCES, MODELS, SMALL_EVENTS, Tenant, write_tenant
 from exact import (
     DAYS,
@@ -103,6 +134,11 @@ ROUTES: list[tuple[str, str, dict[str, int]]] = [
     (f"/v1/billing/usage/chart?days={DAYS}", "billing_usage_chart", {"days": DAYS}),
 ]
 
+# The routes whose throughput is measured with wrk, on the floor and on meterql.
+THROUGHPUT = (f"/v1/metrics/summary?days={DAYS}", "/v1/billing")
+# An untimed wrk run before each timed one: a fresh worker warms up in it.
+WRK_WARMUP_S = 2
+
 
 _USAGE = """
     from to timeZone
@@ -120,7 +156,7 @@ _USAGE_BY_MODEL = """
 
 @dataclass(frozen=True)
 class Query:
-    """A GraphQL-only query (issue 8): no /v1 route, so measured by its GraphQL answer.
+    """A GraphQL-only query: no /v1 route, so measured by its GraphQL answer.
 
     ``naive`` (zone, days, groupBy) names the aggregate timed as its naive
     yardstick; pages have none (their parts are the routes', timed there).
@@ -159,7 +195,7 @@ def _page(path: Path) -> Query:
 
 
 def graphql_only() -> list[Query]:
-    """The GraphQL-only queries of issue 8, pages read from disk at each run."""
+    """The GraphQL-only queries, pages read from disk at each run."""
     return [
         _usage_query(f"usage days={DAYS} DAY Europe/Berlin", "UsageBerlin", "Europe/Berlin",
                      None),
@@ -567,17 +603,48 @@ def measure_ingest(base: str, token: str, batches: list[bytes]) -> dict[str, Any
             "events_per_s": accepted / elapsed}
 
 
-def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend: str,
-                   args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
-    """Exactness, routes, GraphQL twins, naive SQL, ingest, then the floor, in that order.
+def time_reads(client: httpx.Client, queries: list[Query],
+               args: argparse.Namespace) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every /v1 route (REST, then its GraphQL twin) and GraphQL-only query, sequentially."""
+    routes = {
+        route: {"rest": timed(partial(client.get, route), args.warmup, args.requests),
+                "graphql": timed(partial(client.post, "/graphql",
+                                         json=graphql_request(document, variables)),
+                                 args.warmup, args.requests)}
+        for route, document, variables in ROUTES
+    }
+    only = {
+        query.name: {"graphql": timed(partial(client.post, "/graphql", json=query.request()),
+                                      args.warmup, args.requests)}
+        for query in queries
+    }
+    return routes, only
 
-    Everything that reads is done before live ingest writes.
+
+def throughput(base: str, auth: dict[str, str], args: argparse.Namespace) -> dict[str, Any]:
+    """wrk on each ``THROUGHPUT`` route of the server at ``base``, one after the other."""
+    path = wrk.installed()
+    assert path is not None
+    return {route: wrk.run(path, base + route, auth, args.wrk_seconds, args.wrk_connections,
+                           threads=1, warmup=WRK_WARMUP_S)
+            for route in THROUGHPUT}
+
+
+def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend: str,
+                   args: argparse.Namespace, workdir: Path,
+                   queries: list[Query]) -> dict[str, Any]:
+    """Steps 1 to 3 of a run (see the module's docstring): reads only, nothing writes.
+
+    Exactness, routes, GraphQL twins, GraphQL-only queries, naive SQL and
+    wrk on ``meterql serve``; then the floor's timings and wrk; then wrk on
+    ``meterql serve --workers 2``. One server runs at a time.
     """
     port = free_port()
     base = f"http://127.0.0.1:{port}"
     auth = {"Authorization": f"Bearer {tenant.read_token}"}
     serve = [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port)]
-    queries = graphql_only()
+    wrk_path = wrk.installed()
+    rates: dict[str, Any] = {}
     with process(serve, env, workdir / "serve.log") as child:
         wait_ready(f"{base}/v1/billing/trial-status", auth, child)
         with httpx.Client(base_url=base, headers=auth, timeout=120) as client:
@@ -585,25 +652,20 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
                 client, tenant, backend, naive_url, queries)
             exactness = {**check_exactness(today, captured, rows, tenant, verdicts),
                          "snapshot_attempts": attempts}
-            results: dict[str, Any] = {}
-            for route, document, variables in ROUTES:
-                request = graphql_request(document, variables)
-                results[route] = {
-                    "capture": {key: captured[route][key]
+            routes, only_times = time_reads(client, queries, args)
+        results: dict[str, Any] = {
+            route: {"capture": {key: captured[route][key]
                                 for key in ("status", "content_type", "content_length")},
-                    "rest": timed(partial(client.get, route), args.warmup, args.requests),
-                    "graphql": timed(partial(client.post, "/graphql", json=request),
-                                     args.warmup, args.requests),
-                }
-            only: dict[str, Any] = {}
-            for query in queries:
-                only[query.name] = {
-                    "operation": query.operation, "source": query.source,
-                    "capture": {key: extra[query.name][key]
-                                for key in ("status", "content_type", "content_length")},
-                    "graphql": timed(partial(client.post, "/graphql", json=query.request()),
-                                     args.warmup, args.requests),
-                }
+                    **routes[route]}
+            for route, *_ in ROUTES
+        }
+        only: dict[str, Any] = {
+            query.name: {"operation": query.operation, "source": query.source,
+                         "capture": {key: extra[query.name][key]
+                                     for key in ("status", "content_type", "content_length")},
+                         **only_times[query.name]}
+            for query in queries
+        }
         plan = {route: bounds(route, today, tenant) for route in NAIVE}
         for route, naive in run_naive(backend, naive_url, plan, args.naive_runs).items():
             results[route]["naive"] = {"median_ms": statistics.median(naive["samples"]),
@@ -616,9 +678,9 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
                                         args.naive_runs)
                 only[query.name]["naive"] = {"median_ms": statistics.median(naive["samples"]),
                                              "statements": 1}
-        ingest = measure_ingest(base, tenant.ingest_token,
-                                ingest_batches(args.ingest_batches, 1_000, datetime.now(UTC)))
-    server_log = (workdir / "serve.log").read_text(errors="replace")
+        if wrk_path:
+            print("    wrk on meterql serve (1 worker)", flush=True)
+            rates["meterql"] = throughput(base, auth, args)
     bodies = {route: {key: answer[key] for key in ("status", "body", "content_type")}
               for route, answer in captured.items()}
     # GraphQL-only answers: the floor answers POST /graphql by operation name.
@@ -643,8 +705,91 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
                     **timed(ask, args.warmup, args.requests),
                     "same_response": same_response(ask(), extra[query.name]),
                 }
-    return {"routes": results, "graphql_only": only, "exactness": exactness, "ingest": ingest,
-            "server_tracebacks": server_log.count("Traceback")}
+        if wrk_path:
+            print("    wrk on the floor", flush=True)
+            rates["floor"] = throughput(floor_base, auth, args)
+    if wrk_path:
+        port = free_port()
+        base = f"http://127.0.0.1:{port}"
+        workers = [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port),
+                   "--workers", "2"]
+        with process(workers, env, workdir / "serve-workers-2.log") as child:
+            wait_ready(f"{base}/v1/billing/trial-status", auth, child)
+            print("    wrk on meterql serve --workers 2", flush=True)
+            rates["meterql_workers_2"] = throughput(base, auth, args)
+        speed: dict[str, Any] = {
+            "wrk": wrk.version(wrk_path), "threads": 1, "connections": args.wrk_connections,
+            "seconds": args.wrk_seconds, "warmup_seconds": WRK_WARMUP_S,
+            "routes": list(THROUGHPUT), "servers": rates}
+    else:
+        speed = {"skipped": "wrk not installed"}
+    return {"routes": results, "graphql_only": only, "exactness": exactness,
+            "throughput": speed}
+
+
+def measure_writes(tenant: Tenant, env: dict[str, str], naive_url: str, backend: str,
+                   args: argparse.Namespace, workdir: Path,
+                   queries: list[Query]) -> dict[str, Any]:
+    """Step 5: live ingest on a fresh ``meterql serve``, then (PostgreSQL) sustained ingest.
+
+    The first writes of the run: every read measured before saw the imported
+    data only.
+    """
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    auth = {"Authorization": f"Bearer {tenant.read_token}"}
+    serve = [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port)]
+    with process(serve, env, workdir / "serve-ingest.log") as child:
+        wait_ready(f"{base}/v1/billing/trial-status", auth, child)
+        out: dict[str, Any] = {"ingest": measure_ingest(
+            base, tenant.ingest_token,
+            ingest_batches(args.ingest_batches, 1_000, datetime.now(UTC)))}
+        if backend == "postgresql" and args.post_ingest_seconds > 0:
+            out["post_ingest"] = post_ingest(base, auth, tenant, naive_url, args, queries)
+    return out
+
+
+def post_ingest(base: str, auth: dict[str, str], tenant: Tenant, naive_url: str,
+                args: argparse.Namespace, queries: list[Query]) -> dict[str, Any]:
+    """``--post-ingest-seconds`` of live ingest, then every read timed again, sequentially.
+
+    8 senders (``--post-ingest-senders``) POST batches of 1,000 fresh events
+    for the big tenant, timestamps within the last day. The tables' tuple
+    counts are read before and after (each reading ``live.STATS_DELAY_S``
+    after the last write, once PostgreSQL's backends have reported them),
+    with the autovacuum settings they ran under.
+    """
+    autovacuum = live.autovacuum_settings(naive_url)
+    time.sleep(live.STATS_DELAY_S)
+    before = live.table_stats(naive_url)
+    print(f"    {args.post_ingest_seconds:g} s of live ingest, "
+          f"{args.post_ingest_senders} senders", flush=True)
+    ingest = live.sustain(base, tenant.ingest_token, args.post_ingest_seconds,
+                          args.post_ingest_senders, 1_000, args.seed)
+    time.sleep(live.STATS_DELAY_S)
+    after = live.table_stats(naive_url)
+    print("    timing every read again", flush=True)
+    with httpx.Client(base_url=base, headers=auth, timeout=120) as client:
+        routes, only = time_reads(client, queries, args)
+    return {"seconds": args.post_ingest_seconds, "ingest": ingest, "autovacuum": autovacuum,
+            "tables_before": before, "tables_after": after, "routes": routes,
+            "graphql_only": only}
+
+
+def statement_times(url: str, naive_url: str, tenant: Tenant, args: argparse.Namespace,
+                    backend: str, queries: list[Query]) -> dict[str, Any]:
+    """Step 4: each read's driver calls in-process (``statements.py``), slow ones explained."""
+    requests = [statements.Request(route, "rest", route) for route, *_ in ROUTES]
+    requests += [statements.Request(query.name, "graphql", "/graphql", query.request())
+                 for query in queries]
+    return statements.measure(backend, url, naive_url, app_settings(args), tenant.read_token,
+                              requests, args.warmup, args.statement_runs, args.explain_over_ms)
+
+
+def tracebacks(workdir: Path) -> dict[str, int]:
+    """Tracebacks in each of the run's meterql server logs."""
+    return {log.name: log.read_text(errors="replace").count("Traceback")
+            for log in sorted(workdir.glob("serve*.log"))}
 
 
 def same_response(floor: httpx.Response, meterql: dict[str, Any]) -> bool:
@@ -661,7 +806,7 @@ def profile_route(route: str, url: str, tenant: Tenant, args: argparse.Namespace
 
     The app is ``create_app(Settings(database_url=...))`` behind httpx's
     ASGITransport, so the profile holds meterql's own work, not uvicorn's.
-    Run after the measurements, on the same database (live ingest included).
+    Run after the measurements, on the same database, before live ingest.
     """
     try:
         from pyinstrument import Profiler
@@ -670,9 +815,7 @@ def profile_route(route: str, url: str, tenant: Tenant, args: argparse.Namespace
     from meterql.app import create_app
     from meterql.config import Settings
 
-    overrides = {key.removeprefix("METERQL_").lower(): value
-                 for key, value in server_env(args).items()}
-    app = create_app(Settings(database_url=url, **overrides))
+    app = create_app(Settings(database_url=url, **app_settings(args)))
     auth = {"Authorization": f"Bearer {tenant.read_token}"}
 
     async def main() -> tuple[Profiler, list[float], int]:
@@ -713,6 +856,12 @@ def server_env(args: argparse.Namespace) -> dict[str, str]:
     return pairs
 
 
+def app_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """``--server-env`` as ``Settings`` keyword arguments, for the in-process app."""
+    return {key.removeprefix("METERQL_").lower(): value
+            for key, value in server_env(args).items()}
+
+
 def resolve_route(wanted: str) -> str:
     """``--profile /v1/metrics/summary`` means the measured route, ``?days=90`` included."""
     for route, *_ in ROUTES:
@@ -724,6 +873,9 @@ def resolve_route(wanted: str) -> str:
 def machine(backend: str, naive_url: str) -> dict[str, Any]:
     info = {"nproc": os.cpu_count(), "python": platform.python_version(),
             "sqlite": sqlite3.sqlite_version, "platform": platform.platform()}
+    wrk_path = wrk.installed()
+    if wrk_path:
+        info["wrk"] = wrk.version(wrk_path)
     if backend == "postgresql":
         async def version() -> str:
             connection = await asyncpg.connect(naive_url)
@@ -741,6 +893,7 @@ def run_size(events: int, backend: str, args: argparse.Namespace) -> dict[str, A
         workdir = Path(tmp)
         print(f"[{backend} {events:,}] generating the tenant", flush=True)
         tenant = write_tenant(workdir / "tenant.json", events, args.seed, datetime.now(UTC))
+        queries = graphql_only()
         with database(backend, args.pg_url, workdir) as (url, naive_url):
             env = {**os.environ, "METERQL_DATABASE_URL": url, **server_env(args)}
             print(f"[{backend} {events:,}] meterql load", flush=True)
@@ -748,16 +901,27 @@ def run_size(events: int, backend: str, args: argparse.Namespace) -> dict[str, A
             imported["events_per_s"] = (events + SMALL_EVENTS) / imported["seconds"]
             imported["file_mib"] = tenant.path.stat().st_size / 2**20
             print(f"[{backend} {events:,}] serving and measuring", flush=True)
-            measured = measure_server(tenant, env, naive_url, backend, args, workdir)
+            measured = measure_server(tenant, env, naive_url, backend, args, workdir, queries)
+            print(f"[{backend} {events:,}] statement times, in-process", flush=True)
+            measured["statements"] = statement_times(url, naive_url, tenant, args, backend,
+                                                     queries)
             if args.profile:
                 print(f"[{backend} {events:,}] profiling {args.profile}", flush=True)
                 measured["profile"] = profile_route(resolve_route(args.profile), url, tenant,
                                                     args, backend)
+            print(f"[{backend} {events:,}] live ingest", flush=True)
+            measured |= measure_writes(tenant, env, naive_url, backend, args, workdir, queries)
+            if "post_ingest" in measured:
+                print(f"[{backend} {events:,}] statement times after live ingest", flush=True)
+                measured["post_ingest"]["statements"] = statement_times(
+                    url, naive_url, tenant, args, backend, queries)
+            logs = tracebacks(workdir)
             info = machine(backend, naive_url)
     return {"backend": backend, "events": events, "date": datetime.now(UTC).isoformat(),
             "command": shlex.join(["python", *sys.argv]), "machine": info,
             "requests_per_route": args.requests, "server_env": server_env(args),
-            "import": imported, **measured}
+            "import": imported, **measured, "server_tracebacks": sum(logs.values()),
+            "server_logs": logs}
 
 
 def print_table(result: dict[str, Any]) -> None:
@@ -797,12 +961,67 @@ def print_table(result: dict[str, Any]) -> None:
           f"all exact: {exact['all_exact']}")
     if "profile" in result:
         print(f"profile of {result['profile']['route']}: {result['profile']['file']}")
+    print_throughput(result["throughput"])
+    print_statements(result["statements"])
+    if "post_ingest" in result:
+        print_post_ingest(result)
+
+
+def print_throughput(speed: dict[str, Any]) -> None:
+    if "skipped" in speed:
+        print(f"throughput: skipped ({speed['skipped']})")
+        return
+    print(f"throughput (wrk -t{speed['threads']} -c{speed['connections']} "
+          f"-d{speed['seconds']}s), requests/s:")
+    servers = speed["servers"]
+    for route in speed["routes"]:
+        rates = {name: runs[route].get("requests_per_s") for name, runs in servers.items()}
+        errors = sum(runs[route].get("non_2xx", 0) + sum(runs[route].get("socket_errors", {})
+                                                         .values())
+                     for runs in servers.values())
+        floor, one, two = (rates.get(k) for k in ("floor", "meterql", "meterql_workers_2"))
+        share = f"{100 * one / floor:.0f}% of the floor" if one and floor else "-"
+        scale = f"{two / one:.2f}x with 2 workers" if one and two else "-"
+        print(f"    {route:34} floor {floor or 0:8,.0f}  1 worker {one or 0:8,.0f}  "
+              f"2 workers {two or 0:8,.0f}  ({share}, {scale}; errors {errors})")
+
+
+def print_statements(measured: dict[str, Any], label: str = "statements") -> None:
+    print(f"{label} (in-process, {measured['runs']} runs): round trips, slowest median ms")
+    for name, row in measured["requests"].items():
+        slowest = row["slowest_ms"]
+        print(f"    {name[:40]:40} {row['round_trips']:3}  "
+              f"{'-' if slowest is None else f'{slowest:7.2f}'}")
+    for plan in measured["plans"]:
+        print(f"    plan read for {plan['median_ms']:.2f} ms statement of "
+              f"{', '.join(plan['requests'])}")
+
+
+def print_post_ingest(result: dict[str, Any]) -> None:
+    post = result["post_ingest"]
+    ingest = post["ingest"]
+    print(f"after {post['seconds']:g} s of live ingest ({ingest['accepted']:,} events, "
+          f"{ingest['events_per_s']:,.0f} events/s, {ingest['non_2xx']} non-2xx, "
+          f"{ingest['transport_errors']} transport errors; autovacuum at its defaults: "
+          f"{post['autovacuum']['defaults']}):")
+    for route, row in post["routes"].items():
+        before = result["routes"][route]["rest"]["median_ms"]
+        print(f"    {route:40} {before:8.2f} -> {row['rest']['median_ms']:8.2f} ms")
+    for name, row in post["graphql_only"].items():
+        before = result["graphql_only"][name]["graphql"]["median_ms"]
+        print(f"    {name[:40]:40} {before:8.2f} -> {row['graphql']['median_ms']:8.2f} ms")
+    for table, after in post["tables_after"].items():
+        before = post["tables_before"].get(table, {})
+        print(f"    {table:32} dead {before.get('n_dead_tup', 0):>10,} -> "
+              f"{after['n_dead_tup']:>10,}  live {before.get('n_live_tup', 0):>10,} -> "
+              f"{after['n_live_tup']:>10,}")
+    print_statements(post["statements"], "statements after live ingest")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, help="events in the big tenant")
-    parser.add_argument("--sizes", help="comma-separated sizes, e.g. 100000,300000,1000000")
+    parser.add_argument("--sizes", help="comma-separated sizes, e.g. 100000,1000000")
     parser.add_argument("--backend", default="sqlite",
                         help="sqlite, postgresql, or both: sqlite,postgresql")
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432/test",
@@ -815,13 +1034,28 @@ def main() -> int:
     parser.add_argument("--profile", metavar="ROUTE",
                         help="after measuring, profile ROUTE in-process with pyinstrument")
     parser.add_argument("--profile-requests", type=int, default=300)
+    parser.add_argument("--wrk-seconds", type=int, default=8,
+                        help="duration of each wrk run (throughput); needs wrk installed")
+    parser.add_argument("--wrk-connections", type=int, default=16)
+    parser.add_argument("--statement-runs", type=int, default=7,
+                        help="in-process runs of each read whose driver calls are timed")
+    parser.add_argument("--explain-over-ms", type=float, default=5.0,
+                        help="read the plan of every statement whose median is over this")
+    parser.add_argument("--post-ingest-seconds", type=float, default=600,
+                        help="PostgreSQL: live ingest for this long, then every read timed "
+                        "again (0: skip)")
+    parser.add_argument("--post-ingest-senders", type=int, default=8,
+                        help="concurrent senders of batches of 1,000 during that ingest")
     parser.add_argument("--server-env", action="append", metavar="METERQL_KEY=VALUE",
                         help="a setting for meterql's processes (recorded with the result)")
     parser.add_argument("--results", type=Path, default=RESULTS,
-                        help="where result files go (a smoke run's elsewhere: --write-docs "
-                        "renders benchmarks/results/ only)")
+                        help="where result files go, and what --write-docs renders "
+                        "(a smoke run's: elsewhere than benchmarks/results/)")
     parser.add_argument("--write-docs", action="store_true",
-                        help="render docs/performance.md from benchmarks/results/*.json")
+                        help="render the results' *.json: docs/performance.md from "
+                        "benchmarks/results/, else DIR/performance.md (or --docs-out)")
+    parser.add_argument("--docs-out", type=Path,
+                        help="where --write-docs writes (default: see --write-docs)")
     args = parser.parse_args()
     backends = [name.strip() for name in args.backend.split(",") if name.strip()]
     for name in backends:
@@ -833,6 +1067,15 @@ def main() -> int:
         parser.error("give --events, --sizes or --write-docs")
     server_env(args)
     args.results.mkdir(parents=True, exist_ok=True)
+    if sizes and "postgresql" in backends and args.post_ingest_seconds > 0:
+        autovacuum = live.autovacuum_settings(args.pg_url)
+        if not autovacuum["defaults"]:
+            print(f"warning: autovacuum is not at its defaults on this server "
+                  f"({json.dumps(autovacuum['not_default'] or autovacuum['table_options'])}):"
+                  " the post-ingest block will say so", file=sys.stderr, flush=True)
+    if not wrk.installed():
+        print("warning: wrk not installed: throughput will be recorded as skipped",
+              file=sys.stderr, flush=True)
     for backend in backends:
         for events in sizes:
             result = run_size(events, backend, args)
@@ -841,8 +1084,11 @@ def main() -> int:
             print_table(result)
             print(f"wrote {path}")
     if args.write_docs:
-        docs, count = write_docs(HERE.parent)
-        print(f"wrote {docs.relative_to(HERE.parent)} from {count} result files")
+        out = args.docs_out
+        if out is None and args.results.resolve() != RESULTS:
+            out = args.results / "performance.md"
+        docs, count = write_docs(HERE.parent, args.results, out)
+        print(f"wrote {docs} from {count} result files in {args.results}")
     return 0
 
 

@@ -12,7 +12,7 @@ Rules checked (``shared/spec/v1-contract.md``): money is the exact nano-USD
 sum rounded half-up to 4 places, as a string; percentages are 100 × part /
 whole rounded half-up to 2 places; lists in the contract's order.
 
-The GraphQL-only queries of issue 8 have no route: ``usage(...)`` at a daily
+The GraphQL-only queries have no route: ``usage(...)`` at a daily
 grain is rebuilt from one aggregate per UTC hour (or half or quarter hour,
 whatever puts every local midnight of the zone on a slot edge) bucketed into
 local days with ``zoneinfo`` (``expected_usage``), and a whole page is
@@ -246,7 +246,7 @@ def check_pricing(rows: list[list[Any]], tenant: Tenant) -> dict[str, Any]:
     return {"exact": not wrong, "mismatches": wrong}
 
 
-# --- usage(...) at a daily grain in any zone, and whole pages (issue 8) -----
+# --- usage(...) at a daily grain in any zone, and whole pages -------------
 #
 # The naive usage answer is one aggregate over the events of the window,
 # grouped by UTC slot (an hour, or the half or quarter hour a zone's offsets

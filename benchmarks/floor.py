@@ -8,7 +8,7 @@ what meterql itself costs per request: auth, GraphQL, SQL, serialisation.
 
 BODIES.json maps ``/path?query`` to a GET's captured answer, and
 ``graphql:OperationName`` to the answer of a POST /graphql naming that
-operation (the GraphQL-only queries of issue 8, which have no route).
+operation (the GraphQL-only queries, which have no route).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Load test of meterql: concurrent clients mixing reads and live ingest, then a count.
 
-Run by hand, never as a timed unit test (issue 6). A tenant is generated
+Run by hand, never as a timed unit test. A tenant is generated
 (``dataset.write_tenant``) and imported with ``meterql load``, ``meterql
 serve`` is started on a free port, and ``--clients`` asyncio clients then
 loop for ``--seconds``, each request drawn from a fixed mix: the eight
