@@ -189,3 +189,20 @@ def test_sqlite_timestamps_are_stored_as_sqlalchemy_writes_them(moment: str) -> 
     assert read is not None and parse is not None
     assert read(stored) == parse(stored).replace(tzinfo=UTC) == value
     assert read(stored).tzinfo is UTC
+
+
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin", "Asia/Kolkata", "Asia/Kathmandu",
+                                  "Australia/Lord_Howe", "Pacific/Chatham", "America/St_Johns",
+                                  "America/Santiago", "Africa/Casablanca", "Antarctica/Troll"])
+def test_hour_bounds_a_day_at_a_time_are_those_an_hour_at_a_time(zone: str) -> None:
+    """Days without a transition are cut arithmetically: the same bounds as walking every hour."""
+    from meterql import buckets
+
+    tz = buckets.zone(zone)
+    for first, last in [(date(2024, 1, 1), date(2025, 1, 1)), (date(1970, 1, 1), date(1971, 1, 1))]:
+        start, end = buckets.day_start(first, tz), buckets.day_start(last, tz)
+        walked = [start]
+        while walked[-1] < end:
+            moment = walked[-1]
+            walked.append(buckets._next_hour_bound(moment, buckets._offset(moment, tz), end, tz))
+        assert buckets._hour_bounds(start, end, tz) == walked

@@ -25,7 +25,7 @@ import itertools
 from collections import OrderedDict
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from functools import cache
+from functools import cache, cached_property
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from meterql.errors import InvalidInput
@@ -144,14 +144,44 @@ class Bucket:
     label: str  # 2026-03-29T02:00+01:00, 2026-03-29, 2026-W13, 2026-03
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True)
 class BucketPlan:
-    """The buckets and their bounds as epoch seconds: bucket i is ``[bounds[i], bounds[i+1])``."""
+    """The buckets' bounds as epoch seconds: bucket i is ``[bounds[i], bounds[i+1])``.
+
+    The bounds are the plan: what a query reads by and a budget counts. The
+    buckets themselves (aware instants, dates, labels) are made from them the
+    first time an answer shows them, and not before: a year of hours whose
+    totals alone are asked for never makes its 8,784 buckets.
+    """
 
     range: LocalRange
     granularity: Granularity
     bounds: tuple[int, ...]
-    buckets: tuple[Bucket, ...]
+
+    @property
+    def count(self) -> int:
+        """How many buckets the plan has."""
+        return len(self.bounds) - 1
+
+    @property
+    def start(self) -> datetime:
+        """The first bucket's start, in the range's zone."""
+        return _instant(self.bounds[0]).astimezone(self.range.zone)
+
+    @property
+    def end(self) -> datetime:
+        """The last bucket's end, in the range's zone."""
+        return _instant(self.bounds[-1]).astimezone(self.range.zone)
+
+    @cached_property
+    def buckets(self) -> tuple[Bucket, ...]:
+        tz = self.range.zone
+        made = []
+        for low, high in itertools.pairwise(self.bounds):
+            start = _instant(low).astimezone(tz)
+            made.append(Bucket(start=start, end=_instant(high).astimezone(tz),
+                               date=start.date(), label=_label(start, self.granularity)))
+        return tuple(made)
 
 
 def _seconds(moment: datetime) -> int:
@@ -217,26 +247,46 @@ def _day_starts(local: LocalRange, granularity: Granularity) -> list[date]:
 
 
 def _hour_bounds(start: int, end: int, tz: ZoneInfo) -> list[int]:
-    """Every instant in ``[start, end]`` where local date, hour or UTC offset changes."""
+    """Every instant in ``[start, end]`` where local date, hour or UTC offset changes.
+
+    A day at a time: a day whose UTC offset is the same at both ends (all
+    of them but a few a year) has its hours every 3,600 seconds from its
+    start; only a day with a transition is walked an hour at a time.
+    """
     bounds = [start]
     moment = start
     while moment < end:
         offset = _offset(moment, tz)
-        following = min(moment + _HOUR - (moment + offset) % _HOUR, end)
-        if _offset(following - 1, tz) != offset:
-            # A transition inside the hour (Lord Howe's half hours, or a zone
-            # changing at an odd minute) ends the bucket where it happens.
-            low, high = moment, following - 1
-            while high - low > 1:
-                middle = (low + high) // 2
-                if _offset(middle, tz) == offset:
-                    low = middle
-                else:
-                    high = middle
-            following = high
+        # The next local midnight (or the end), if the offset holds until then.
+        wall = _wall(moment, tz)
+        midnight = first_instant(datetime.combine(wall.date() + timedelta(days=1), time.min), tz)
+        day_end = min(midnight, end)
+        if (wall.minute, wall.second) == (0, 0) and _offset(day_end - 1, tz) == offset \
+                and (day_end - moment) % _HOUR == 0:
+            bounds.extend(range(moment + _HOUR, day_end + 1, _HOUR))
+            moment = day_end
+            continue
+        following = _next_hour_bound(moment, offset, end, tz)
         bounds.append(following)
         moment = following
     return bounds
+
+
+def _next_hour_bound(moment: int, offset: int, end: int, tz: ZoneInfo) -> int:
+    """The next bound after ``moment``: the next local hour, or a transition before it."""
+    following = min(moment + _HOUR - (moment + offset) % _HOUR, end)
+    if _offset(following - 1, tz) != offset:
+        # A transition inside the hour (Lord Howe's half hours, or a zone
+        # changing at an odd minute) ends the bucket where it happens.
+        low, high = moment, following - 1
+        while high - low > 1:
+            middle = (low + high) // 2
+            if _offset(middle, tz) == offset:
+                low = middle
+            else:
+                high = middle
+        following = high
+    return following
 
 
 def _label(start: datetime, granularity: Granularity) -> str:
@@ -272,11 +322,11 @@ class _Plans:
             self._plans.move_to_end(key)
             return found
         made = _cut(local, granularity)
-        size = len(made.buckets)
+        size = made.count
         if size <= self._budget:
             while self._held + size > self._budget:
                 _, dropped = self._plans.popitem(last=False)
-                self._held -= len(dropped.buckets)
+                self._held -= dropped.count
             self._plans[key] = made
             self._held += size
         return made
@@ -300,12 +350,7 @@ def _cut(local: LocalRange, granularity: Granularity) -> BucketPlan:
                               day_start(local.last + timedelta(days=1), tz), tz)
     else:
         bounds = [day_start(day, tz) for day in _day_starts(local, granularity)]
-    buckets = []
-    for low, high in itertools.pairwise(bounds):
-        start = _instant(low).astimezone(tz)
-        buckets.append(Bucket(start=start, end=_instant(high).astimezone(tz),
-                              date=start.date(), label=_label(start, granularity)))
-    return BucketPlan(local, granularity, tuple(bounds), tuple(buckets))
+    return BucketPlan(local, granularity, tuple(bounds))
 
 
 def whole(local: LocalRange) -> BucketPlan:
@@ -317,10 +362,7 @@ def whole(local: LocalRange) -> BucketPlan:
     """
     low, high = day_start(local.first, local.zone), day_start(local.last + timedelta(days=1),
                                                               local.zone)
-    start = _instant(low).astimezone(local.zone)
-    only = Bucket(start=start, end=_instant(high).astimezone(local.zone), date=start.date(),
-                  label=_label(start, Granularity.DAY))
-    return BucketPlan(local, Granularity.DAY, (low, high), (only,))
+    return BucketPlan(local, Granularity.DAY, (low, high))
 
 
 # A CSV export (``GET /v1/export/usage.csv``) reads its range a chunk at a

@@ -652,7 +652,7 @@ async def usage_series(
     ``instance_ids`` / ``models`` keep only those instances' or models' usage.
     """
     cells = await _read(reader, account_id, plan, group_by, None, instance_ids, models)
-    return _series(cells.get("", {}), len(plan.buckets), group_by)
+    return _series(cells.get("", {}), plan.count, group_by)
 
 
 async def usage_series_by(
@@ -676,7 +676,7 @@ async def usage_series_by(
     if split_by is GroupBy.PROVIDER:
         raise ValueError("usage is split by instance or model")
     cells = await _read(reader, account_id, plan, group_by, split_by, instance_ids, models)
-    count = len(plan.buckets)
+    count = plan.count
     return {key: _series(sums, count, group_by) for key, sums in cells.items()}
 
 
@@ -690,7 +690,7 @@ async def _read(
     models: Sequence[str] | None,
 ) -> dict[str, dict[str, list[list[int]]]]:
     """Per split key ("" unsplit), per group key, the five sums of each bucket: one SELECT."""
-    count = len(plan.buckets)
+    count = plan.count
     cells: dict[str, dict[str, list[list[int]]]] = {}
     if (instance_ids is not None and not instance_ids) or (models is not None and not models):
         return cells
@@ -760,7 +760,7 @@ def _query(plan: BucketPlan, shape: Shape) -> _Query:
 
 def no_usage(plan: BucketPlan, group_by: GroupBy | None) -> Series:
     """The answer for a range without usage: no groups, or one zero-filled ungrouped key."""
-    return _series({}, len(plan.buckets), group_by)
+    return _series({}, plan.count, group_by)
 
 
 def _series(sums: dict[str, list[list[int]]], count: int, group_by: GroupBy | None) -> Series:

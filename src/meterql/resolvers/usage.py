@@ -183,7 +183,7 @@ async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -
     bounded by the instances or models with usage around the range (one
     small count per request and span, shared by every node).
     """
-    most = len(plan.buckets)
+    most = plan.count
     if group_by is not None:
         context.points.check(most)
         counts = await context.loaders.load(group_counts, series.utc_days(plan))

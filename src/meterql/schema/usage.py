@@ -125,7 +125,7 @@ class Usage:
         return cls(
             from_=local.first, to=local.last, time_zone=local.zone.key,
             granularity=plan.granularity, group_by=group_by,
-            start=OffsetDateTime(plan.buckets[0].start), end=OffsetDateTime(plan.buckets[-1].end),
+            start=OffsetDateTime(plan.start), end=OffsetDateTime(plan.end),
             plan=plan, found=found,
         )
 
@@ -150,7 +150,7 @@ class Usage:
         found, grouped = self.found, self.group_by is not None
         columns = [found.values[key] for key in found.keys]
         # The resolver reads the series only when the query selects it.
-        assert all(len(column) == len(self.plan.buckets) for column in columns), "read whole"
+        assert all(len(column) == self.plan.count for column in columns), "read whole"
         answer = []
         for n, bucket in enumerate(self.plan.buckets):
             cells = [column[n] for column in columns]
