@@ -68,6 +68,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -1065,6 +1066,9 @@ def main() -> int:
         [args.events] if args.events else [])
     if not sizes and not args.write_docs:
         parser.error("give --events, --sizes or --write-docs")
+    if sizes and args.profile and importlib.util.find_spec("pyinstrument") is None:
+        # Said now, not after the first size's quarter of an hour of measuring.
+        parser.error("--profile needs pyinstrument: pip install -e '.[dev]'")
     server_env(args)
     args.results.mkdir(parents=True, exist_ok=True)
     if sizes and "postgresql" in backends and args.post_ingest_seconds > 0:

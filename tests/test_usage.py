@@ -204,6 +204,20 @@ def _random_query(rng: random.Random) -> tuple[date, date, str, Granularity, Gro
     return start, end, rng.choice(ZONES), granularity, rng.choice([None, *GroupBy])
 
 
+async def _execute(schema: Any, query: str, db: Database, settings: Settings,
+                   asked: tuple[date, date, str, Granularity, GroupBy | None]) -> dict[str, Any]:
+    """``query`` run with one random query's arguments as its variables: its data."""
+    first, last, zone, granularity, group_by = asked
+    result = await schema.execute(query, variable_values={
+        "range": {"from": first.isoformat(), "to": last.isoformat()}, "tz": zone,
+        "g": granularity.value, "by": group_by and group_by.value,
+    }, context_value=_context(db, settings))
+    assert result.errors is None, result.errors
+    data: dict[str, Any] | None = result.data
+    assert data is not None
+    return data
+
+
 def _cells(answer: dict[str, Any], granularity: Granularity,
            grouped: bool) -> dict[str, dict[Any, list[Any]]]:
     found: dict[str, dict[Any, list[Any]]] = {}
@@ -223,23 +237,17 @@ async def test_random_queries_equal_the_raw_events(db: Database, settings: Setti
     events = await _stored(db)
     schema = build_schema()
     for _ in range(60):
-        first, last, zone, granularity, group_by = _random_query(rng)
-        result = await schema.execute(QUERY, variable_values={
-            "range": {"from": first.isoformat(), "to": last.isoformat()}, "tz": zone,
-            "g": granularity.value, "by": group_by and group_by.value,
-        }, context_value=_context(db, settings))
-        assert result.errors is None, result.errors
-        assert result.data is not None
-        answer = result.data["usage"]
-        where = (first, last, zone, granularity, group_by)
+        asked = _random_query(rng)
+        first, last, zone, granularity, group_by = asked
+        answer = (await _execute(schema, QUERY, db, settings, asked))["usage"]
         keys, sums = _reference(events, first, last, zone, granularity, group_by)
-        assert [_answer_key(b, granularity) for b in answer["series"]] == keys, where
+        assert [_answer_key(b, granularity) for b in answer["series"]] == keys, asked
         # Groups: those with a request in the range, code-point order, in every bucket.
         groups = sorted(k for k, v in sums.items() if v)
         if group_by is None:
             groups = [""]
         else:
-            assert [g["key"] for g in answer["groups"]] == groups, where
+            assert [g["key"] for g in answer["groups"]] == groups, asked
             assert all([g["key"] for g in b["groups"]] == groups for b in answer["series"])
         expected = {
             g: {k: [*sums.get(g, {}).get(k, [0, 0, 0, 0])[:3],
@@ -247,13 +255,13 @@ async def test_random_queries_equal_the_raw_events(db: Database, settings: Setti
                 for k in keys}
             for g in groups
         }
-        assert _cells(answer, granularity, group_by is not None) == expected, where
+        assert _cells(answer, granularity, group_by is not None) == expected, asked
         total = [sum(c[n] for v in sums.values() for c in v.values()) for n in range(4)]
         assert answer["totals"] == {
             "requests": total[0], "tokensIn": total[1], "tokensOut": total[2],
             "totalTokens": total[1] + total[2],
             "estimatedCostUsd": format_usd(nanos_to_usd(total[3])),
-        }, where
+        }, asked
 
 
 async def test_storage_sums_are_exact_to_the_nano_dollar_with_filters(db: Database) -> None:
@@ -518,14 +526,9 @@ async def test_an_answer_without_a_series_reads_its_range_whole_and_agrees(
     schema = build_schema()
     seen = 0
     for _ in range(12):
-        first, last, zone, granularity, group_by = _random_query(rng)
-        result = await schema.execute(WHOLE_VS_BUCKETS, variable_values={
-            "range": {"from": first.isoformat(), "to": last.isoformat()}, "tz": zone,
-            "g": granularity.value, "by": group_by and group_by.value,
-        }, context_value=_context(db, settings))
-        assert result.errors is None, result.errors
-        data = result.data
-        assert data is not None
+        asked = _random_query(rng)
+        first, last, zone, granularity, group_by = asked
+        data = await _execute(schema, WHOLE_VS_BUCKETS, db, settings, asked)
         answers = [data, *(e["node"] for e in data["viewer"]["instances"]["edges"]),
                    *data["viewer"]["models"]]
         for answer in answers:
