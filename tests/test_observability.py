@@ -408,6 +408,54 @@ def served_workers(tmp_path: Path) -> Iterator[str]:
             os.killpg(process.pid, signal.SIGKILL)
 
 
+def _listening_sockets(port: int) -> int:
+    """Sockets listening on ``port`` (IPv4), from the kernel's own table."""
+    table = Path("/proc/net/tcp").read_text().splitlines()[1:]
+    return sum(1 for line in table
+               if line.split()[1].endswith(f":{port:04X}") and line.split()[3] == "0A")
+
+
+@pytest.mark.skipif(not Path("/proc/net/tcp").exists(), reason="reads Linux's /proc/net/tcp")
+def test_connections_opened_together_reach_every_worker(served_workers: str) -> None:
+    # A shared socket let the worker that woke first accept a whole burst of
+    # keep-alive connections (wrk's, a load balancer's pool): two workers
+    # served what one did. Each worker listens on its own socket and the
+    # kernel spreads connections by address: 16 at once all reaching one of
+    # two workers is a 1 in 30,000 chance.
+    base = served_workers
+    assert _listening_sockets(int(base.rsplit(":", 1)[1])) == 2
+
+    async def together(n: int) -> None:
+        clients = [httpx.AsyncClient() for _ in range(n)]
+        try:
+            answers = await asyncio.gather(*(c.get(f"{base}/healthz") for c in clients))
+            assert all(a.status_code == 200 for a in answers)
+        finally:
+            await asyncio.gather(*(c.aclose() for c in clients))
+
+    asyncio.run(together(16))
+    # Each worker reports its write slot once it has answered a request.
+    assert value(parse(httpx.get(f"{base}/metrics").text), "meterql_db_write_slots") == 2
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        env = {**os.environ, "METERQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
+        env.pop(MULTIPROC_ENV, None)
+        done = subprocess.run(
+            [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port), "--workers", "2"],
+            env=env, capture_output=True, text=True, timeout=60,
+        )
+    assert done.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_metrics_add_up_across_worker_processes(served_workers: str) -> None:
     base = served_workers
 

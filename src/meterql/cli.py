@@ -139,6 +139,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from meterql import demo
     from meterql.app import create_app
     from meterql.web.logs import logging_config
+    from meterql.web.workers import Listen, Workers
 
     async def prepare(db: Database) -> str | None:
         if not args.demo:
@@ -161,18 +162,11 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     with metrics_directory(shared=args.workers > 1):
         if args.workers > 1:
             # Each worker process builds its own app (and engine) from the same
-            # environment the settings came from; their metrics meet in the
-            # directory the workers inherit through the environment.
-            uvicorn.run(
-                "meterql.app:app_from_environment",
-                factory=True,
-                workers=args.workers,
-                host=args.host,
-                port=args.port,
-                log_config=log_config,
-                # meterql.web.access logs each request, saying more than uvicorn would.
-                access_log=False,
-            )
+            # environment the settings came from, and listens on a socket of
+            # its own (web/workers.py); their metrics meet in the directory
+            # the workers inherit through the environment.
+            where = Listen(args.host, args.port, log_config)
+            return Workers(where, args.workers).run()
         else:
             uvicorn.run(
                 create_app(settings), host=args.host, port=args.port,
