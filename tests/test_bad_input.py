@@ -1,4 +1,4 @@
-"""Bad input on every route answers a clean 4xx, never a 500 (issue 6, hardening).
+"""Bad input on every route answers a clean 4xx, never a 500 (hardening).
 
 Hostile or broken values in each place a client controls: ``days`` on every
 route that takes it, ``instance_id`` on the chart, the ``Authorization``
