@@ -438,6 +438,34 @@ def test_connections_opened_together_reach_every_worker(served_workers: str) -> 
     assert value(parse(httpx.get(f"{base}/metrics").text), "meterql_db_write_slots") == 2
 
 
+def test_workers_say_where_they_listen_and_stop_on_sigterm(tmp_path: Path) -> None:
+    port = free_port()
+    env = {**os.environ, "METERQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
+    env.pop(MULTIPROC_ENV, None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert process.stderr is not None
+        seen = []
+        for line in process.stderr:
+            seen.append(line)
+            if f"Uvicorn running on http://127.0.0.1:{port}" in line:
+                break
+        else:
+            raise AssertionError("".join(seen))
+        deadline = time.monotonic() + 60
+        while httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=30) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
 def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
     import socket
 

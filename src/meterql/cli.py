@@ -139,7 +139,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from meterql import demo
     from meterql.app import create_app
     from meterql.web.logs import logging_config
-    from meterql.web.workers import Listen, Workers
+    from meterql.web.workers import SPREADS_CONNECTIONS, Listen, Workers
 
     async def prepare(db: Database) -> str | None:
         if not args.demo:
@@ -160,13 +160,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"GraphiQL: {base}/graphql  (paste the token into the bar at the top; /v1/docs too)")
     log_config = logging_config(settings.log_format, settings.log_level)
     with metrics_directory(shared=args.workers > 1):
-        if args.workers > 1:
+        if args.workers > 1 and SPREADS_CONNECTIONS:
             # Each worker process builds its own app (and engine) from the same
             # environment the settings came from, and listens on a socket of
             # its own (web/workers.py); their metrics meet in the directory
             # the workers inherit through the environment.
             where = Listen(args.host, args.port, log_config)
             return Workers(where, args.workers).run()
+        elif args.workers > 1:
+            uvicorn.run(
+                "meterql.app:app_from_environment", factory=True, workers=args.workers,
+                host=args.host, port=args.port, log_config=log_config, access_log=False,
+            )
         else:
             uvicorn.run(
                 create_app(settings), host=args.host, port=args.port,

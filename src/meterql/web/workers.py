@@ -27,6 +27,7 @@ import multiprocessing
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -34,6 +35,11 @@ from multiprocessing.process import BaseProcess
 from typing import Any
 
 logger = logging.getLogger("meterql.serve")
+
+# Linux spreads the connections of a SO_REUSEPORT group over its sockets;
+# elsewhere the option means something else (BSD and macOS give one socket
+# everything), and ``meterql serve`` keeps uvicorn's shared socket.
+SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT")
 
 # A worker that exits sooner than this after it started was never serving.
 _STARTUP_S = 15.0
@@ -68,15 +74,18 @@ def reuse_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
     return sock
 
 
-def _serve_one(where: Listen) -> None:  # pragma: no cover - runs in a worker process
+def _serve_one(where: Listen, listening: Any) -> None:  # pragma: no cover - in a worker
     import uvicorn
 
+    # Listening from here on: connections wait in this socket's backlog
+    # while the app starts.
+    sock = reuse_port_socket(where.host, where.port, listen=True)
+    listening.set()
     config = uvicorn.Config(_APP, factory=True, host=where.host, port=where.port,
                             log_config=where.log_config,
                             # meterql.web.access logs each request, saying more than uvicorn would.
                             access_log=False)
-    uvicorn.Server(config).run(
-        sockets=[reuse_port_socket(where.host, where.port, listen=True)])
+    uvicorn.Server(config).run(sockets=[sock])
 
 
 class Workers:
@@ -101,11 +110,16 @@ class Workers:
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
         workers = [self._start(where) for _ in range(self._count)]
-        logger.info("serving on %s:%s with %s workers", where.host, where.port, self._count)
         failed = False
         try:
+            if self._all_listening(workers):
+                # uvicorn's own line, as with one worker: scripts wait for it.
+                address = f"[{where.host}]" if ":" in where.host else where.host
+                logging.getLogger("uvicorn.error").info(
+                    "Uvicorn running on http://%s:%d with %d workers (Press CTRL+C to quit)",
+                    address, where.port, self._count)
             while not self._stop.wait(0.5):
-                for n, (process, started) in enumerate(workers):
+                for n, (process, started, _) in enumerate(workers):
                     if process.is_alive():
                         continue
                     if time.monotonic() - started < _STARTUP_S:
@@ -118,14 +132,24 @@ class Workers:
                                    process.pid, process.exitcode)
                     workers[n] = self._start(where)
         finally:
-            self._stop_all([process for process, _ in workers])
+            self._stop_all([process for process, _, _ in workers])
             claim.close()
         return 1 if failed else 0
 
-    def _start(self, where: Listen) -> tuple[BaseProcess, float]:
-        process = self._context.Process(target=_serve_one, args=(where,), daemon=False)
+    def _start(self, where: Listen) -> tuple[BaseProcess, float, Any]:
+        listening = self._context.Event()
+        process = self._context.Process(target=_serve_one, args=(where, listening),
+                                        daemon=False)
         process.start()
-        return process, time.monotonic()
+        return process, time.monotonic(), listening
+
+    def _all_listening(self, workers: list[tuple[BaseProcess, float, Any]]) -> bool:
+        """Wait until every worker listens: False if stopped, or one exited first."""
+        for process, _, listening in workers:
+            while not listening.wait(0.1):
+                if self._stop.is_set() or not process.is_alive():
+                    return False
+        return True
 
     @staticmethod
     def _stop_all(processes: list[BaseProcess]) -> None:
