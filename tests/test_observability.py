@@ -378,14 +378,22 @@ def test_metrics_directory_is_fresh(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert os.environ[MULTIPROC_ENV] == str(given)
 
 
+def _serve_two_workers(tmp_path: Path, port: int) -> tuple[list[str], dict[str, str]]:
+    """The command line and environment of ``meterql serve --workers 2`` on ``port``."""
+    env = {**os.environ, "METERQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
+    env.pop(MULTIPROC_ENV, None)
+    command = [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port),
+               "--workers", "2"]
+    return command, env
+
+
 @pytest.fixture
 def served_workers(tmp_path: Path) -> Iterator[str]:
     port = free_port()
-    env = {**os.environ, "METERQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
-    env.pop(MULTIPROC_ENV, None)
+    command, env = _serve_two_workers(tmp_path, port)
     process = subprocess.Popen(
-        [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
+        command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        start_new_session=True,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -440,12 +448,9 @@ def test_connections_opened_together_reach_every_worker(served_workers: str) -> 
 
 def test_workers_say_where_they_listen_and_stop_on_sigterm(tmp_path: Path) -> None:
     port = free_port()
-    env = {**os.environ, "METERQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
-    env.pop(MULTIPROC_ENV, None)
-    process = subprocess.Popen(
-        [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port), "--workers", "2"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+    command, env = _serve_two_workers(tmp_path, port)
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
     try:
         assert process.stderr is not None
         seen = []
@@ -473,12 +478,8 @@ def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        env = {**os.environ, "METERQL_DATABASE_URL": f"sqlite+aiosqlite:///{tmp_path / 'm.db'}"}
-        env.pop(MULTIPROC_ENV, None)
-        done = subprocess.run(
-            [sys.executable, "-m", "meterql.cli", "serve", "--port", str(port), "--workers", "2"],
-            env=env, capture_output=True, text=True, timeout=60,
-        )
+        command, env = _serve_two_workers(tmp_path, port)
+        done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=60)
     assert done.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}: Address already in use" in done.stderr
     assert "Traceback" not in done.stderr
