@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.applications import Starlette
 
 from meterql.app import create_app
 from meterql.config import Settings
@@ -90,9 +91,13 @@ async def test_oversized_usage_is_refused_before_it_is_read(
     assert elapsed < 5, elapsed
 
 
+def _app(settings: Settings, db: Database, **changes: Any) -> Starlette:
+    """The app on ``db`` at ``NOW``, with ``changes`` made to the settings."""
+    return create_app(settings.model_copy(update=changes), database=db, clock=lambda: NOW)
+
+
 async def _ask(settings: Settings, db: Database, points: int, query: str, token: str) -> Any:
-    app = create_app(settings.model_copy(update={"graphql_max_series_points": points}),
-                     database=db, clock=lambda: NOW)
+    app = _app(settings, db, graphql_max_series_points=points)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as client:
         return (await client.post("/graphql", json={"query": query}, headers=auth(token))).json()
@@ -215,8 +220,7 @@ async def test_repeated_fields_are_validated_in_linear_time(
     settings: Settings, db: Database, name: str
 ) -> None:
     await seed(db)
-    app = create_app(settings.model_copy(update={"graphql_max_aliases": 1_000}), database=db,
-                     clock=lambda: NOW)
+    app = _app(settings, db, graphql_max_aliases=1_000)
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as client:
         started = time.perf_counter()
@@ -305,8 +309,7 @@ async def test_a_trickled_body_gets_408_and_holds_nothing_meanwhile(
     settings: Settings, db: Database, path: str
 ) -> None:
     await seed(db)
-    app = create_app(settings.model_copy(update={"body_timeout_s": 0.6}), database=db,
-                     clock=lambda: NOW)
+    app = _app(settings, db, body_timeout_s=0.6)
     headers = {**auth(UPLOADS[path]), "content-type": "application/json",
                "content-length": "1000"}
     uploads = [asyncio.create_task(_call(app, "POST", path, headers, _trickle(0.05)))

@@ -237,8 +237,8 @@ class _Sqlite:
                         timeout=self._busy_timeout_ms / 1000,
                     )
                     opened.append(connection)
+                    # The busy timeout is sqlite3's ``timeout`` above.
                     await connection.execute("PRAGMA query_only=ON")
-                    await connection.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
             except (sqlite3.Error, OSError) as error:
                 for connection in opened:
                     await connection.close()

@@ -47,7 +47,7 @@ import json
 from bisect import bisect_right
 from collections import OrderedDict
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from functools import cache
 from math import gcd
@@ -495,23 +495,18 @@ def _hourly(plan: BucketPlan, shape: Shape) -> _Query:
         )
     if slot == _HOUR and first % _HOUR == 0:
         return _Query(
-            _reshaped(shape, Mode.HOURS),
+            replace(shape, mode=Mode.HOURS),
             {"first_slot": first // _HOUR, "end_slot": last // _HOUR, "base": first // _HOUR},
             bounds, first, _HOUR,
         )
     # The zone's hours start off the UTC hour: every hour rollup row would be
     # split, so the range's events are grouped into slots instead.
     return _Query(
-        _reshaped(shape, Mode.EVENTS),
+        replace(shape, mode=Mode.EVENTS),
         {"start": EPOCH + timedelta(seconds=first), "end": EPOCH + timedelta(seconds=last),
          "base": first, "step": slot},
         bounds, first, slot,
     )
-
-
-def _reshaped(shape: Shape, mode: Mode) -> Shape:
-    return Shape(shape.dialect, mode, shape.group_by, shape.split_by, shape.by_instances,
-                 shape.by_models)
 
 
 def _day_bound(seconds: int, shape: Shape) -> Any:

@@ -353,12 +353,20 @@ async def _insert_events(
 # What a bulk load changes the shape of. VACUUM has no SQLAlchemy construct:
 # fixed statements, written out, never assembled from input.
 _VACUUM_LOADED_TABLES = tuple(
-    text(f"VACUUM (ANALYZE) {table}")
-    for table in (
-        "usage_events", "usage_days", "usage_instance_days", "usage_model_days",
-        "usage_instance_hours", "usage_instance_model_hours", "usage_quarter_hours",
-        "usage_model_hours", "end_users", "end_users_last_seen_days",
-        "end_users_last_seen_hours", "instances",
+    text(statement)
+    for statement in (
+        "VACUUM (ANALYZE) usage_events",
+        "VACUUM (ANALYZE) usage_days",
+        "VACUUM (ANALYZE) usage_instance_days",
+        "VACUUM (ANALYZE) usage_model_days",
+        "VACUUM (ANALYZE) usage_instance_hours",
+        "VACUUM (ANALYZE) usage_instance_model_hours",
+        "VACUUM (ANALYZE) usage_quarter_hours",
+        "VACUUM (ANALYZE) usage_model_hours",
+        "VACUUM (ANALYZE) end_users",
+        "VACUUM (ANALYZE) end_users_last_seen_days",
+        "VACUUM (ANALYZE) end_users_last_seen_hours",
+        "VACUUM (ANALYZE) instances",
     )
 )
 

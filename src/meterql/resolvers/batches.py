@@ -21,7 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from meterql.buckets import BucketPlan, Granularity, LocalRange
+from meterql.buckets import Granularity, LocalRange
 from meterql.context import Context
 from meterql.db import accounts, graph, series, usage
 from meterql.db.accounts import AccountState, TierRow
@@ -129,15 +129,7 @@ class UsageArgs:
         return None if self.whole else self.granularity
 
 
-@dataclass(frozen=True, slots=True)
-class NodeUsage:
-    """One node's usage: the buckets (cut once per distinct arguments) and its series."""
-
-    plan: BucketPlan
-    series: Series
-
-
-async def usage_of_account(context: Context, keys: list[UsageArgs]) -> list[NodeUsage]:
+async def usage_of_account(context: Context, keys: list[UsageArgs]) -> list[Series]:
     """The account's usage for each arguments: one statement per distinct arguments.
 
     Through a loader, like the nodes' usage, so that every ``usage`` of the
@@ -151,24 +143,24 @@ async def usage_of_account(context: Context, keys: list[UsageArgs]) -> list[Node
         args: await series.usage_series(context.reader, context.account_id, plan, args.group_by)
         for args, plan in plans.items()
     }
-    return [NodeUsage(plans[args], found[args]) for args in keys]
+    return [found[args] for args in keys]
 
 
 async def usage_by_instance(
     context: Context, keys: list[tuple[UsageArgs, str]]
-) -> list[NodeUsage]:
+) -> list[Series]:
     """Each ``(arguments, instance id)``'s usage: one statement per distinct arguments."""
     return await _usage_split(context, keys, GroupBy.INSTANCE)
 
 
-async def usage_by_model(context: Context, keys: list[tuple[UsageArgs, str]]) -> list[NodeUsage]:
+async def usage_by_model(context: Context, keys: list[tuple[UsageArgs, str]]) -> list[Series]:
     """Each ``(arguments, model name)``'s usage: one statement per distinct arguments."""
     return await _usage_split(context, keys, GroupBy.MODEL)
 
 
 async def _usage_split(
     context: Context, keys: list[tuple[UsageArgs, str]], split_by: GroupBy
-) -> list[NodeUsage]:
+) -> list[Series]:
     # Every node asked with the same arguments is read in one call split by
     # node (and grouped as asked inside each): never a statement per node.
     if context.points.refused:
@@ -188,11 +180,8 @@ async def _usage_split(
             instance_ids=ids if split_by is GroupBy.INSTANCE else None,
             models=ids if split_by is GroupBy.MODEL else None,
         )
+    # A node without usage in the range is in no row: zeros, not missing.
     return [
-        NodeUsage(
-            plans[args],
-            # A node without usage in the range is in no row: zeros, not missing.
-            found[args].get(node) or series.no_usage(plans[args], args.group_by),
-        )
+        found[args].get(node) or series.no_usage(plans[args], args.group_by)
         for args, node in keys
     ]

@@ -35,10 +35,9 @@ from meterql import buckets
 from meterql.buckets import BucketPlan, Granularity
 from meterql.context import Context
 from meterql.db import series
-from meterql.db.series import GroupBy
+from meterql.db.series import GroupBy, Series
 from meterql.loaders import BatchFn
 from meterql.resolvers.batches import (
-    NodeUsage,
     UsageArgs,
     group_counts,
     usage_by_instance,
@@ -64,7 +63,7 @@ UsageZone: TypeAlias = Annotated[
 
 
 # The node a ``usage`` belongs to: how its batch reads it, and what it is.
-Node = tuple[BatchFn[Context, tuple[UsageArgs, str], NodeUsage], GroupBy]
+Node = tuple[BatchFn[Context, tuple[UsageArgs, str], Series], GroupBy]
 INSTANCE_NODE: Node = (usage_by_instance, GroupBy.INSTANCE)
 MODEL_NODE: Node = (usage_by_model, GroupBy.MODEL)
 
@@ -102,7 +101,7 @@ async def answer(
         own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
         await charge(context, plan, None if own else group_by)
         found = await context.loaders.load(batch, (args, key))
-    return Usage.of(plan, group_by, found.series)
+    return Usage.of(plan, group_by, found)
 
 
 def graphql_resolver(

@@ -23,23 +23,42 @@ down_revision = '0005'
 branch_labels = None
 depends_on = None
 
-# Fixed names, never input: the statements are written out.
-TABLES = (
-    'usage_days', 'usage_instance_days', 'usage_model_days', 'usage_instance_hours',
-    'usage_instance_model_hours', 'usage_model_hours', 'usage_quarter_hours',
-    'end_users', 'end_users_last_seen_days', 'end_users_last_seen_hours',
+# Fixed statements, written out: never assembled, not even from constants.
+UPGRADE = (
+    'ALTER TABLE usage_days SET (fillfactor = 70)',
+    'ALTER TABLE usage_instance_days SET (fillfactor = 70)',
+    'ALTER TABLE usage_model_days SET (fillfactor = 70)',
+    'ALTER TABLE usage_instance_hours SET (fillfactor = 70)',
+    'ALTER TABLE usage_instance_model_hours SET (fillfactor = 70)',
+    'ALTER TABLE usage_model_hours SET (fillfactor = 70)',
+    'ALTER TABLE usage_quarter_hours SET (fillfactor = 70)',
+    'ALTER TABLE end_users SET (fillfactor = 70)',
+    'ALTER TABLE end_users_last_seen_days SET (fillfactor = 70)',
+    'ALTER TABLE end_users_last_seen_hours SET (fillfactor = 70)',
+)
+DOWNGRADE = (
+    'ALTER TABLE usage_days RESET (fillfactor)',
+    'ALTER TABLE usage_instance_days RESET (fillfactor)',
+    'ALTER TABLE usage_model_days RESET (fillfactor)',
+    'ALTER TABLE usage_instance_hours RESET (fillfactor)',
+    'ALTER TABLE usage_instance_model_hours RESET (fillfactor)',
+    'ALTER TABLE usage_model_hours RESET (fillfactor)',
+    'ALTER TABLE usage_quarter_hours RESET (fillfactor)',
+    'ALTER TABLE end_users RESET (fillfactor)',
+    'ALTER TABLE end_users_last_seen_days RESET (fillfactor)',
+    'ALTER TABLE end_users_last_seen_hours RESET (fillfactor)',
 )
 
 
 def upgrade() -> None:
     if op.get_bind().dialect.name != 'postgresql':
         return
-    for table in TABLES:
-        op.execute(f'ALTER TABLE {table} SET (fillfactor = 70)')
+    for statement in UPGRADE:
+        op.execute(statement)
 
 
 def downgrade() -> None:
     if op.get_bind().dialect.name != 'postgresql':
         return
-    for table in TABLES:
-        op.execute(f'ALTER TABLE {table} RESET (fillfactor)')
+    for statement in DOWNGRADE:
+        op.execute(statement)
