@@ -46,7 +46,7 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def _install_sqlite_hooks(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     # We drive transactions ourselves (the SQLAlchemy recipe for pysqlite and
     # aiosqlite): the driver's own implicit BEGIN is deferred and would make
     # two writers deadlock on the upgrade from shared to reserved lock.
@@ -54,8 +54,8 @@ def _install_sqlite_hooks(engine: AsyncEngine, busy_timeout_ms: int) -> None:
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
         dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
+        # The busy timeout is sqlite3's ``timeout`` (``create_engine``).
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
@@ -72,7 +72,8 @@ def create_engine(settings: Settings) -> AsyncEngine:
     url = settings.database_url
     kwargs: dict[str, Any] = {"echo": settings.echo_sql}
     if is_sqlite(url):
-        # Seconds the driver itself waits on a lock, matching the pragma.
+        # Seconds a statement waits on a lock: sqlite3 sets it as the
+        # connection's busy timeout.
         kwargs["connect_args"] = {"timeout": settings.sqlite_busy_timeout_ms / 1000}
     else:
         kwargs.update(
@@ -99,7 +100,7 @@ def create_engine(settings: Settings) -> AsyncEngine:
         )
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
-        _install_sqlite_hooks(engine, settings.sqlite_busy_timeout_ms)
+        _install_sqlite_hooks(engine)
     return engine
 
 
