@@ -272,6 +272,114 @@ async def test_events_are_deduplicated_by_account_and_event_id(
     assert (globex["total_requests"], globex["total_tokens"]) == (1, 2)
 
 
+async def test_a_repeated_event_counts_its_first_copy_across_batches(
+    db: Database, client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that repeats an event (here in a later batch, changed): the first copy counts."""
+    from meterql import importer
+
+    monkeypatch.setattr(importer, "BATCH", 2)
+    doc = example()
+    doc["usage_events"] = [
+        event("evt-1", "gpt-4o", "2026-11-20T12:00:00Z", 1200, 300),
+        event("evt-2", "gpt-4o", "2026-11-20T12:00:00Z", 10, 10),
+        event("evt-3", "gpt-4o", "2026-11-20T12:00:00Z", 20, 20),
+        event("evt-1", "gpt-4o", "2026-11-21T12:00:00Z", 5, 5, instance="inst-9"),
+        event("evt-1", "gpt-4o", "2026-11-21T12:00:00Z", 7, 7),
+    ]
+    report = await load(db, write(tmp_path, doc))
+    assert (report.events_seen, report.events_accepted, report.events_duplicate) == (5, 3, 2)
+    summary = await get(client, "/v1/metrics/summary?days=7")
+    assert (summary["total_requests"], summary["total_tokens"]) == (3, 1500 + 20 + 40)
+    # The later copies registered nothing either.
+    instances = await get(client, "/v1/metrics/instances?days=30")
+    assert [i["instance_id"] for i in instances["instances"]] == ["inst-1"]
+
+
+async def test_an_event_stored_before_registers_no_instance(
+    db: Database, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    await load(db, write(tmp_path, example()))
+    doc = example()
+    doc["usage_events"] = [
+        event("evt-1", "gpt-4o", "2026-11-20T12:00:00Z", 1200, 300, instance="inst-9"),
+        event("evt-4", "gpt-4o", "2026-11-20T12:00:00Z", 1, 1, instance="inst-8"),
+    ]
+    report = await load(db, write(tmp_path, doc))
+    assert (report.events_accepted, report.events_duplicate) == (1, 1)
+    instances = await get(client, "/v1/metrics/instances?days=30")
+    assert sorted(i["instance_id"] for i in instances["instances"]) == ["inst-1", "inst-8"]
+
+
+# SQLite has one writer: no gateway can store an event while an import runs.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_an_event_a_gateway_stores_during_the_import_counts_once(
+    db: Database, client: httpx.AsyncClient, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A gateway commits one of the file's events after it was staged: it is the gateway's."""
+    from meterql.db import rollups, writes
+    from meterql.db.staging import StagedEvents
+    from meterql.records import UsageEventRecord
+
+    await load(db, write(tmp_path, {**example(), "usage_events": []}))
+    write_stage = StagedEvents._write
+
+    async def gateway_first(stage: StagedEvents) -> None:
+        async with db.write() as session, session.begin():
+            evt_2 = event("evt-2", "gpt-4o-mini", "2026-11-18T09:00:00Z", 2000, 1000,
+                          end_user_id="user-8")
+            del evt_2["account_id"]  # live ingest: the token's account
+            stored = await writes.record_events(
+                session, [UsageEventRecord.model_validate(evt_2)], account_id="acme")
+        assert stored.accepted == 1
+        await write_stage(stage)
+
+    monkeypatch.setattr(StagedEvents, "_write", gateway_first)
+    # Events alone: a file's account sections would hold the account's rows
+    # (upserted) until the import commits, and the gateway would wait for it.
+    report = await load(db, write(tmp_path, {"usage_events": example()["usage_events"]}))
+    assert (report.events_accepted, report.events_duplicate) == (2, 1)
+    assert await get(client, "/v1/billing") == BILLING
+    # The rollups hold each event once: what a recount of the events gives.
+    before = await snapshot(db)
+    async with db.write() as session, session.begin():
+        await rollups.rebuild(session)
+    assert await snapshot(db) == before
+
+
+async def test_an_import_makes_a_fixed_number_of_statements_besides_one_per_batch(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events reach the store in set-based statements: more events add no statements,
+    more batches one each (SQLite's executemany; PostgreSQL's COPY is not a statement)."""
+    from sqlalchemy import event as sa_event
+
+    from meterql import importer
+
+    monkeypatch.setattr(importer, "BATCH", 100)
+    counted: list[str] = []
+
+    def count(*args: Any) -> None:
+        counted.append(args[2])
+
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", count)
+    statements = []
+    for batches in (2, 6):
+        doc = example()
+        doc["usage_events"] = [
+            event(f"b{batches}-{n}", "gpt-4o", "2026-11-20T12:00:00Z", 1, 1,
+                  instance=f"inst-{n % 7}", end_user_id=f"user-{batches}-{n % 13}")
+            for n in range(100 * batches)
+        ]
+        counted.clear()
+        report = await load(db, write(tmp_path, doc))
+        assert report.events_accepted == 100 * batches
+        statements.append(len([s for s in counted if not s.startswith("VACUUM")]))
+    sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
+    per_batch = 1 if db.dialect == "sqlite" else 0
+    assert statements[1] - statements[0] == 4 * per_batch, statements
+
+
 # ---------------------------------------------------------------------------
 # Ordering, upserts, unregistered instances, unpriced models, reported costs
 

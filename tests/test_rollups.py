@@ -350,7 +350,7 @@ def _import_file(path: Path, events: list[UsageEventRecord], batch: int) -> Path
     return path
 
 
-# Instants where computing the hour in SQL could go wrong: before 1970 (where
+# Instants where computing a key could go wrong: before 1970 (where
 # integer division truncates toward zero) a fraction of a second before an
 # hour, the ends of the importable range, and an offset that changes the day.
 EDGE_TIMESTAMPS = (
@@ -364,8 +364,8 @@ EDGE_TIMESTAMPS = (
 async def test_an_import_gives_the_rollups_ingest_gives(
     db: Database, tmp_path: Path, batch: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Whichever way an import adds its events (per batch, or all at the end in SQL on
-    SQLite), the rollups and end-user counts equal what ingest's own code recomputes."""
+    """An import adds its events through a stage, in set-based SQL; the rollups and
+    end-user counts equal what ingest's own code recomputes from the stored events."""
     from meterql import importer
 
     monkeypatch.setattr(importer, "BATCH", batch)

@@ -6,9 +6,10 @@ Two passes over the file, so memory stays flat however many events it holds:
    the small sections (models, tiers, accounts); the events array is skipped
    without Python code per parser event;
 2. *write*: in one transaction, apply models, tiers and accounts, then stream
-   the events through :func:`meterql.db.writes.record_events` in batches,
-   validating (:class:`meterql.records.PlausibleEventRecord`) and counting
-   them as they are parsed.
+   the events into a stage table in batches (:mod:`meterql.db.staging`: COPY on
+   PostgreSQL), validating them (:class:`meterql.records.PlausibleEventRecord`)
+   as they are parsed, and finish with a few set-based statements that insert
+   the new ones and add them to every rollup.
 
 A bad value anywhere raises :class:`ImportFileError` naming its JSON path, and
 the transaction rolls back: nothing is written. Loading a file twice changes
@@ -30,8 +31,9 @@ import ijson
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meterql.db import rollups, writes
+from meterql.db import writes
 from meterql.db.engine import Database
+from meterql.db.staging import StagedEvents
 from meterql.errors import InvalidInput
 from meterql.records import (
     AccountRecord,
@@ -182,36 +184,44 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
             await writes.upsert_tiers(session, scan.tiers)
             for account in scan.accounts:
                 await writes.upsert_account(session, account)
-            accounts = _Accounts(session, {a.account_id for a in scan.accounts})
-            # SQLite: this transaction is the one writer from here to its
-            # commit, so the rollups take the new events in one pass at the end
-            # (see rollups.add_events_after). PostgreSQL adds them per batch.
-            sqlite = session.get_bind().dialect.name == "sqlite"
-            after_id = await writes.last_event_id(session) if sqlite else None
-            events = ijson.items(stream, EVENTS + ".item", use_float=False)
-            while True:
-                start = report.events_seen
-                batch, error = _events(islice(events, BATCH), start)
-                # The error names the first bad value in file order: an
-                # unknown account before the first invalid event comes first.
-                await accounts.require(batch, start)
-                if error is not None:
-                    raise error
-                if not batch:
-                    break
-                report.events_seen += len(batch)
-                await _write_batch(session, batch, report, add_to_rollups=after_id is None)
-                del batch  # before the next batch is built: one batch in memory
-                _collections.collect()
-                if progress:
-                    progress(size + stream.tell())
-            if report.events_accepted and after_id is not None:
-                await rollups.add_events_after(session, after_id)
+            stage = StagedEvents(session)
+            await stage.open()
+            accounts = _Accounts(session, {a.account_id for a in scan.accounts}, stage)
+            try:
+                await _stage_events(stream, stage, accounts, report, progress, size)
+                report.events_accepted, report.events_unpriced = await stage.finish()
+            finally:
+                await stage.settle()
+            report.events_duplicate = report.events_seen - report.events_accepted
             if progress:
                 progress(size + stream.tell())
     if report.events_accepted:
         await writes.tidy_after_load(db.engine)
     return report
+
+
+async def _stage_events(
+    stream: IO[bytes], stage: StagedEvents, accounts: _Accounts, report: ImportReport,
+    progress: Progress | None, size: int,
+) -> None:
+    """Parse, check and stage the file's events, a batch at a time (pass 2 of the file)."""
+    events = ijson.items(stream, EVENTS + ".item", use_float=False)
+    while True:
+        start = report.events_seen
+        batch, error = _events(islice(events, BATCH), start)
+        # The error names the first bad value in file order: an
+        # unknown account before the first invalid event comes first.
+        await accounts.require(batch, start)
+        if error is not None:
+            raise error
+        if not batch:
+            return
+        report.events_seen += len(batch)
+        await stage.add(batch)
+        del batch  # before the next batch is built: one batch in memory
+        _collections.collect()
+        if progress:
+            progress(size + stream.tell())
 
 
 class _Collections:
@@ -294,9 +304,10 @@ _PLAUSIBLE: Callable[[Any], EventRecord] = (
 class _Accounts:
     """Accounts an event may name: those of the file, and those already stored."""
 
-    def __init__(self, session: AsyncSession, known: set[str]) -> None:
+    def __init__(self, session: AsyncSession, known: set[str], stage: StagedEvents) -> None:
         self.session = session
         self.known = known
+        self.stage = stage
         self.missing: set[str] = set()
 
     async def require(self, batch: list[EventRecord], start: int) -> None:
@@ -310,6 +321,7 @@ class _Accounts:
         if account_id in self.known:
             return
         if account_id not in self.missing:
+            await self.stage.flush()  # the session runs one statement at a time
             if await writes.known_accounts(self.session, [account_id]):
                 self.known.add(account_id)
                 return
@@ -330,14 +342,3 @@ async def _check_tiers(session: AsyncSession, scan: _Scan) -> None:
                     f"$.accounts[{a_index}].subscriptions[{s_index}].tier_id",
                     f"unknown tier '{sub.tier_id}'",
                 )
-
-
-async def _write_batch(
-    session: AsyncSession, batch: list[EventRecord], report: ImportReport, *, add_to_rollups: bool
-) -> None:
-    if not batch:
-        return
-    result = await writes.record_events(session, batch, add_to_rollups=add_to_rollups)
-    report.events_accepted += result.accepted
-    report.events_duplicate += result.duplicates
-    report.events_unpriced += result.unpriced

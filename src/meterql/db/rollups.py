@@ -21,21 +21,10 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
-    Column,
-    ColumnElement,
-    Integer,
-    MetaData,
-    String,
     Table,
-    and_,
-    cast,
     delete,
-    func,
-    literal,
-    or_,
     select,
 )
-from sqlalchemy.dialects import sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db.bulk import BulkInsert, by_account
@@ -52,7 +41,6 @@ from meterql.db.tables import (
     UsageModelHour,
     UsageQuarterHour,
 )
-from meterql.db.types import UTCDateTime
 from meterql.money import NANOS_PER_USD
 from meterql.windows import epoch_hour, epoch_quarter
 
@@ -98,6 +86,8 @@ _ROLLUPS = (
     _rollup(UsageModelHour, ("hour", "model"),
             lambda r: (epoch_hour(r["occurred_at"]), r["model"])),
 )
+# Each rollup's statement: columns ``account_id``, its keys, then MEASURES.
+ACCUMULATING = tuple(statement for statement, _ in _ROLLUPS)
 
 
 def _add(sums: dict[tuple[Hashable, ...], Sums], key: tuple[Hashable, ...], row: Row) -> None:
@@ -128,7 +118,7 @@ async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
                 for key in sorted(sums)
             ],
         )
-    await _see_end_users(session, rows)
+    await see_end_users(session, rows)
 
 
 def _keeping_the_latest() -> BulkInsert:
@@ -171,8 +161,13 @@ _CLAIM_NEW_USERS = BulkInsert(
 _USERS = _table(EndUser).c
 
 
-async def _see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
-    """Move each end user's last-seen instant forward, and its day and hour counts with it."""
+async def see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
+    """Move each end user's last-seen instant forward, and its day and hour counts with it.
+
+    ``rows`` are events (or anything with their ``account_id``, ``end_user_id``
+    and ``occurred_at``): a bulk import passes each end user once, with its
+    latest instant.
+    """
     latest: dict[tuple[str, str], datetime] = {}
     for row in rows:
         user = row["end_user_id"]
@@ -262,151 +257,6 @@ async def _last_seen(
         for user, seen in await session.execute(stmt):
             found[(account, user)] = seen
     return found
-
-
-# --- SQLite bulk import: the same sums, added by SQLite itself ----------------------------
-#
-# An import holds SQLite's one write lock from before its first insert to its
-# commit (BEGIN IMMEDIATE), so the events it inserted are exactly those with
-# an id above the largest one stored when it began. Rather than aggregating
-# every batch in Python (most of an import's time), it adds them all at the
-# end with one INSERT ... SELECT ... GROUP BY per table, which gives the same
-# rows as ``add_events``: each event's cost is split into whole dollars and
-# leftover nano-dollars before summing, as there. PostgreSQL keeps
-# ``add_events``: gateways may write while an import runs, and only its row
-# locks keep the end-user counts exact then.
-
-_EVENTS = _table(UsageEvent).c
-_NANOS = literal(NANOS_PER_USD)
-
-
-def _sqlite_epoch_slot(instant: ColumnElement[Any], length: int) -> ColumnElement[int]:
-    """Slots of ``length`` seconds since 1970 of a stored SQLite timestamp, floored."""
-    # The stored text is 'YYYY-MM-DD HH:MM:SS.ffffff'. Its first 19 characters
-    # are the whole second: SQLite's date functions would round the fraction
-    # to milliseconds, and .9999995 s to the next second, even the next hour.
-    # SQL's % truncates toward zero, so the remainder is made positive for
-    # instants before 1970.
-    seconds = cast(func.strftime("%s", func.substr(instant, 1, 19)), Integer)
-    slot = literal(length)
-    return (seconds - (seconds % slot + slot) % slot) // slot
-
-
-def _sqlite_epoch_hour(instant: ColumnElement[Any]) -> ColumnElement[int]:
-    """``windows.epoch_hour`` of a stored SQLite timestamp, floored before 1970 too."""
-    return _sqlite_epoch_slot(instant, 3600)
-
-
-def _sqlite_day(instant: ColumnElement[Any]) -> ColumnElement[Any]:
-    """The UTC day of a stored SQLite timestamp, as SQLite stores a ``Date``."""
-    return func.substr(instant, 1, 10)
-
-
-# Each rollup's key columns as expressions over usage_events.
-_SQL_KEYS: tuple[tuple[BulkInsert, tuple[ColumnElement[Any], ...]], ...] = tuple(
-    (statement, keys)
-    for (statement, _), keys in zip(
-        _ROLLUPS,
-        (
-            (_EVENTS.day,),
-            (_EVENTS.instance_id, _EVENTS.day),
-            (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.instance_id),
-            (_EVENTS.day, _EVENTS.model),
-            (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.instance_id, _EVENTS.model),
-            (_sqlite_epoch_slot(_EVENTS.occurred_at, 900),),
-            (_sqlite_epoch_hour(_EVENTS.occurred_at), _EVENTS.model),
-        ),
-        strict=True,
-    )
-)
-
-# The import's end users with the latest instant it saw each one; a
-# temporary table (this connection only, gone at commit or rollback's end).
-_SEEN = Table(
-    "meterql_import_seen",
-    MetaData(),
-    Column("account_id", String, primary_key=True),
-    Column("end_user_id", String, primary_key=True),
-    Column("last_seen_at", UTCDateTime()),
-    prefixes=["TEMPORARY"],
-)
-
-
-async def add_events_after(session: AsyncSession, after_id: int) -> None:
-    """Add every event with an id above ``after_id`` to every rollup, in SQL (SQLite).
-
-    Only for a transaction that has been SQLite's writer since before the
-    first of those events was inserted: a bulk import.
-    """
-    new = _EVENTS.id > after_id
-    for statement, keys in _SQL_KEYS:
-        sums = (
-            select(
-                _EVENTS.account_id,
-                *keys,
-                func.count(),
-                func.sum(_EVENTS.tokens_in),
-                func.sum(_EVENTS.tokens_out),
-                func.sum(_EVENTS.cost_nanos // _NANOS),
-                func.sum(_EVENTS.cost_nanos % _NANOS),
-            )
-            .where(new)
-            .group_by(_EVENTS.account_id, *keys)
-        )
-        await session.execute(statement.finish(sqlite.insert(statement.table))
-                              .from_select(list(statement.columns), sums))
-    await _see_end_users_after(session, new)
-
-
-async def _see_end_users_after(session: AsyncSession, new: ColumnElement[bool]) -> None:
-    connection = await session.connection()
-    await connection.run_sync(_SEEN.create)
-    seen, users = _SEEN.c, _USERS
-    await session.execute(
-        sqlite.insert(_SEEN).from_select(
-            ["account_id", "end_user_id", "last_seen_at"],
-            select(_EVENTS.account_id, _EVENTS.end_user_id, func.max(_EVENTS.occurred_at))
-            .where(new, _EVENTS.end_user_id.is_not(None), _EVENTS.end_user_id != "")
-            .group_by(_EVENTS.account_id, _EVENTS.end_user_id),
-        )
-    )
-    same_user = and_(users.account_id == seen.account_id, users.end_user_id == seen.end_user_id)
-    moved = seen.last_seen_at > users.last_seen_at
-    for statement, bucket_of in ((_SEEN_DAYS, _sqlite_day), (_SEEN_HOURS, _sqlite_epoch_hour)):
-        bucket = statement.columns[1]
-        # Out of the bucket of the instant stored before, for users seen later now...
-        left = (
-            select(users.account_id, bucket_of(users.last_seen_at).label(bucket), -func.count())
-            .select_from(_SEEN.join(_table(EndUser), same_user))
-            .where(moved)
-            .group_by(users.account_id, bucket)
-        )
-        # ...and into the bucket of the latest instant, for them and new users.
-        entered = (
-            select(seen.account_id, bucket_of(seen.last_seen_at).label(bucket), func.count())
-            .select_from(_SEEN.outerjoin(_table(EndUser), same_user))
-            .where(or_(users.last_seen_at.is_(None), moved))
-            .group_by(seen.account_id, bucket)
-        )
-        for counts in (left, entered):
-            await session.execute(
-                statement.finish(sqlite.insert(statement.table))
-                .from_select(list(statement.columns), counts)
-            )
-        table = statement.table
-        await session.execute(
-            delete(table).where(
-                table.c.users == 0,
-                table.c.account_id.in_(select(seen.account_id).distinct()),
-            )
-        )
-    await session.execute(
-        _LAST_SEEN.finish(sqlite.insert(_table(EndUser))).from_select(
-            ["account_id", "end_user_id", "last_seen_at"],
-            select(seen.account_id, seen.end_user_id, seen.last_seen_at).where(literal(True)),
-        )
-    )
-    await connection.run_sync(_SEEN.drop)
 
 
 # Every table this module keeps from the events (and `rebuild` recomputes).

@@ -272,7 +272,8 @@ def _epoch_seconds(instant: ColumnElement[Any], shape: Shape) -> ColumnElement[i
     if shape.postgresql:
         return cast(func.floor(func.extract("epoch", instant)), BigInteger)
     # SQLite stores 'YYYY-MM-DD HH:MM:SS.ffffff' UTC text; its first 19
-    # characters are the whole second (see rollups._sqlite_epoch_hour).
+    # characters are the whole second. SQLite's date functions would round
+    # the fraction to milliseconds, and .9999995 s up to the next second.
     return cast(func.strftime("%s", func.substr(instant, 1, 19)), BigInteger)
 
 

@@ -205,17 +205,14 @@ async def record_events(
     session: AsyncSession,
     events: Sequence[UsageEventRecord],
     account_id: str | None = None,
-    *,
-    add_to_rollups: bool = True,
 ) -> IngestResult:
     """Write validated events; an event already stored is counted as a duplicate.
 
     Events belong to ``account_id`` (live ingest: the token's account) or,
     without it, each to its own ``account_id`` (import files). Unknown
     instances are registered; the price at this moment is kept with each
-    event, so later price changes never rewrite history. Without
-    ``add_to_rollups`` the caller adds the new events to the rollups itself,
-    before it commits (``rollups.add_events_after``, for an SQLite import).
+    event, so later price changes never rewrite history (a bulk import
+    writes through :mod:`meterql.db.staging` instead, by the same rules).
     """
     if session.get_bind().dialect.name == "postgresql":
         # asyncpg prepares statements; a generic plan chosen while a table
@@ -257,7 +254,7 @@ async def record_events(
     }
     for start in range(0, len(ordered), EVENT_CHUNK):
         total += await _insert_events(
-            session, ordered[start : start + EVENT_CHUNK], prices, add_to_rollups
+            session, ordered[start : start + EVENT_CHUNK], prices
         )
     return total
 
@@ -295,7 +292,6 @@ async def _insert_events(
     session: AsyncSession,
     keyed: Sequence[tuple[tuple[str, str], UsageEventRecord]],
     prices: dict[str, tuple[int, int]],
-    add_to_rollups: bool,
 ) -> IngestResult:
     rows = []
     unpriced_by_key: set[tuple[str, str]] = set()
@@ -336,13 +332,12 @@ async def _insert_events(
         inserted = {(a, e) for a, e in await _EVENTS_UNLESS_STORED.run(session, rows)}
     # Only what this insert wrote reaches the rollups: an event another
     # transaction stored first is a duplicate here, and counted there.
-    if add_to_rollups:
-        await rollups.add_events(
-            session,
-            rows
-            if len(inserted) == len(rows)
-            else [r for r in rows if (r["account_id"], r["event_id"]) in inserted],
-        )
+    await rollups.add_events(
+        session,
+        rows
+        if len(inserted) == len(rows)
+        else [r for r in rows if (r["account_id"], r["event_id"]) in inserted],
+    )
     return IngestResult(
         accepted=len(inserted),
         duplicates=len(keyed) - len(inserted),
@@ -369,11 +364,6 @@ _VACUUM_LOADED_TABLES = tuple(
         "VACUUM (ANALYZE) instances",
     )
 )
-
-
-async def last_event_id(session: AsyncSession) -> int:
-    """The largest event id stored (0 for none)."""
-    return (await session.scalar(select(func.max(UsageEvent.id)))) or 0
 
 
 async def tidy_after_load(engine: AsyncEngine) -> None:
