@@ -127,6 +127,34 @@ def test_rollups_rebuild_counts_every_event(
     assert before["total_requests"] > 0
 
 
+def test_retention_apply_needs_a_retention_and_says_what_it_let_go(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert run(capsys, "load", str(write(tmp_path, example())))[0] == 0
+    code, out, err = run(capsys, "retention", "apply")
+    assert (code, out) == (2, "")
+    assert "kept forever; set METERQL_RAW_EVENT_RETENTION_DAYS" in err
+    monkeypatch.setenv("METERQL_RAW_EVENT_RETENTION_DAYS", "400")
+    code, out, err = run(capsys, "retention", "apply")
+    assert (code, err) == (0, "")
+    gone = "0 months dropped" if env.startswith("postgresql") else "0 events deleted"
+    assert re.fullmatch(r"raw events before \d{4}-\d{2}-01T00:00:00Z let go \(400 days kept\): "
+                        + gone + "; the rollups keep their sums\n", out), out
+
+
+def test_load_refuses_events_older_than_the_retention(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The example's events are of November 2026; a day's retention is long past them.
+    monkeypatch.setenv("METERQL_RAW_EVENT_RETENTION_DAYS", "1")
+    code, out, err = run(capsys, "load", str(write(tmp_path, example())))
+    assert (code, out) == (1, "")
+    assert err.startswith("meterql load: $.usage_events[0].timestamp: timestamp is before the "
+                          "retention horizon "), err
+
+
 def test_schema_prints_the_sdl(capsys: pytest.CaptureFixture[str]) -> None:
     code, out, err = run(capsys, "schema")
     assert (code, err) == (0, "")

@@ -71,4 +71,6 @@ async def test_rollups_leave_room_for_their_updates(db: Database) -> None:
             "SELECT relname, reloptions FROM pg_class WHERE relkind = 'r'"))).all())
     for table in rollups.DERIVED_TABLES:
         assert options[table.name] == ["fillfactor=70"], table.name
-    assert options["usage_events"] is None  # appended to, never updated
+    # Appended to, never updated: the events' months and their keys.
+    assert options["event_keys"] is None
+    assert all(options[name] is None for name in options if name.startswith("usage_events_"))

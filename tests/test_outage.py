@@ -60,8 +60,8 @@ async def outage_client(cluster: Cluster) -> AsyncIterator[httpx.AsyncClient]:
     await upgrade(db.engine)
     async with db.write() as session, session.begin():
         await session.execute(__import__("sqlalchemy").text(
-            "TRUNCATE usage_events, instances, subscriptions, webhost_nodes, api_tokens, "
-            "accounts, models, tiers CASCADE"))
+            "TRUNCATE usage_events, event_keys, instances, subscriptions, webhost_nodes, "
+            "api_tokens, accounts, models, tiers CASCADE"))
     await seed(db)
     app = create_app(settings, database=db, clock=lambda: NOW)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),

@@ -1,4 +1,4 @@
-"""The ``meterql`` command: serve | load | token | schema | migrate | rollups."""
+"""The ``meterql`` command: serve | load | token | schema | migrate | retention | rollups."""
 
 from __future__ import annotations
 
@@ -10,11 +10,12 @@ import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TypeVar
 
 from meterql.config import Settings
-from meterql.db.engine import Database, is_unavailable
+from meterql.db.engine import Database, is_sqlite, is_unavailable
 from meterql.db.migrate import upgrade
 from meterql.errors import DatabaseUnavailable, MeterqlError
 
@@ -65,6 +66,31 @@ def cmd_rollups_rebuild(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def cmd_retention_apply(args: argparse.Namespace, settings: Settings) -> int:
+    from meterql import retention
+
+    days = settings.raw_event_retention_days
+    if days is None:
+        print("meterql retention apply: raw events are kept forever; set "
+              "METERQL_RAW_EVENT_RETENTION_DAYS to let old months go", file=sys.stderr)
+        return 2
+
+    async def work(db: Database) -> retention.Applied:
+        return await retention.apply(db, days, datetime.now(UTC))
+
+    applied = _with_database(settings, work)
+    before = applied.before.isoformat().replace("+00:00", "Z")
+    gone = (f"{applied.months} months dropped" if db_is_postgresql(settings)
+            else f"{applied.events} events deleted")
+    print(f"raw events before {before} let go ({days} days kept): {gone}; "
+          "the rollups keep their sums")
+    return 0
+
+
+def db_is_postgresql(settings: Settings) -> bool:
+    return not is_sqlite(settings.database_url)
+
+
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:
     from meterql.schema import build_schema
 
@@ -80,16 +106,21 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         print(f"meterql load: no such file: {path}", file=sys.stderr)
         return 2
 
+    from meterql.retention import horizon
+
+    oldest = horizon(settings.raw_event_retention_days, datetime.now(UTC))
+
     async def work(db: Database) -> ImportReport:
         if not sys.stderr.isatty():
-            return await load(db, path)
+            return await load(db, path, horizon=oldest)
         from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
 
         columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
         with Progress(*columns, transient=True) as bar:
             # Two passes over the file: checking it, then writing it.
             task = bar.add_task("loading", total=2 * path.stat().st_size)
-            return await load(db, path, progress=lambda done: bar.update(task, completed=done))
+            return await load(db, path, progress=lambda done: bar.update(task, completed=done),
+                              horizon=oldest)
 
     report = _with_database(settings, work)
     print(
@@ -242,6 +273,15 @@ def parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="bring the database schema up to date")
     migrate.set_defaults(run=cmd_migrate)
+
+    retention = commands.add_parser(
+        "retention", help="raw-event retention (METERQL_RAW_EVENT_RETENTION_DAYS)"
+    )
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
+    apply = retention_commands.add_parser(
+        "apply", help="let go of the whole months of raw events past the horizon"
+    )
+    apply.set_defaults(run=cmd_retention_apply)
 
     rollups = commands.add_parser("rollups", help="maintain the usage rollups")
     rollups_commands = rollups.add_subparsers(dest="rollups_command", required=True)

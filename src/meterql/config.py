@@ -47,6 +47,10 @@ class Settings(BaseSettings):
     # to the queue timeout, then answer 503.
     db_concurrent_writes: int | None = Field(default=None, ge=1)
     db_write_queue_timeout_s: float = Field(default=10.0, gt=0)
+    # Raw events are kept this many days (None: forever); `meterql retention
+    # apply` lets older whole months go, and older events are refused. The
+    # rollups keep every sum (meterql.retention).
+    raw_event_retention_days: int | None = Field(default=None, ge=1)
     # Echo SQL to the log (debugging only).
     echo_sql: bool = False
 

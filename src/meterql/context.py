@@ -7,7 +7,7 @@ from datetime import datetime
 
 import strawberry
 
-from meterql import buckets
+from meterql import buckets, retention
 from meterql.auth import authenticate, require_scope
 from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.budget import PointBudget
@@ -70,6 +70,11 @@ class Context:
     series_selected: dict[tuple[object, ...], bool] = field(
         init=False, repr=False, compare=False
     )
+
+    @property
+    def event_horizon(self) -> datetime | None:
+        """The oldest instant an event may have to be accepted (raw-event retention)."""
+        return retention.horizon(self.settings.raw_event_retention_days, self.now)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "loaders", Loaders(self))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import gc
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from itertools import dropwhile, islice
 from operator import ne
@@ -41,6 +42,7 @@ from meterql.records import (
     ModelRecord,
     PlausibleEventRecord,
     TierRecord,
+    before_the_horizon,
     first_error,
     json_path,
 )
@@ -167,8 +169,13 @@ def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator
             yield value
 
 
-async def load(db: Database, path: Path, progress: Progress | None = None) -> ImportReport:
-    """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad."""
+async def load(
+    db: Database, path: Path, progress: Progress | None = None, horizon: datetime | None = None
+) -> ImportReport:
+    """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad.
+
+    An event before ``horizon`` (raw-event retention, ``meterql.retention``) is bad.
+    """
     size = path.stat().st_size
     with _collections, path.open("rb") as stream:
         scan = _scan(stream, progress)
@@ -184,11 +191,11 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
             await writes.upsert_tiers(session, scan.tiers)
             for account in scan.accounts:
                 await writes.upsert_account(session, account)
-            stage = StagedEvents(session)
+            stage = StagedEvents(session, db.engine)
             await stage.open()
             accounts = _Accounts(session, {a.account_id for a in scan.accounts}, stage)
             try:
-                await _stage_events(stream, stage, accounts, report, progress, size)
+                await _stage_events(stream, stage, accounts, report, progress, size, horizon)
                 report.events_accepted, report.events_unpriced = await stage.finish()
             finally:
                 await stage.settle()
@@ -202,13 +209,15 @@ async def load(db: Database, path: Path, progress: Progress | None = None) -> Im
 
 async def _stage_events(
     stream: IO[bytes], stage: StagedEvents, accounts: _Accounts, report: ImportReport,
-    progress: Progress | None, size: int,
+    progress: Progress | None, size: int, horizon: datetime | None,
 ) -> None:
     """Parse, check and stage the file's events, a batch at a time (pass 2 of the file)."""
     events = ijson.items(stream, EVENTS + ".item", use_float=False)
     while True:
         start = report.events_seen
         batch, error = _events(islice(events, BATCH), start)
+        if horizon is not None:
+            batch, error = _within(horizon, batch, start, error)
         # The error names the first bad value in file order: an
         # unknown account before the first invalid event comes first.
         await accounts.require(batch, start)
@@ -290,6 +299,17 @@ def _events(items: Iterator[Any], start: int) -> tuple[list[EventRecord], Import
                 append(_validate(EventRecord, item, f"$.{EVENTS}[{start + len(batch)}]"))
             except ImportFileError as error:
                 return batch, error
+
+
+def _within(
+    horizon: datetime, batch: list[EventRecord], start: int, error: ImportFileError | None
+) -> tuple[list[EventRecord], ImportFileError | None]:
+    """The events up to the first one older than ``horizon``, and that one's error if any."""
+    for index, event in enumerate(batch):
+        if event.timestamp < horizon:
+            path = f"$.{EVENTS}[{start + index}].timestamp"
+            return batch[:index], ImportFileError(path, before_the_horizon(horizon))
+    return batch, error
 
 
 class _NotPlausible(Exception):

@@ -21,17 +21,18 @@ _BATCH: TypeAdapter[list[UsageEventRecord]] = TypeAdapter(list[UsageEventRecord]
 
 
 def validate_batch(
-    items: object, now: datetime, loc: Sequence[str | int]
+    items: object, now: datetime, loc: Sequence[str | int], horizon: datetime | None = None
 ) -> list[UsageEventRecord]:
     """Validate a whole batch; ``loc`` roots error locations (``body`` or ``events``).
 
     Raises :class:`PayloadTooLarge` beyond :data:`MAX_EVENTS` events and
-    :class:`InvalidInput` with pydantic's entries for every bad value.
+    :class:`InvalidInput` with pydantic's entries for every bad value; an
+    event before ``horizon`` (raw-event retention) is one.
     """
     if isinstance(items, list) and len(items) > MAX_EVENTS:
         raise PayloadTooLarge(f"At most {MAX_EVENTS} events per request")
     try:
-        return _BATCH.validate_python(items, context={"now": now})
+        return _BATCH.validate_python(items, context={"now": now, "horizon": horizon})
     except ValidationError as error:
         raise invalid_input(error, loc) from None
 

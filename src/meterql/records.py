@@ -166,10 +166,23 @@ def _representable_and_not_in_the_future(value: datetime, info: ValidationInfo) 
         value.astimezone(UTC)
     except OverflowError:
         raise ValueError("timestamp is out of range") from None
-    now = (info.context or {}).get("now")
+    context = info.context or {}
+    now = context.get("now")
     if now is not None and value > now + MAX_FUTURE_SKEW:
         raise ValueError("timestamp is more than 5 minutes in the future")
+    horizon = context.get("horizon")
+    if horizon is not None and value < horizon:
+        raise ValueError(before_the_horizon(horizon))
     return value
+
+
+def before_the_horizon(horizon: datetime) -> str:
+    """Why an event older than the retention horizon is refused."""
+    return (
+        "timestamp is before the retention horizon "
+        f"{horizon.astimezone(UTC).isoformat().replace('+00:00', 'Z')}: raw events are kept "
+        "METERQL_RAW_EVENT_RETENTION_DAYS days"
+    )
 
 
 def _written_as_text(value: object) -> object:
@@ -199,7 +212,8 @@ class UsageEventRecord(Record):
     """A usage event as an instance reports it; the account comes from the token.
 
     Validated with ``context={"now": <aware datetime>}`` it also refuses
-    timestamps more than :data:`MAX_FUTURE_SKEW` ahead of that instant.
+    timestamps more than :data:`MAX_FUTURE_SKEW` ahead of that instant, and
+    with ``"horizon"`` those before it (``meterql.retention``).
     """
 
     event_id: Id

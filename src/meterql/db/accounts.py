@@ -18,6 +18,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from meterql.db.reads import Reader
 from meterql.db.tables import Account, ApiToken, Subscription, Tier, WebhostNode
@@ -168,3 +169,18 @@ async def grant_for_hash(reader: Reader, token_hash: str) -> TokenGrant | None:
 async def account_state(reader: Reader, account_id: str) -> AccountState:
     """The live subscriptions and hosting of an account (empty for an unknown one)."""
     return _state(await reader.fetch(_STATE, {"account": account_id}))
+
+
+async def earliest_live_period_start(engine: AsyncEngine) -> datetime | None:
+    """The start of the oldest billing period a live subscription is in now, if any.
+
+    Raw-event retention keeps the events from there on: a billing answer
+    counts its period's end users and its edge minutes from them.
+    """
+    async with engine.connect() as connection:
+        start: datetime | None = await connection.scalar(
+            select(func.min(SUBSCRIPTIONS.current_period_start)).where(
+                is_live(SUBSCRIPTIONS.status)
+            )
+        )
+    return start

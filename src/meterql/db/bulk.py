@@ -43,7 +43,7 @@ class BulkInsert:
         self.columns = tuple(columns)
         self.returning = tuple(returning)
         self.finish = finish
-        self._sqlite: tuple[str, tuple[Processor, ...]] | None = None
+        self._sqlite: tuple[str, tuple[str, ...], tuple[Processor, ...]] | None = None
         self._postgresql: Insert | None = None
 
     async def run(self, session: AsyncSession, rows: Sequence[Row]) -> list[tuple[Any, ...]]:
@@ -57,10 +57,10 @@ class BulkInsert:
             return [tuple(r) for r in result] if self.returning else []
         if self.returning:
             raise NotImplementedError("RETURNING is only offered on PostgreSQL")
-        sql, processors = self._sqlite_statement(connection.dialect)
+        sql, order, processors = self._sqlite_statement(connection.dialect)
         parameters = []
         for row in rows:
-            values = [row[name] for name in self.columns]
+            values = [row[name] for name in order]
             for position, process in enumerate(processors):
                 if process is not None:
                     values[position] = process(values[position])
@@ -68,19 +68,23 @@ class BulkInsert:
         await connection.exec_driver_sql(sql, parameters)
         return []
 
-    def _sqlite_statement(self, dialect: Dialect) -> tuple[str, tuple[Processor, ...]]:
+    def _sqlite_statement(
+        self, dialect: Dialect
+    ) -> tuple[str, tuple[str, ...], tuple[Processor, ...]]:
         if self._sqlite is None:
             stmt = self.finish(sqlite.insert(self.table))
             compiled = stmt.compile(
                 dialect=dialect, column_keys=list(self.columns), for_executemany=True
             )
-            # qmark parameters come in the order the SQL names them.
-            if list(compiled.positiontup or []) != list(self.columns):
-                raise ValueError(f"unexpected parameter order in {compiled}")
+            # qmark parameters come in the order the SQL names them (the
+            # table's column order).
+            order = tuple(compiled.positiontup or ())
+            if sorted(order) != sorted(self.columns):
+                raise ValueError(f"unexpected parameters in {compiled}")
             processors = tuple(
-                self.table.c[name].type._cached_bind_processor(dialect) for name in self.columns
+                self.table.c[name].type._cached_bind_processor(dialect) for name in order
             )
-            self._sqlite = (str(compiled), processors)
+            self._sqlite = (str(compiled), order, processors)
         return self._sqlite
 
     def _postgresql_statement(self) -> Insert:

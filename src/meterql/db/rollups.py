@@ -24,6 +24,7 @@ from sqlalchemy import (
     Table,
     delete,
     select,
+    tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -275,27 +276,30 @@ async def rebuild(session: AsyncSession) -> int:
     For operators: after events reached ``usage_events`` without their sums
     (a gateway still running code from before the rollups while the schema
     moved on, say), this makes the rollups exact again. It goes through the
-    same ``add_events`` as ingest, in chunks paged by event id, in the
+    same ``add_events`` as ingest, in chunks paged by the events' key, in the
     caller's transaction: readers see the old sums until it commits.
     """
     for table in DERIVED_TABLES:
         await session.execute(delete(table))
     events = _table(UsageEvent).c
+    key = (events.account_id, events.occurred_at, events.event_id)
     columns = [events[name] for name in _EVENT_FIELDS]
-    last_id, count = None, 0
+    last: tuple[Any, ...] | None = None
+    count = 0
     while True:
-        page = select(events.id, *columns).order_by(events.id).limit(REBUILD_CHUNK)
-        if last_id is not None:
-            page = page.where(events.id > last_id)
+        page = select(*columns).order_by(*key).limit(REBUILD_CHUNK)
+        if last is not None:
+            page = page.where(tuple_(*key) > tuple_(*last))
         rows = (await session.execute(page)).mappings().all()
         if not rows:
             return count
         await add_events(session, [dict(row) for row in rows])
-        last_id, count = rows[-1]["id"], count + len(rows)
+        last = tuple(rows[-1][column.name] for column in key)
+        count += len(rows)
 
 
 # What add_events reads of an event row.
 _EVENT_FIELDS = (
-    "account_id", "instance_id", "model", "occurred_at", "day", "tokens_in", "tokens_out",
-    "cost_nanos", "end_user_id",
+    "account_id", "event_id", "instance_id", "model", "occurred_at", "day", "tokens_in",
+    "tokens_out", "cost_nanos", "end_user_id",
 )

@@ -55,10 +55,10 @@ from sqlalchemy import (
     true,
 )
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from meterql.db import rollups
-from meterql.db.tables import Instance, ModelPrice, UsageEvent
+from meterql.db import partitions, rollups
+from meterql.db.tables import EventKey, Instance, ModelPrice, UsageEvent
 from meterql.db.types import UTCDateTime, sqlite_instant
 from meterql.money import NANOS_PER_USD, event_cost_nanos, usd_to_nanos
 from meterql.records import EventRecord
@@ -102,6 +102,7 @@ _SEEN = Table(
     postgresql_on_commit="DROP",
 )
 _EVENTS: Table = UsageEvent.__table__  # type: ignore[assignment]
+_KEYS: Table = EventKey.__table__  # type: ignore[assignment]
 _INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
 _EVENT_COLUMNS = (
     "account_id", "event_id", "instance_id", "model", "occurred_at", "day", "tokens_in",
@@ -118,8 +119,9 @@ _POSTGRESQL_SETTINGS = {"work_mem": "256MB", "jit": "off"}
 class StagedEvents:
     """One import's stage: :meth:`open`, :meth:`add` batches, then :meth:`finish` once."""
 
-    def __init__(self, session: AsyncSession) -> None:
+    def __init__(self, session: AsyncSession, engine: AsyncEngine) -> None:
         self.session = session
+        self.engine = engine  # for what must not wait for the import's commit
         self.postgresql = session.get_bind().dialect.name == "postgresql"
         self.prices: dict[str, tuple[int, int]] = {}
         self.staged = 0  # events staged so far (the next one's seq)
@@ -213,8 +215,12 @@ class StagedEvents:
         if not self.postgresql:
             await session.execute(_DROP_STORED)
         await session.execute(self._register_instances)
-        await session.execute(self._keep_written if self.postgresql else self._insert_events)
+        await session.execute(self._keep_written if self.postgresql else self._insert_keys)
         self.accepted = await session.scalar(_COUNT) or 0
+        if self.accepted and self.postgresql:
+            months = (await session.scalars(_MONTHS)).all()
+            await self._make_months(months)
+        await session.execute(self._insert_events)
         if not self.accepted:
             return
         if self._unpriced_staged:
@@ -271,14 +277,30 @@ class StagedEvents:
         return self._insert(_INSTANCES, _REGISTER_INSTANCES,
                             on_conflict=("account_id", "instance_id"))
 
+    async def _make_months(self, months: Sequence[datetime]) -> None:
+        """The months the events fall in, made in a transaction of their own.
+
+        Made inside the import's, a new month would keep every other writer
+        that needs one waiting (for the lock that lets one creator at a time)
+        until the import ends. An import that fails leaves its months empty.
+        """
+        async with self.engine.begin() as connection:
+            await connection.execute(partitions.ENSURE, {"months": list(months)})
+
+    @cached_property
+    def _insert_keys(self) -> Any:
+        return self._insert(_KEYS, _NEW_KEYS, on_conflict=("account_id", "event_id"))
+
     @cached_property
     def _insert_events(self) -> Any:
-        return self._insert(_EVENTS, _NEW_EVENTS, on_conflict=("account_id", "event_id"))
+        return self._dialect_insert(_EVENTS).from_select(
+            list(_EVENT_COLUMNS), _NEW_EVENTS
+        )
 
     @cached_property
     def _keep_written(self) -> Any:
-        """PostgreSQL: insert the stage's events; those not written leave the stage."""
-        written = self._insert_events.returning(_E.account_id, _E.event_id).cte("written")
+        """PostgreSQL: claim the stage's keys; the events whose key was not ours leave."""
+        written = self._insert_keys.returning(_K.account_id, _K.event_id).cte("written")
         return delete(_STAGE).where(
             ~exists().where(written.c.account_id == _S.account_id,
                             written.c.event_id == _S.event_id)
@@ -349,10 +371,10 @@ _DROP_REPEATS = delete(_STAGE).where(
 _COUNT = select(func.count()).select_from(_STAGE)
 # A fixed statement, written out: ANALYZE has no SQLAlchemy construct.
 _ANALYZE_STAGE = text("ANALYZE meterql_import_stage")
-# Events stored before are duplicates and change nothing.
-_E = _EVENTS.c
+# Events stored before (their keys are) are duplicates and change nothing.
+_K = _KEYS.c
 _DROP_STORED = delete(_STAGE).where(
-    exists().where(_E.account_id == _S.account_id, _E.event_id == _S.event_id)
+    exists().where(_K.account_id == _S.account_id, _K.event_id == _S.event_id)
 )
 # The unknown instances of events not stored (a duplicate registers nothing),
 # then the events, in key order.
@@ -362,15 +384,16 @@ _REGISTER_INSTANCES = (
            literal("unknown").label("status"))
     .where(
         ~exists().where(_I.account_id == _S.account_id, _I.instance_id == _S.instance_id),
-        ~exists().where(_E.account_id == _S.account_id, _E.event_id == _S.event_id),
+        ~exists().where(_K.account_id == _S.account_id, _K.event_id == _S.event_id),
     )
     .distinct()
     .order_by(_S.account_id, _S.instance_id)
 )
-_NEW_EVENTS = (
-    select(*(_S[name] for name in _EVENT_COLUMNS))
-    .where(true())
-    .order_by(_S.account_id, _S.event_id)
+_NEW_KEYS = select(_S.account_id, _S.event_id).where(true()).order_by(_S.account_id, _S.event_id)
+_NEW_EVENTS = select(*(_S[name] for name in _EVENT_COLUMNS)).order_by(
+    _S.account_id, _S.occurred_at, _S.event_id
 )
+# The UTC months of the stage's events (PostgreSQL).
+_MONTHS = select(func.meterql_event_month(_S.occurred_at)).distinct()
 
 __all__ = ["StagedEvents"]

@@ -13,11 +13,9 @@ from sqlalchemy import (
     BigInteger,
     Date,
     ForeignKey,
-    ForeignKeyConstraint,
     Index,
     MetaData,
     String,
-    UniqueConstraint,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -102,11 +100,11 @@ class Subscription(Base):
     """An account on a tier; one row per (account, tier), renewed in place."""
 
     __tablename__ = "subscriptions"
-    __table_args__ = (UniqueConstraint("account_id", "tier_id"),)
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
-    tier_id: Mapped[str] = mapped_column(ForeignKey("tiers.tier_id"))
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account_id"), primary_key=True
+    )
+    tier_id: Mapped[str] = mapped_column(ForeignKey("tiers.tier_id"), primary_key=True)
     status: Mapped[str] = mapped_column(String(20))
     current_period_start: Mapped[datetime] = mapped_column(UTCDateTime())
     current_period_end: Mapped[datetime] = mapped_column(UTCDateTime())
@@ -123,30 +121,48 @@ class WebhostNode(Base):
     hosted_sites: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
+# Stored in key order on SQLite (no rowid beside the key).
+_KEYED = {"sqlite_with_rowid": False}
+# Partitioned by month on PostgreSQL: see db/partitions.py.
+_MONTHLY = {"postgresql_partition_by": "RANGE (occurred_at)", "sqlite_with_rowid": False}
+
+
+class EventKey(Base):
+    """The idempotency key of every event ever accepted: ``(account_id, event_id)``, forever.
+
+    Kept apart from the events themselves: on PostgreSQL ``usage_events`` is
+    partitioned by month, and a unique index there must include the month;
+    and raw events past the retention horizon are dropped, while the rollups
+    keep their sums and this table their keys.
+    """
+
+    __tablename__ = "event_keys"
+    __table_args__ = _KEYED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID, primary_key=True)
+
+
 class UsageEvent(Base):
-    """One model request. ``(account_id, event_id)`` is the idempotency key, forever.
+    """One model request, kept as it was accepted (its key is in ``event_keys``).
 
     ``day`` is the UTC date of ``occurred_at``, written at ingest so that daily
-    grouping is a plain column on every backend.
+    grouping is a plain column on every backend. The key leads with the
+    account, then the instant: reads take an account's events by time (at
+    the ends of a billing period, for past periods' end users). On PostgreSQL
+    the table is partitioned by month of ``occurred_at`` (``db/partitions.py``).
+    No foreign keys: every write registers the instances it names first, and
+    PostgreSQL's per-row checks of two keys were most of a bulk import's time.
     """
 
     __tablename__ = "usage_events"
-    __table_args__ = (
-        UniqueConstraint("account_id", "event_id"),
-        ForeignKeyConstraint(
-            ["account_id", "instance_id"], ["instances.account_id", "instances.instance_id"]
-        ),
-        # Reads sum rollups; events are read by time only, at the ends of a
-        # billing period and for past periods' end users.
-        Index("ix_usage_events_account_occurred", "account_id", "occurred_at"),
-    )
+    __table_args__ = _MONTHLY
 
-    id: Mapped[int] = mapped_column(BigIntPK, primary_key=True, autoincrement=True)
-    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.account_id"))
-    event_id: Mapped[str] = mapped_column(ID)
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    event_id: Mapped[str] = mapped_column(ID, primary_key=True)
     instance_id: Mapped[str] = mapped_column(ID)
     model: Mapped[str] = mapped_column(ID)
-    occurred_at: Mapped[datetime] = mapped_column(UTCDateTime())
     day: Mapped[date] = mapped_column(Date)
     tokens_in: Mapped[int] = mapped_column(BigInteger)
     tokens_out: Mapped[int] = mapped_column(BigInteger)

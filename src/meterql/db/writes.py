@@ -17,12 +17,13 @@ from typing import Any
 from sqlalchemy import Table, func, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from meterql.db import rollups
+from meterql.db import partitions, rollups
 from meterql.db.bulk import BulkInsert, by_account
 from meterql.db.dialect import insert
 from meterql.db.tables import (
     Account,
     ApiToken,
+    EventKey,
     Instance,
     ModelPrice,
     Subscription,
@@ -230,6 +231,10 @@ async def record_events(
         keyed.setdefault((owner, event.event_id), event)
     if not keyed:
         return EMPTY_RESULT
+    # The months these events fall in exist before anything is locked.
+    await partitions.ensure_months(
+        session, (e.timestamp.astimezone(UTC) for e in keyed.values())
+    )
     known = await _stored_keys(session, list(keyed))
     # A duplicate changes nothing at all: it registers no instance either.
     # Rows are written in key order, instances before events: two batches
@@ -266,8 +271,8 @@ async def _stored_keys(
     found: set[tuple[str, str]] = set()
     for account, event_ids in by_account(keys, EVENT_CHUNK):
         rows = await session.scalars(
-            select(UsageEvent.event_id).where(
-                UsageEvent.account_id == account, UsageEvent.event_id.in_(event_ids)
+            select(EventKey.event_id).where(
+                EventKey.account_id == account, EventKey.event_id.in_(event_ids)
             )
         )
         found.update((account, event) for event in rows)
@@ -280,11 +285,14 @@ _EVENT_COLUMNS = (
 )
 _EVENTS_TABLE: Table = UsageEvent.__table__  # type: ignore[assignment]
 _NEW_EVENTS = BulkInsert(_EVENTS_TABLE, _EVENT_COLUMNS)
-_EVENTS_UNLESS_STORED = BulkInsert(
-    _EVENTS_TABLE,
-    _EVENT_COLUMNS,
-    lambda stmt: stmt.on_conflict_do_nothing(index_elements=["account_id", "event_id"]),
-    returning=("account_id", "event_id"),
+_KEYS_TABLE: Table = EventKey.__table__  # type: ignore[assignment]
+_KEY_COLUMNS = ("account_id", "event_id")
+_NEW_KEYS = BulkInsert(_KEYS_TABLE, _KEY_COLUMNS)
+_KEYS_UNLESS_STORED = BulkInsert(
+    _KEYS_TABLE,
+    _KEY_COLUMNS,
+    lambda stmt: stmt.on_conflict_do_nothing(index_elements=list(_KEY_COLUMNS)),
+    returning=_KEY_COLUMNS,
 )
 
 
@@ -324,20 +332,20 @@ async def _insert_events(
         # (BEGIN IMMEDIATE): every key not found stored a moment ago is new,
         # so a plain INSERT writes them all, and a conflict would be a bug
         # that fails the batch rather than a duplicate to skip quietly.
-        await _NEW_EVENTS.run(session, rows)
+        await _NEW_KEYS.run(session, rows)
         inserted = {(row["account_id"], row["event_id"]) for row in rows}
     else:
         # Another gateway may store the same event between our lookup and
-        # this insert: ON CONFLICT skips it, and RETURNING says what was ours.
-        inserted = {(a, e) for a, e in await _EVENTS_UNLESS_STORED.run(session, rows)}
+        # this insert: ON CONFLICT skips its key, and RETURNING says what
+        # was ours. Only our events are written.
+        inserted = {(a, e) for a, e in await _KEYS_UNLESS_STORED.run(session, rows)}
+    mine = rows if len(inserted) == len(rows) else [
+        r for r in rows if (r["account_id"], r["event_id"]) in inserted
+    ]
+    await _NEW_EVENTS.run(session, mine)
     # Only what this insert wrote reaches the rollups: an event another
     # transaction stored first is a duplicate here, and counted there.
-    await rollups.add_events(
-        session,
-        rows
-        if len(inserted) == len(rows)
-        else [r for r in rows if (r["account_id"], r["event_id"]) in inserted],
-    )
+    await rollups.add_events(session, mine)
     return IngestResult(
         accepted=len(inserted),
         duplicates=len(keyed) - len(inserted),
@@ -351,6 +359,7 @@ _VACUUM_LOADED_TABLES = tuple(
     text(statement)
     for statement in (
         "VACUUM (ANALYZE) usage_events",
+        "VACUUM (ANALYZE) event_keys",
         "VACUUM (ANALYZE) usage_days",
         "VACUUM (ANALYZE) usage_instance_days",
         "VACUUM (ANALYZE) usage_model_days",

@@ -35,7 +35,8 @@ async def record_usage(
     context.require("ingest")
     return await _counted(
         context,
-        lambda: validate_batch([vars(event) for event in events], context.now, ("events",)),
+        lambda: validate_batch([vars(event) for event in events], context.now, ("events",),
+                               context.event_horizon),
     )
 
 
@@ -55,7 +56,7 @@ def raw_resolver(python_names: Mapping[str, str]) -> Any:
                 checked: list[UsageEventRecord] = events.value
                 return checked
             items = [{python_names[key]: value for key, value in event.items()} for event in events]
-            return validate_batch(items, context.now, ("events",))
+            return validate_batch(items, context.now, ("events",), context.event_horizon)
 
         return await _counted(context, records)
 

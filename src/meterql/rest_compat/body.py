@@ -21,12 +21,13 @@ class JsonBody:
     """A JSON body that becomes one GraphQL variable.
 
     ``coerce`` validates the decoded document (raising ``InvalidInput`` with
-    ``loc`` rooted at ``"body"``) and returns the variable's value.
+    ``loc`` rooted at ``"body"``) against the request's instant and the
+    oldest instant an event may have (if any), and returns the variable's value.
     """
 
     variable: str
     max_bytes: int
-    coerce: Callable[[Any, datetime], Any]
+    coerce: Callable[[Any, datetime, datetime | None], Any]
 
 
 # How much of a refused body is read and thrown away so that the client, once

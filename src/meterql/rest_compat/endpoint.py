@@ -118,7 +118,7 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
                     raw = await read_body(request, route.body.max_bytes,
                                           services.settings.body_timeout_s)
                     variables[route.body.variable] = route.body.coerce(
-                        decode_json(raw), context.now)
+                        decode_json(raw), context.now, context.event_horizon)
                 except MeterqlError as error:
                     # Refused before the resolver, which counts every later
                     # outcome: the one place a REST batch's refusal is seen.

@@ -41,10 +41,10 @@ class CompatRoute:
     media_type: str = "application/json"
 
 
-def _events(document: Any, now: datetime) -> Prevalidated:
+def _events(document: Any, now: datetime, horizon: datetime | None) -> Prevalidated:
     # Validated here, with FastAPI's ``body`` locations, and not again: the
     # executor hands the records to the resolver as they are.
-    return Prevalidated(validate_batch(document, now, ("body",)))
+    return Prevalidated(validate_batch(document, now, ("body",), horizon))
 
 
 # Query-string values are GraphQL's enum values in lower case (as REST
