@@ -72,6 +72,7 @@ def measure_imports(
             workdir = Path(tmp)
             print(f"[{backend} {events:,}] generating the tenant", flush=True)
             tenant = write_tenant(workdir / "tenant.json", events, args.seed, datetime.now(UTC))
+            file_mib = tenant.path.stat().st_size / 2**20
             with database(backend, args.pg_url, workdir) as (url, _naive):
                 env = {**os.environ, "METERQL_DATABASE_URL": url}
                 print(f"[{backend} {events:,}] meterql load", flush=True)
@@ -79,8 +80,7 @@ def measure_imports(
         total = events + SMALL_EVENTS
         runs.append({"events": total, "seconds": imported["seconds"],
                      "events_per_s": total / imported["seconds"],
-                     "peak_rss_mib": imported["peak_rss_mib"],
-                     "file_mib": tenant.path.stat().st_size / 2**20})
+                     "peak_rss_mib": imported["peak_rss_mib"], "file_mib": file_mib})
         print(f"  {total / imported['seconds']:,.0f} events/s, "
               f"peak RSS {imported['peak_rss_mib']:.0f} MiB", flush=True)
     return runs

@@ -204,9 +204,9 @@ async def test_rest_validates_a_batch_once(
     calls: list[str] = []
     original = meterql.ingest.validate_batch
 
-    def counting(items: object, now: Any, loc: Any) -> Any:
+    def counting(items: object, now: Any, loc: Any, horizon: Any = None) -> Any:
         calls.append(loc[0])
-        return original(items, now, loc)
+        return original(items, now, loc, horizon)
 
     monkeypatch.setattr(meterql.rest_compat.routes, "validate_batch", counting)
     monkeypatch.setattr(meterql.resolvers.ingest, "validate_batch", counting)

@@ -233,3 +233,21 @@ async def test_a_writer_that_waits_too_long_answers_503(settings: Settings) -> N
             assert again.json() == {"accepted": 3, "duplicates": 0}
     finally:
         await db.dispose()
+
+
+async def test_writes_of_one_account_take_turns_in_a_process(db: Database) -> None:
+    """Its batches would only queue on the account's rollup rows: they queue in the gateway."""
+    order: list[str] = []
+
+    async def write(account: str, tag: str, pause: float) -> None:
+        async with db.write(account):
+            order.append(f"{tag}+")
+            await asyncio.sleep(pause)
+            order.append(f"{tag}-")
+
+    await asyncio.gather(write("acme", "a1", 0.05), write("acme", "a2", 0),
+                         write("globex", "g", 0))
+    assert order.index("a1-") < order.index("a2+")
+    if db.dialect == "postgresql":  # several writers at once: another account goes by
+        assert order.index("g-") < order.index("a1-")
+    assert db._accounts._locks == {}  # nothing kept for accounts no longer writing

@@ -128,6 +128,7 @@ class StagedEvents:
         self.accepted = 0  # events written
         self.unpriced = 0  # events written without a price
         self._unpriced_staged = 0  # events staged without a price, written or not
+        self._months: set[tuple[int, int]] = set()  # (year, month) of every event staged
         self._writing: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
@@ -168,7 +169,7 @@ class StagedEvents:
                 writing.exception()  # read, so asyncio does not log it as lost
 
     def _rows(self, events: Sequence[EventRecord]) -> list[tuple[Any, ...]]:
-        prices, rows, seq = self.prices, [], self.staged
+        prices, rows, seq, months = self.prices, [], self.staged, self._months
         sqlite_text = not self.postgresql
         for e in events:
             unpriced = False
@@ -180,6 +181,7 @@ class StagedEvents:
                 cost, unpriced = 0, True
                 self._unpriced_staged += 1
             at = e.timestamp if e.timestamp.tzinfo is UTC else e.timestamp.astimezone(UTC)
+            months.add((at.year, at.month))
             day: date | str = at.date()
             stored: datetime | str = at
             if sqlite_text:
@@ -218,8 +220,9 @@ class StagedEvents:
         await session.execute(self._keep_written if self.postgresql else self._insert_keys)
         self.accepted = await session.scalar(_COUNT) or 0
         if self.accepted and self.postgresql:
-            months = (await session.scalars(_MONTHS)).all()
-            await self._make_months(months)
+            await self._make_months(
+                [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(self._months)]
+            )
         await session.execute(self._insert_events)
         if not self.accepted:
             return
@@ -393,7 +396,5 @@ _NEW_KEYS = select(_S.account_id, _S.event_id).where(true()).order_by(_S.account
 _NEW_EVENTS = select(*(_S[name] for name in _EVENT_COLUMNS)).order_by(
     _S.account_id, _S.occurred_at, _S.event_id
 )
-# The UTC months of the stage's events (PostgreSQL).
-_MONTHS = select(func.meterql_event_month(_S.occurred_at)).distinct()
 
 __all__ = ["StagedEvents"]

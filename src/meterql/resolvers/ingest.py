@@ -84,6 +84,6 @@ async def _counted(
 async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUsageResult:
     # The request holds no read connection (a read takes one for its
     # statement alone), so waiting here for a write slot holds nothing.
-    async with context.db.write() as session, session.begin():
+    async with context.db.write(context.account_id) as session, session.begin():
         result = await writes.record_events(session, records, account_id=context.account_id)
     return RecordUsageResult(accepted=result.accepted, duplicates=result.duplicates)
