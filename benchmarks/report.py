@@ -810,6 +810,89 @@ def _load_run(run: dict[str, Any]) -> list[str]:
     return [*lines, ""] if any(k["examples"] for k in run["kinds"].values()) else lines
 
 
+WRITES_BOUNDS = {"import_events_per_s": 60_000, "live_events_per_s": 25_000}
+
+
+def _writes_section(runs: list[dict[str, Any]]) -> list[str]:
+    """``benchmarks/writes.py``: import by size, and gateways ingesting into one PostgreSQL."""
+    lines = [
+        "## Writes at scale",
+        "",
+        "`benchmarks/writes.py`, run by hand. **Import**: a generated tenant (as above) loaded",
+        "into a fresh database by `meterql load` in a child process, timed from spawn to",
+        "exit (migration included), with its peak RSS. **Gateways** (PostgreSQL):",
+        "`meterql serve` processes, each on its own port, over one database holding a",
+        "100k-event tenant; concurrent senders per gateway POST batches of new events for",
+        "one account, every Nth send re-sending an earlier batch through its own gateway",
+        "(duplicates). Then the database is read directly: each accepted event stored",
+        "once (its key and its row), every rollup summing to the account's events, the",
+        "deadlocks PostgreSQL counted; 11 s later, each table's live and dead tuples.",
+        "",
+        f"Targets: `meterql load` ≥ {WRITES_BOUNDS['import_events_per_s']:,} events/s on both "
+        f"backends at 1M, peak RSS flat; live ingest ≥ {WRITES_BOUNDS['live_events_per_s']:,} "
+        "events/s with 4 gateways × 8 senders on one account, 0 5xx, 0 deadlocks, every",
+        "accepted event counted once, dead rollup tuples ≤ live rows after 10 minutes",
+        "(autovacuum at its defaults).",
+        "",
+        "| backend | events | seconds | events/s | peak RSS MiB | file MiB | ≥ target |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for run in sorted(runs, key=lambda r: r["backend"] != "sqlite"):
+        for size in run["imports"]:
+            ok = size["events_per_s"] >= WRITES_BOUNDS["import_events_per_s"]
+            lines.append(
+                f"| {NAMES.get(run['backend'], run['backend'])} | {size['events']:,} | "
+                f"{size['seconds']:.1f} | {size['events_per_s']:,.0f} | "
+                f"{size['peak_rss_mib']:.0f} | {size['file_mib']:.0f} | {_yes(ok)} |")
+    lines.append("")
+    for run in runs:
+        info = run["machine"]
+        extra = f", PostgreSQL {info['postgresql']}" if "postgresql" in info else ""
+        lines.append(f"- {NAMES.get(run['backend'], run['backend'])}: {info['nproc']} CPUs, "
+                     f"Python {info['python']}, SQLite {info['sqlite']}{extra}, measured "
+                     f"{run['date'][:16]} UTC; command: `{run['command']}`")
+    lines.append("")
+    for run in runs:
+        if "live" in run:
+            lines += _gateways_run(run["live"])
+    return lines
+
+
+def _gateways_run(live: dict[str, Any]) -> list[str]:
+    ingest, check = live["ingest"], live["check"]
+    rate_ok = ingest["accepted_per_s"] >= WRITES_BOUNDS["live_events_per_s"]
+    auto = live["autovacuum"]
+    lines = [
+        f"### Gateways: {live['gateways']} × {live['senders']} senders, one account, "
+        f"{live['seconds']:g} s, batches of {live['batch']}",
+        "",
+        f"- **{ingest['accepted_per_s']:,.0f} events/s** accepted ({ingest['accepted']:,} in "
+        f"{ingest['elapsed_s']:.0f} s; target {WRITES_BOUNDS['live_events_per_s']:,}: "
+        f"{_yes(rate_ok)}); a batch's latency p50 {_ms(ingest['batch_p50_ms'])} ms, p99 "
+        f"{_ms(ingest['batch_p99_ms'])} ms",
+        f"- 5xx: **{ingest['status_5xx']}**, transport errors: {ingest['transport_errors']}, "
+        f"deadlocks: **{check['deadlocks']}**, tracebacks in the gateways' logs: "
+        f"{live['tracebacks']}; statuses: " + ", ".join(
+            f"{code}: {n:,}" for code, n in ingest["statuses"].items()),
+        f"- exactly once: {_yes(check['exact'])}: {check['keys']:,} keys and {check['rows']:,} "
+        f"events stored for {ingest['accepted']:,} accepted; {ingest['resends']:,} re-sent "
+        f"batches, {ingest['duplicates']:,} duplicates answered; every rollup equal to the "
+        f"account's {check['account_events']:,} events: {_yes(check['rollups_equal_events'])}",
+        f"- autovacuum at its defaults: {_yes(auto['defaults'])}"
+        + ("" if auto["defaults"] else f" ({json.dumps(auto['not_default'])[:200]})"),
+        "",
+        "| table | live tuples | dead tuples | dead ≤ live | updates | of them HOT |",
+        "|---|---:|---:|---|---:|---:|",
+    ]
+    for name, row in live["tables"].items():
+        if name.startswith("usage_events"):
+            continue  # appended to, never updated
+        lines.append(f"| `{name}` | {row['n_live_tup']:,} | {row['n_dead_tup']:,} | "
+                     f"{_yes(row['n_dead_tup'] <= row['n_live_tup'])} | {row['n_tup_upd']:,} | "
+                     f"{row['n_tup_hot_upd']:,} |")
+    return [*lines, ""]
+
+
 def _bounds_table() -> list[str]:
     """The targets as stated, per backend."""
     rows = [
@@ -838,7 +921,8 @@ def render(results: list[dict[str, Any]], analysis: str = "", source: str = "ben
            rendering: str = RENDER) -> str:
     """The document; ``analysis`` (hand-written Markdown) follows the targets."""
     load = [r for r in results if r.get("kind") == "load"]
-    results = [r for r in results if r.get("kind") != "load"]
+    writes = [r for r in results if r.get("kind") == "writes"]
+    results = [r for r in results if r.get("kind") not in ("load", "writes")]
     by_backend: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for result in sorted(results, key=lambda r: (r["backend"] != "sqlite", r["backend"],
                                                  r["events"])):
@@ -913,6 +997,8 @@ def render(results: list[dict[str, Any]], analysis: str = "", source: str = "ben
     if "postgresql" in by_backend:
         lines += _post_ingest_section(by_backend)
     lines += _growth_section(by_backend)
+    if writes:
+        lines += _writes_section(writes)
     if load:
         lines += _load_section(load)
     lines += ["## Results", ""]
@@ -925,7 +1011,7 @@ def render(results: list[dict[str, Any]], analysis: str = "", source: str = "ben
         "The commands that produced the results above, then the rendering:",
         "",
         "```sh",
-        *sorted({r["command"] for r in results}),
+        *sorted({r["command"] for r in results + writes + load}),
         rendering,
         "```",
         "",
