@@ -9,8 +9,9 @@ with ``--write-docs``, in ``docs/performance.md``:
 - **gateways** (PostgreSQL): ``--gateways`` ``meterql serve`` processes, each
   on its own port, over one fresh database holding a 100k-event tenant; for
   ``--seconds``, ``--senders`` concurrent senders per gateway POST batches of
-  new events for one account, and every ``--resend``-th send re-sends an
-  earlier batch (through another gateway), which must count as duplicates.
+  new events for one account, and every ``--resend``-th send of a sender
+  re-sends an earlier batch of any sender (often through another gateway),
+  which must count as duplicates.
   Then the database is read directly: every accepted event stored once (its
   key, its row), every rollup summing to the account's events, the
   deadlocks PostgreSQL counted, and, ``STATS_DELAY_S`` later, the rollups'
