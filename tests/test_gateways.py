@@ -115,3 +115,85 @@ def test_gateways_count_once_and_agree(gateways: list[str], token: str) -> None:
     # 500 events of 7 tokens at a reported 0.0001 USD each: 0.05 USD
     assert (summary["total_requests"], summary["total_tokens"]) == (500, 3500)
     assert summary["estimated_cost_usd"] == "0.0500"
+
+
+def _numbered_batch(n: int, size: int) -> list[dict[str, object]]:
+    stamp = (datetime.now(UTC) - timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
+    return [{"event_id": f"kill-{n:03d}-{k:04d}", "instance_id": f"inst-{k % 5}", "model": "m",
+             "timestamp": stamp, "tokens_in": 1, "tokens_out": 2, "cost_usd": "0.0001",
+             "end_user_id": f"user-{k % 50}"} for k in range(size)]
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_gateway_killed_mid_batch_loses_nothing_accepted_and_counts_nothing_twice(
+    database_url: str, gateways: list[str], token: str, settings: Settings
+) -> None:
+    """A gateway dies (SIGKILL) with batches in flight; the senders re-send every batch
+    through a gateway still up. Each batch it answered is stored whole; each one it did
+    not answer is stored whole or not at all; in the end every event is stored once."""
+    headers = {"Authorization": f"Bearer {token}"}
+    batches = [_numbered_batch(n, 400) for n in range(40)]
+    port = free_port()
+    doomed = _start(database_url, port)
+    _wait_ready(port, token, doomed)
+
+    async def send_then_kill() -> dict[int, dict[str, int] | None]:
+        answers: dict[int, dict[str, int] | None] = {}
+
+        async def send(n: int, client: httpx.AsyncClient) -> None:
+            try:
+                response = await client.post(f"http://127.0.0.1:{port}/v1/usage/events",
+                                             json=batches[n], headers=headers)
+                answers[n] = response.json() if response.status_code == 200 else None
+            except httpx.TransportError:
+                answers[n] = None  # the gateway died: the outcome is unknown
+
+        async with httpx.AsyncClient(timeout=30) as client:
+            sending = [asyncio.ensure_future(send(n, client)) for n in range(len(batches))]
+            # Killed once a couple of batches are through: the rest are queued
+            # or being written (one account's batches take turns).
+            deadline = time.monotonic() + 20
+            while len(answers) < 2 and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            os.killpg(doomed.pid, signal.SIGKILL)
+            await asyncio.gather(*sending)
+        return answers
+
+    answers = asyncio.run(send_then_kill())
+    doomed.wait(timeout=20)
+    answered = {n for n, body in answers.items() if body is not None}
+    assert answered and len(answered) < len(batches)  # some got through, some did not
+
+    async def resend() -> list[dict[str, int]]:
+        async with httpx.AsyncClient(timeout=60) as client:
+            responses = [await client.post(f"{gateways[n % 2]}/v1/usage/events",
+                                           json=batches[n], headers=headers)
+                         for n in range(len(batches))]
+        assert [r.status_code for r in responses] == [200] * len(batches)
+        return [r.json() for r in responses]
+
+    again = asyncio.run(resend())
+    for n, body in enumerate(again):
+        if n in answered:  # stored whole when it was answered: nothing new now
+            assert (answers[n], body) == ({"accepted": 400, "duplicates": 0},
+                                         {"accepted": 0, "duplicates": 400}), n
+        else:  # all or nothing, never a part
+            assert body in ({"accepted": 400, "duplicates": 0},
+                            {"accepted": 0, "duplicates": 400}), (n, body)
+
+    async def stored() -> tuple[int, int, int]:
+        from sqlalchemy import func, select
+
+        from meterql.db.tables import EventKey, UsageDay, UsageEvent
+
+        db = Database.from_settings(settings)
+        try:
+            async with db.engine.connect() as connection:
+                events = await connection.scalar(select(func.count()).select_from(UsageEvent))
+                keys = await connection.scalar(select(func.count()).select_from(EventKey))
+                requests = await connection.scalar(select(func.sum(UsageDay.requests)))
+        finally:
+            await db.dispose()
+        return int(events or 0), int(keys or 0), int(requests or 0)
+
+    assert asyncio.run(stored()) == (40 * 400, 40 * 400, 40 * 400)
