@@ -80,15 +80,11 @@ def cmd_retention_apply(args: argparse.Namespace, settings: Settings) -> int:
 
     applied = _with_database(settings, work)
     before = applied.before.isoformat().replace("+00:00", "Z")
-    gone = (f"{applied.months} months dropped" if db_is_postgresql(settings)
-            else f"{applied.events} events deleted")
+    gone = (f"{applied.events} events deleted" if is_sqlite(settings.database_url)
+            else f"{applied.months} months dropped")
     print(f"raw events before {before} let go ({days} days kept): {gone}; "
           "the rollups keep their sums")
     return 0
-
-
-def db_is_postgresql(settings: Settings) -> bool:
-    return not is_sqlite(settings.database_url)
 
 
 def cmd_schema(args: argparse.Namespace, settings: Settings) -> int:

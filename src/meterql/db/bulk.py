@@ -16,10 +16,20 @@ SQLAlchemy constructs, never by hand) takes the fastest path each has:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Dialect, Insert, Table, bindparam, func, select
+from sqlalchemy import (
+    ColumnElement,
+    Dialect,
+    Insert,
+    Select,
+    Table,
+    bindparam,
+    func,
+    select,
+    tuple_,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -120,3 +130,24 @@ def by_account(
     for account, ids in grouped.items():
         for start in range(0, len(ids), chunk):
             yield account, ids[start : start + chunk]
+
+
+async def pages(
+    session: AsyncSession, query: Select[Any], key: Sequence[ColumnElement[Any]], size: int
+) -> AsyncIterator[list[dict[str, Any]]]:
+    """The rows of ``query`` (which selects ``key``), ``size`` at a time, in ``key`` order.
+
+    Each page starts after the last key of the one before (keyset paging),
+    so a page costs one index range however far the walk has gone, and rows
+    the caller writes meanwhile elsewhere do not shift it.
+    """
+    last: tuple[Any, ...] | None = None
+    while True:
+        page = query.order_by(*key).limit(size)
+        if last is not None:
+            page = page.where(tuple_(*key) > tuple_(*last))
+        rows = [dict(row) for row in (await session.execute(page)).mappings()]
+        if not rows:
+            return
+        yield rows
+        last = tuple(rows[-1][column.name] for column in key)

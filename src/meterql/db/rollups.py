@@ -24,11 +24,10 @@ from sqlalchemy import (
     Table,
     delete,
     select,
-    tuple_,
 )
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meterql.db.bulk import BulkInsert, by_account
+from meterql.db.bulk import BulkInsert, by_account, pages
 from meterql.db.tables import (
     EndUser,
     EndUsersLastSeenDay,
@@ -282,20 +281,14 @@ async def rebuild(session: AsyncSession) -> int:
     for table in DERIVED_TABLES:
         await session.execute(delete(table))
     events = _table(UsageEvent).c
-    key = (events.account_id, events.occurred_at, events.event_id)
-    columns = [events[name] for name in _EVENT_FIELDS]
-    last: tuple[Any, ...] | None = None
     count = 0
-    while True:
-        page = select(*columns).order_by(*key).limit(REBUILD_CHUNK)
-        if last is not None:
-            page = page.where(tuple_(*key) > tuple_(*last))
-        rows = (await session.execute(page)).mappings().all()
-        if not rows:
-            return count
-        await add_events(session, [dict(row) for row in rows])
-        last = tuple(rows[-1][column.name] for column in key)
+    async for rows in pages(
+        session, select(*(events[name] for name in _EVENT_FIELDS)),
+        (events.account_id, events.occurred_at, events.event_id), REBUILD_CHUNK,
+    ):
+        await add_events(session, rows)
         count += len(rows)
+    return count
 
 
 # What add_events reads of an event row.

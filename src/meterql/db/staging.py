@@ -10,19 +10,19 @@ in the import's one transaction, a few set-based statements finish it:
 
 1. later copies of an event the file repeats leave the stage (the first counts);
 2. the instances that new events name are registered;
-3. the new events are inserted in key order, in one statement, and whatever
-   was not written (stored before) leaves the stage;
+3. their keys are claimed in key order, whatever was stored before leaves
+   the stage, and the rest are inserted;
 4. one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per
    rollup adds the stage's sums: each rollup row is written once per import,
    not once per batch, so a load leaves no trail of dead row versions;
 5. end users move forward in chunks, through the same code as ingest, each
    once with its latest instant.
 
-Step 3 is one statement on PostgreSQL (the insert's ``RETURNING``, in a
-``WITH``, says which rows stay), so an event a live gateway stores at the
-same moment is counted once, by whoever wrote it. On SQLite the import is the
-one writer: the events already stored leave the stage first, then the rest
-are inserted.
+On PostgreSQL, claiming the keys and dropping the events whose key was not
+claimed are one statement (the keys' ``INSERT ... RETURNING``, in a
+``WITH``), so an event a live gateway stores at the same moment is counted
+once, by whoever wrote it. On SQLite the import is the one writer: the
+events already stored leave the stage first, then the rest are claimed.
 
 Rows are written in key order everywhere, as ingest writes them, so an
 import and live gateways lock shared rows in the same order and cannot
@@ -32,7 +32,7 @@ deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from datetime import UTC, date, datetime
 from functools import cached_property
 from typing import Any
@@ -58,6 +58,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from meterql.db import partitions, rollups
+from meterql.db.bulk import pages
 from meterql.db.tables import EventKey, Instance, ModelPrice, UsageEvent
 from meterql.db.types import UTCDateTime, sqlite_instant
 from meterql.money import NANOS_PER_USD, event_cost_nanos, usd_to_nanos
@@ -128,7 +129,9 @@ class StagedEvents:
         self.accepted = 0  # events written
         self.unpriced = 0  # events written without a price
         self._unpriced_staged = 0  # events staged without a price, written or not
-        self._months: set[tuple[int, int]] = set()  # (year, month) of every event staged
+        # (year, month) of every event staged: a tuple costs a tenth of
+        # ``partitions.month_of`` per event, and the months are few.
+        self._months: set[tuple[int, int]] = set()
         self._writing: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
@@ -219,13 +222,13 @@ class StagedEvents:
         await session.execute(self._register_instances)
         await session.execute(self._keep_written if self.postgresql else self._insert_keys)
         self.accepted = await session.scalar(_COUNT) or 0
-        if self.accepted and self.postgresql:
+        if not self.accepted:
+            return
+        if self.postgresql:
             await self._make_months(
                 [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(self._months)]
             )
         await session.execute(self._insert_events)
-        if not self.accepted:
-            return
         if self._unpriced_staged:
             self.unpriced = await session.scalar(_COUNT.where(_S.unpriced)) or 0
         for statement in self._rollups:
@@ -239,28 +242,13 @@ class StagedEvents:
             await self._write()
         session = self.session
         seen = _SEEN.c
-        after: tuple[str, str] | None = None
-        while True:
-            page = select(seen.account_id, seen.end_user_id, seen.occurred_at)
-            if after is not None:
-                page = page.where(
-                    (seen.account_id > after[0])
-                    | and_(seen.account_id == after[0], seen.end_user_id > after[1])
-                )
-            users: list[Mapping[str, Any]] = [
-                dict(row)
-                for row in (
-                    await session.execute(
-                        page.order_by(seen.account_id, seen.end_user_id).limit(SEEN_CHUNK)
-                    )
-                ).mappings()
-            ]
-            if not users:
-                break
+        async for users in pages(
+            session, select(seen.account_id, seen.end_user_id, seen.occurred_at),
+            (seen.account_id, seen.end_user_id), SEEN_CHUNK,
+        ):
             # Each end user once, with its latest instant: exactly what the
             # ingest code concludes from every one of its events.
             await rollups.see_end_users(session, users)
-            after = (users[-1]["account_id"], users[-1]["end_user_id"])
         if not self.postgresql:
             connection = await session.connection()
             await connection.run_sync(_METADATA.drop_all, tables=[_STAGE, _SEEN])
@@ -376,9 +364,8 @@ _COUNT = select(func.count()).select_from(_STAGE)
 _ANALYZE_STAGE = text("ANALYZE meterql_import_stage")
 # Events stored before (their keys are) are duplicates and change nothing.
 _K = _KEYS.c
-_DROP_STORED = delete(_STAGE).where(
-    exists().where(_K.account_id == _S.account_id, _K.event_id == _S.event_id)
-)
+_STORED = exists().where(_K.account_id == _S.account_id, _K.event_id == _S.event_id)
+_DROP_STORED = delete(_STAGE).where(_STORED)
 # The unknown instances of events not stored (a duplicate registers nothing),
 # then the events, in key order.
 _I = _INSTANCES.c
@@ -387,7 +374,7 @@ _REGISTER_INSTANCES = (
            literal("unknown").label("status"))
     .where(
         ~exists().where(_I.account_id == _S.account_id, _I.instance_id == _S.instance_id),
-        ~exists().where(_K.account_id == _S.account_id, _K.event_id == _S.event_id),
+        ~_STORED,
     )
     .distinct()
     .order_by(_S.account_id, _S.instance_id)
