@@ -211,3 +211,41 @@ async def test_postgresql_planning_per_path(postgres_template: str) -> None:
     finally:
         await db.dispose()
     assert (mode, read_mode, read_jit) == ("force_custom_plan", "auto", "off")
+
+
+def _batch(prefix: str, size: int) -> list[UsageEventRecord]:
+    """``size`` new events, each with its own instance, model-day and end user."""
+    return [
+        UsageEventRecord(event_id=f"{prefix}-{n}", instance_id=f"{prefix}-inst-{n % 50}",
+                         model=f"model-{n % 20}", timestamp=NOW - timedelta(hours=n % 400),
+                         tokens_in=n, tokens_out=1, end_user_id=f"{prefix}-user-{n}")
+        for n in range(size)
+    ]
+
+
+async def test_batch_statement_count_is_constant(db: Database, sql: StatementCounter) -> None:
+    """A live batch costs the same statements for 2 events or 1,000, however many
+    instances, models, hours and end users they name: sums are grouped in one
+    statement per rollup, keys and users looked up as one list each."""
+    await seed(db)
+    async with db.write() as session, session.begin():
+        await writes.upsert_models(session, [
+            ModelRecord(model=f"model-{m}", provider="p", input_usd_per_mtok=Decimal(1),
+                        output_usd_per_mtok=Decimal(2))
+            for m in range(20)
+        ])
+    counts = {}
+    for size in (2, 1_000):
+        sql.reset()
+        async with db.write("acme") as session, session.begin():
+            result = await writes.record_events(session, _batch(f"b{size}", size), "acme")
+        assert result.accepted == size
+        counts[size] = sql.count
+    assert counts[2] == counts[1_000], sql.statements
+    # The same again is all duplicates: a lookup or a claim that finds them
+    # stored, and nothing written.
+    sql.reset()
+    async with db.write("acme") as session, session.begin():
+        result = await writes.record_events(session, _batch("b1000", 1_000), "acme")
+    assert (result.accepted, result.duplicates) == (0, 1_000)
+    assert sql.count < counts[2], sql.statements

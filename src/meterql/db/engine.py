@@ -35,6 +35,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from meterql.config import Settings
 from meterql.db.reads import Reads
+from meterql.db.staging import CREATE_BATCH_STAGE
 from meterql.errors import DatabaseUnavailable
 
 logger = logging.getLogger("meterql.db")
@@ -102,7 +103,18 @@ def create_engine(settings: Settings) -> AsyncEngine:
     engine = create_async_engine(url, **kwargs)
     if is_sqlite(url):
         _install_sqlite_hooks(engine)
+    else:
+        _install_postgresql_hooks(engine)
     return engine
+
+
+def _install_postgresql_hooks(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
+        # Live batches go through a stage of the connection's own, made
+        # here once, outside any transaction, so no rollback can undo it
+        # (``db/staging.py``).
+        dbapi_connection.run_async(lambda driver: driver.execute(CREATE_BATCH_STAGE))
 
 
 def is_unavailable(error: BaseException) -> bool:

@@ -21,10 +21,14 @@ from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy import (
+    String,
     Table,
+    any_,
+    bindparam,
     delete,
     select,
 )
+from sqlalchemy.dialects import postgresql as postgresql_types
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db.bulk import BulkInsert, by_account, pages
@@ -165,8 +169,7 @@ async def see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
     """Move each end user's last-seen instant forward, and its day and hour counts with it.
 
     ``rows`` are events (or anything with their ``account_id``, ``end_user_id``
-    and ``occurred_at``): a bulk import passes each end user once, with its
-    latest instant.
+    and ``occurred_at``).
     """
     latest: dict[tuple[str, str], datetime] = {}
     for row in rows:
@@ -177,6 +180,11 @@ async def see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
         moment = row["occurred_at"]
         if key not in latest or moment > latest[key]:
             latest[key] = moment
+    await see_latest(session, latest)
+
+
+async def see_latest(session: AsyncSession, latest: Mapping[tuple[str, str], datetime]) -> None:
+    """:func:`see_end_users` given each end user's latest instant, keyed ``(account, user)``."""
     if not latest:
         return
     keys = sorted(latest)
@@ -237,7 +245,7 @@ def _counts(changes: Counter[tuple[str, Any]], bucket: str) -> list[Row]:
     ]
 
 
-def _user_row(key: tuple[str, str], latest: dict[tuple[str, str], datetime]) -> Row:
+def _user_row(key: tuple[str, str], latest: Mapping[tuple[str, str], datetime]) -> Row:
     return {"account_id": key[0], "end_user_id": key[1], "last_seen_at": latest[key]}
 
 
@@ -246,17 +254,26 @@ async def _last_seen(
 ) -> dict[tuple[str, str], datetime]:
     """The stored last-seen instants of these end users; with ``lock``, held until commit."""
     found: dict[tuple[str, str], datetime] = {}
+    postgresql = session.get_bind().dialect.name == "postgresql"
     for account, users in by_account(keys):
+        # PostgreSQL takes the users as one array: one statement text
+        # whatever their number, where an IN list is compiled anew per call.
+        wanted = _USERS.end_user_id == any_(_USER_IDS) if postgresql else (
+            _USERS.end_user_id.in_(users)
+        )
         stmt = (
             select(_USERS.end_user_id, _USERS.last_seen_at)
-            .where(_USERS.account_id == account, _USERS.end_user_id.in_(users))
+            .where(_USERS.account_id == account, wanted)
             .order_by(_USERS.end_user_id)  # rows are locked in key order
         )
         if lock:
             stmt = stmt.with_for_update()
-        for user, seen in await session.execute(stmt):
+        for user, seen in await session.execute(stmt, {"user_ids": users} if postgresql else {}):
             found[(account, user)] = seen
     return found
+
+
+_USER_IDS = bindparam("user_ids", type_=postgresql_types.ARRAY(String))
 
 
 # Every table this module keeps from the events (and `rebuild` recomputes).

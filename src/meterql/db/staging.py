@@ -1,12 +1,11 @@
-"""Bulk import through a staging table: events in as fast as the store takes rows.
+"""Writing events through a staging table: in as fast as the store takes rows.
 
-``meterql load`` does not write events the way ingest does (a lookup, an
-insert and an upsert per rollup for every batch, with Python summing each).
-It streams the file's events into a temporary *stage* table, by PostgreSQL's
-``COPY`` (asyncpg's ``copy_records_to_table``) or SQLite's ``executemany``,
-with every key the rollups need computed once in Python (UTC day, hour,
-quarter hour, cost); each batch is sent while the next is parsed. Then, still
-in the import's one transaction, a few set-based statements finish it:
+``meterql load`` streams the file's events into a temporary *stage* table,
+by PostgreSQL's ``COPY`` (asyncpg's ``copy_records_to_table``) or SQLite's
+``executemany``, with every key the rollups need computed once in Python
+(UTC day, hour, quarter hour, cost); each batch is sent while the next is
+parsed. Then, still in the import's one transaction, a few set-based
+statements finish it:
 
 1. later copies of an event the file repeats leave the stage (the first counts);
 2. the instances that new events name are registered;
@@ -15,8 +14,12 @@ in the import's one transaction, a few set-based statements finish it:
 4. one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per
    rollup adds the stage's sums: each rollup row is written once per import,
    not once per batch, so a load leaves no trail of dead row versions;
-5. end users move forward in chunks, through the same code as ingest, each
-   once with its latest instant.
+5. end users move forward in chunks, each once with its latest instant.
+
+On PostgreSQL a live batch (:func:`write_batch`) takes the same way through
+a stage its connection keeps, steps 2 to 5: its events are distinct already,
+and Python summing each rollup and sending the sums cost more than the
+database grouping them.
 
 On PostgreSQL, claiming the keys and dropping the events whose key was not
 claimed are one statement (the keys' ``INSERT ... RETURNING``, in a
@@ -24,17 +27,17 @@ claimed are one statement (the keys' ``INSERT ... RETURNING``, in a
 once, by whoever wrote it. On SQLite the import is the one writer: the
 events already stored leave the stage first, then the rest are claimed.
 
-Rows are written in key order everywhere, as ingest writes them, so an
-import and live gateways lock shared rows in the same order and cannot
+Rows are written in key order everywhere, table after table in one order,
+so an import and live gateways lock shared rows in the same order and cannot
 deadlock.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC, date, datetime
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 from sqlalchemy import (
@@ -46,6 +49,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    case,
     delete,
     exists,
     func,
@@ -56,42 +60,49 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
+from sqlalchemy.schema import CreateTable
 
 from meterql.db import partitions, rollups
 from meterql.db.bulk import pages
 from meterql.db.tables import EventKey, Instance, ModelPrice, UsageEvent
 from meterql.db.types import UTCDateTime, sqlite_instant
 from meterql.money import NANOS_PER_USD, event_cost_nanos, usd_to_nanos
-from meterql.records import EventRecord
+from meterql.records import EventRecord, UsageEventRecord
 from meterql.windows import epoch_hour, epoch_quarter
 
 _METADATA = MetaData()
-# Created per import, in its transaction: PostgreSQL drops them at commit;
-# SQLite keeps temporary tables for the connection's life, so they are
-# dropped by hand before the commit (a rollback undoes their creation).
-_STAGE = Table(
-    "meterql_import_stage",
-    _METADATA,
-    Column("seq", BigInteger, nullable=False),  # the event's place in the file
-    Column("account_id", String, nullable=False),
-    Column("event_id", String, nullable=False),
-    Column("instance_id", String, nullable=False),
-    Column("model", String, nullable=False),
-    Column("occurred_at", UTCDateTime(), nullable=False),
-    Column("day", Date, nullable=False),
-    Column("hour", BigInteger, nullable=False),
-    Column("quarter", BigInteger, nullable=False),
-    Column("tokens_in", BigInteger, nullable=False),
-    Column("tokens_out", BigInteger, nullable=False),
-    Column("end_user_id", String),
-    Column("conversation_id", String),
-    Column("cost_nanos", BigInteger, nullable=False),
-    Column("unpriced", Boolean, nullable=False),
-    prefixes=["TEMPORARY"],
-    postgresql_on_commit="DROP",
-)
-_S = _STAGE.c
-_COLUMNS = tuple(column.name for column in _STAGE.columns)
+
+
+def _stage_table(name: str, on_commit: str) -> Table:
+    """A stage: events with every key the rollups need, computed once in Python."""
+    return Table(
+        name,
+        _METADATA,
+        Column("seq", BigInteger, nullable=False),  # the event's place in the file
+        Column("account_id", String, nullable=False),
+        Column("event_id", String, nullable=False),
+        Column("instance_id", String, nullable=False),
+        Column("model", String, nullable=False),
+        Column("occurred_at", UTCDateTime(), nullable=False),
+        Column("day", Date, nullable=False),
+        Column("hour", BigInteger, nullable=False),
+        Column("quarter", BigInteger, nullable=False),
+        Column("tokens_in", BigInteger, nullable=False),
+        Column("tokens_out", BigInteger, nullable=False),
+        Column("end_user_id", String),
+        Column("conversation_id", String),
+        Column("cost_nanos", BigInteger, nullable=False),
+        Column("unpriced", Boolean, nullable=False),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit=on_commit,
+    )
+
+
+# An import's tables are created in its transaction: PostgreSQL drops them
+# at commit; SQLite keeps temporary tables for the connection's life, so
+# they are dropped by hand before the commit (a rollback undoes their
+# creation).
+_STAGE = _stage_table("meterql_import_stage", "DROP")
 # The end users the stage saw, each with its latest instant; paged by key.
 _SEEN = Table(
     "meterql_import_seen",
@@ -102,6 +113,14 @@ _SEEN = Table(
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DROP",
 )
+# A live batch's stage (PostgreSQL): made once per connection, when the
+# pool opens it (``db/engine.py``), and emptied by every commit. Creating a
+# table per batch would cost a millisecond and a trail of catalogue rows.
+BATCH_STAGE = _stage_table("meterql_batch_stage", "DELETE ROWS")
+CREATE_BATCH_STAGE = str(
+    CreateTable(BATCH_STAGE).compile(dialect=postgresql.dialect())  # type: ignore[no-untyped-call]
+)
+_COLUMNS = tuple(column.name for column in _STAGE.columns)
 _EVENTS: Table = UsageEvent.__table__  # type: ignore[assignment]
 _KEYS: Table = EventKey.__table__  # type: ignore[assignment]
 _INSTANCES: Table = Instance.__table__  # type: ignore[assignment]
@@ -117,6 +136,96 @@ SEEN_CHUNK = 5_000  # end users moved per call of the ingest code
 _POSTGRESQL_SETTINGS = {"work_mem": "256MB", "jit": "off"}
 
 
+def stage_rows(
+    events: Sequence[UsageEventRecord],
+    prices: Mapping[str, tuple[int, int]],
+    *,
+    seq: int = 0,
+    account_id: str | None = None,
+    sqlite_text: bool = False,
+) -> tuple[list[tuple[Any, ...]], set[tuple[int, int]], int]:
+    """The stage's rows for ``events``; the ``(year, month)`` of each; how many unpriced.
+
+    Events belong to ``account_id`` or, without it, each to its own (an
+    import file's :class:`EventRecord`). The price at this moment is kept
+    with each event, so later price changes never rewrite history.
+    """
+    rows: list[tuple[Any, ...]] = []
+    # (year, month) of every event: a tuple costs a tenth of
+    # ``partitions.month_of`` per event, and the months are few.
+    months: set[tuple[int, int]] = set()
+    unpriced_count = 0
+    for e in events:
+        unpriced = False
+        if e.cost_usd is not None:
+            cost = usd_to_nanos(e.cost_usd, exact=False)
+        elif e.model in prices:
+            cost = event_cost_nanos(e.tokens_in, e.tokens_out, *prices[e.model])
+        else:
+            cost, unpriced = 0, True
+            unpriced_count += 1
+        at = e.timestamp if e.timestamp.tzinfo is UTC else e.timestamp.astimezone(UTC)
+        months.add((at.year, at.month))
+        day: date | str = at.date()
+        stored: datetime | str = at
+        if sqlite_text:
+            # The stage's rows go to the driver as they are: SQLite's
+            # stored forms, as the columns' types would write them.
+            stored, day = sqlite_instant(at), at.date().isoformat()
+        rows.append((
+            seq, account_id or e.account_id, e.event_id, e.instance_id, e.model, stored, day,  # type: ignore[attr-defined]
+            epoch_hour(at), epoch_quarter(at), e.tokens_in, e.tokens_out,
+            e.end_user_id, e.conversation_id, cost, unpriced,
+        ))
+        seq += 1
+    return rows, months, unpriced_count
+
+
+async def write_batch(
+    session: AsyncSession, events: Sequence[UsageEventRecord], account_id: str | None
+) -> tuple[int, int]:
+    """PostgreSQL: write a live batch through the connection's stage; ``(accepted, unpriced)``.
+
+    ``events`` have distinct keys (the caller keeps the first of each).
+    The same statements as an import's finish it, in the same order, so a
+    batch and an import lock shared rows alike. Python computes each event's
+    keys and cost once; the sums per rollup row are the database's, one
+    grouped statement each, and the batch crosses the wire once, by ``COPY``.
+    """
+    statements = _statements(BATCH_STAGE, True)
+    prices = {
+        row.model: (row.input_nanos_per_mtok, row.output_nanos_per_mtok)
+        for row in await session.execute(
+            select(ModelPrice.model, ModelPrice.input_nanos_per_mtok,
+                   ModelPrice.output_nanos_per_mtok)
+            .where(ModelPrice.model.in_(sorted({e.model for e in events})))
+        )
+    }
+    rows, months, _ = stage_rows(events, prices, account_id=account_id)
+    # The months these events fall in exist before anything is locked.
+    await session.execute(partitions.ENSURE, {
+        "months": [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(months)]
+    })
+    await _copy(session, BATCH_STAGE, rows)
+    await session.execute(statements.register_instances)
+    await session.execute(statements.keep_written)
+    accepted, unpriced = (await session.execute(statements.counts)).one()
+    if accepted:
+        await session.execute(statements.insert_events)
+        for statement in statements.rollups:
+            await session.execute(statement)
+        seen = await session.execute(statements.latest_seen)
+        await rollups.see_latest(session, {(a, u): at for a, u, at in seen})
+    return accepted, unpriced
+
+
+async def _copy(session: AsyncSession, stage: Table, rows: list[tuple[Any, ...]]) -> None:
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
+    await driver.copy_records_to_table(stage.name, records=rows, columns=_COLUMNS)
+
+
 class StagedEvents:
     """One import's stage: :meth:`open`, :meth:`add` batches, then :meth:`finish` once."""
 
@@ -124,13 +233,12 @@ class StagedEvents:
         self.session = session
         self.engine = engine  # for what must not wait for the import's commit
         self.postgresql = session.get_bind().dialect.name == "postgresql"
+        self.statements = _statements(_STAGE, self.postgresql)
         self.prices: dict[str, tuple[int, int]] = {}
         self.staged = 0  # events staged so far (the next one's seq)
         self.accepted = 0  # events written
         self.unpriced = 0  # events written without a price
         self._unpriced_staged = 0  # events staged without a price, written or not
-        # (year, month) of every event staged: a tuple costs a tenth of
-        # ``partitions.month_of`` per event, and the months are few.
         self._months: set[tuple[int, int]] = set()
         self._writing: asyncio.Future[None] | None = None
 
@@ -149,7 +257,12 @@ class StagedEvents:
 
         At most one batch is in flight: this waits for the previous one.
         """
-        rows = self._rows(events)
+        rows, months, unpriced = stage_rows(
+            events, self.prices, seq=self.staged, sqlite_text=not self.postgresql
+        )
+        self.staged += len(rows)
+        self._months |= months
+        self._unpriced_staged += unpriced
         await self.flush()
         self._writing = asyncio.ensure_future(self._stage(rows))
 
@@ -171,69 +284,38 @@ class StagedEvents:
             if not writing.cancelled():
                 writing.exception()  # read, so asyncio does not log it as lost
 
-    def _rows(self, events: Sequence[EventRecord]) -> list[tuple[Any, ...]]:
-        prices, rows, seq, months = self.prices, [], self.staged, self._months
-        sqlite_text = not self.postgresql
-        for e in events:
-            unpriced = False
-            if e.cost_usd is not None:
-                cost = usd_to_nanos(e.cost_usd, exact=False)
-            elif e.model in prices:
-                cost = event_cost_nanos(e.tokens_in, e.tokens_out, *prices[e.model])
-            else:
-                cost, unpriced = 0, True
-                self._unpriced_staged += 1
-            at = e.timestamp if e.timestamp.tzinfo is UTC else e.timestamp.astimezone(UTC)
-            months.add((at.year, at.month))
-            day: date | str = at.date()
-            stored: datetime | str = at
-            if sqlite_text:
-                # The stage's rows go to the driver as they are: SQLite's
-                # stored forms, as the columns' types would write them.
-                stored, day = sqlite_instant(at), at.date().isoformat()
-            rows.append((
-                seq, e.account_id, e.event_id, e.instance_id, e.model, stored, day,
-                epoch_hour(at), epoch_quarter(at), e.tokens_in, e.tokens_out,
-                e.end_user_id, e.conversation_id, cost, unpriced,
-            ))
-            seq += 1
-        self.staged = seq
-        return rows
-
     async def _stage(self, rows: list[tuple[Any, ...]]) -> None:
-        connection = await self.session.connection()
         if self.postgresql:
-            raw = await connection.get_raw_connection()
-            driver: Any = raw.driver_connection
-            await driver.copy_records_to_table(_STAGE.name, records=rows, columns=_COLUMNS)
+            await _copy(self.session, _STAGE, rows)
         else:
+            connection = await self.session.connection()
             await connection.exec_driver_sql(_SQLITE_STAGE_INSERT, rows)
 
     async def _write(self) -> None:
         """Steps 1 to 4: the new events and their sums."""
-        session = self.session
+        session, statements = self.session, self.statements
         if self.postgresql:
             for name, value in _POSTGRESQL_SETTINGS.items():
                 await session.execute(select(func.set_config(name, value, True)))
             await session.execute(_ANALYZE_STAGE)  # a temporary table has no statistics
-        await session.execute(_DROP_REPEATS)
+        await session.execute(statements.drop_repeats)
         if not self.postgresql:
-            await session.execute(_DROP_STORED)
-        await session.execute(self._register_instances)
-        await session.execute(self._keep_written if self.postgresql else self._insert_keys)
-        self.accepted = await session.scalar(_COUNT) or 0
+            await session.execute(statements.drop_stored)
+        await session.execute(statements.register_instances)
+        await session.execute(
+            statements.keep_written if self.postgresql else statements.insert_keys
+        )
+        self.accepted, self.unpriced = (await session.execute(statements.counts)).one()
         if not self.accepted:
             return
         if self.postgresql:
             await self._make_months(
                 [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(self._months)]
             )
-        await session.execute(self._insert_events)
-        if self._unpriced_staged:
-            self.unpriced = await session.scalar(_COUNT.where(_S.unpriced)) or 0
-        for statement in self._rollups:
+        await session.execute(statements.insert_events)
+        for statement in statements.rollups:
             await session.execute(statement)
-        await session.execute(self._keep_seen)
+        await session.execute(statements.keep_seen)
 
     async def finish(self) -> tuple[int, int]:
         """Write the stage's new events and their sums; ``(accepted, unpriced)`` events."""
@@ -254,20 +336,6 @@ class StagedEvents:
             await connection.run_sync(_METADATA.drop_all, tables=[_STAGE, _SEEN])
         return self.accepted, self.unpriced
 
-    def _insert(self, table: Table, rows: Any, *, on_conflict: tuple[str, ...]) -> Any:
-        stmt = self._dialect_insert(table)
-        return stmt.from_select(list(rows.selected_columns.keys()), rows).on_conflict_do_nothing(
-            index_elements=list(on_conflict)
-        )
-
-    def _dialect_insert(self, table: Table) -> Any:
-        return postgresql.insert(table) if self.postgresql else sqlite.insert(table)
-
-    @cached_property
-    def _register_instances(self) -> Any:
-        return self._insert(_INSTANCES, _REGISTER_INSTANCES,
-                            on_conflict=("account_id", "instance_id"))
-
     async def _make_months(self, months: Sequence[datetime]) -> None:
         """The months the events fall in, made in a transaction of their own.
 
@@ -278,58 +346,135 @@ class StagedEvents:
         async with self.engine.begin() as connection:
             await connection.execute(partitions.ENSURE, {"months": list(months)})
 
-    @cached_property
-    def _insert_keys(self) -> Any:
-        return self._insert(_KEYS, _NEW_KEYS, on_conflict=("account_id", "event_id"))
+
+class _Statements:
+    """The set-based statements that finish a stage, for one dialect."""
+
+    def __init__(self, stage: Table, postgresql: bool) -> None:
+        self.stage = stage
+        self.postgresql = postgresql
+        s = self.s = stage.c
+        # Events stored before (their keys are) are duplicates and change nothing.
+        self.stored = exists().where(_K.account_id == s.account_id, _K.event_id == s.event_id)
+
+    def _insert(self, table: Table) -> Any:
+        return postgresql.insert(table) if self.postgresql else sqlite.insert(table)
+
+    def _insert_from(self, table: Table, rows: Any, *, on_conflict: tuple[str, ...]) -> Any:
+        return self._insert(table).from_select(
+            list(rows.selected_columns.keys()), rows
+        ).on_conflict_do_nothing(index_elements=list(on_conflict))
 
     @cached_property
-    def _insert_events(self) -> Any:
-        return self._dialect_insert(_EVENTS).from_select(
-            list(_EVENT_COLUMNS), _NEW_EVENTS
+    def drop_repeats(self) -> Any:
+        """Later copies of an event the file repeats: the first one (lowest seq) counts."""
+        s = self.s
+        repeated = (
+            select(s.account_id, s.event_id, func.min(s.seq).label("first"))
+            .group_by(s.account_id, s.event_id)
+            .having(func.count() > 1)
+            .subquery("repeated")
+        )
+        return delete(self.stage).where(
+            s.seq.in_(
+                select(s.seq)
+                .join(repeated, and_(s.account_id == repeated.c.account_id,
+                                     s.event_id == repeated.c.event_id))
+                .where(s.seq > repeated.c.first)
+            )
         )
 
     @cached_property
-    def _keep_written(self) -> Any:
+    def drop_stored(self) -> Any:
+        return delete(self.stage).where(self.stored)
+
+    @cached_property
+    def register_instances(self) -> Any:
+        """The unknown instances of events not stored (a duplicate registers nothing)."""
+        s = self.s
+        rows = (
+            select(s.account_id, s.instance_id, literal("").label("hostname"),
+                   literal("unknown").label("status"))
+            .where(
+                ~exists().where(_I.account_id == s.account_id, _I.instance_id == s.instance_id),
+                ~self.stored,
+            )
+            .distinct()
+            .order_by(s.account_id, s.instance_id)
+        )
+        return self._insert_from(_INSTANCES, rows, on_conflict=("account_id", "instance_id"))
+
+    @cached_property
+    def insert_keys(self) -> Any:
+        s = self.s
+        rows = select(s.account_id, s.event_id).where(true()).order_by(s.account_id, s.event_id)
+        return self._insert_from(_KEYS, rows, on_conflict=("account_id", "event_id"))
+
+    @cached_property
+    def keep_written(self) -> Any:
         """PostgreSQL: claim the stage's keys; the events whose key was not ours leave."""
-        written = self._insert_keys.returning(_K.account_id, _K.event_id).cte("written")
-        return delete(_STAGE).where(
-            ~exists().where(written.c.account_id == _S.account_id,
-                            written.c.event_id == _S.event_id)
+        s = self.s
+        written = self.insert_keys.returning(_K.account_id, _K.event_id).cte("written")
+        return delete(self.stage).where(
+            ~exists().where(written.c.account_id == s.account_id,
+                            written.c.event_id == s.event_id)
         ).add_cte(written)
 
     @cached_property
-    def _rollups(self) -> list[Any]:
-        statements = []
+    def counts(self) -> Any:
+        """The stage's events, and those of them without a price."""
+        return select(
+            func.count(), func.coalesce(func.sum(case((self.s.unpriced, 1), else_=0)), 0)
+        ).select_from(self.stage)
+
+    @cached_property
+    def insert_events(self) -> Any:
+        s = self.s
+        rows = select(*(s[name] for name in _EVENT_COLUMNS)).order_by(
+            s.account_id, s.occurred_at, s.event_id
+        )
+        return self._insert(_EVENTS).from_select(list(_EVENT_COLUMNS), rows)
+
+    @cached_property
+    def rollups(self) -> list[Any]:
+        s, statements = self.s, []
         for statement in rollups.ACCUMULATING:
-            keys = [_S[name] for name in statement.columns[1 : -len(rollups.MEASURES)]]
+            keys = [s[name] for name in statement.columns[1 : -len(rollups.MEASURES)]]
             sums = (
                 select(
-                    _S.account_id,
+                    s.account_id,
                     *keys,
                     func.count(),
-                    func.sum(_S.tokens_in),
-                    func.sum(_S.tokens_out),
-                    func.sum(_S.cost_nanos // _NANOS),
-                    func.sum(_S.cost_nanos % _NANOS),
+                    func.sum(s.tokens_in),
+                    func.sum(s.tokens_out),
+                    func.sum(s.cost_nanos // _NANOS),
+                    func.sum(s.cost_nanos % _NANOS),
                 )
                 .where(true())  # SQLite: an upsert's SELECT needs a WHERE to parse
-                .group_by(_S.account_id, *keys)
-                .order_by(_S.account_id, *keys)  # rows locked in key order
+                .group_by(s.account_id, *keys)
+                .order_by(s.account_id, *keys)  # rows locked in key order
             )
             statements.append(
-                statement.finish(self._dialect_insert(statement.table))
+                statement.finish(self._insert(statement.table))
                 .from_select(list(statement.columns), sums)
             )
         return statements
 
     @cached_property
-    def _keep_seen(self) -> Any:
-        """Each end user of the stage with its latest instant, into ``_SEEN``."""
-        stmt = self._dialect_insert(_SEEN).from_select(
-            ["account_id", "end_user_id", "occurred_at"],
-            select(_S.account_id, _S.end_user_id, func.max(_S.occurred_at))
-            .where(_S.end_user_id.is_not(None), _S.end_user_id != "")
-            .group_by(_S.account_id, _S.end_user_id),
+    def latest_seen(self) -> Any:
+        """Each end user of the stage with its latest instant."""
+        s = self.s
+        return (
+            select(s.account_id, s.end_user_id, func.max(s.occurred_at).label("occurred_at"))
+            .where(s.end_user_id.is_not(None), s.end_user_id != "")
+            .group_by(s.account_id, s.end_user_id)
+        )
+
+    @cached_property
+    def keep_seen(self) -> Any:
+        """The import's end users with their latest instants, into its ``_SEEN``."""
+        stmt = self._insert(_SEEN).from_select(
+            ["account_id", "end_user_id", "occurred_at"], self.latest_seen
         )
         return stmt.on_conflict_do_update(
             index_elements=["account_id", "end_user_id"],
@@ -338,50 +483,17 @@ class StagedEvents:
         )
 
 
+@cache
+def _statements(stage: Table, postgresql: bool) -> _Statements:
+    return _Statements(stage, postgresql)
+
+
 _SQLITE_STAGE_INSERT = str(
     sqlite.insert(_STAGE).compile(dialect=sqlite.dialect(), column_keys=list(_COLUMNS))
 )
-
-# Later copies of an event the file repeats: the first one (lowest seq) counts.
-_REPEATED = (
-    select(_S.account_id, _S.event_id, func.min(_S.seq).label("first"))
-    .group_by(_S.account_id, _S.event_id)
-    .having(func.count() > 1)
-    .subquery("repeated")
-)
-_DROP_REPEATS = delete(_STAGE).where(
-    _S.seq.in_(
-        select(_STAGE.c.seq)
-        .join(
-            _REPEATED,
-            and_(_S.account_id == _REPEATED.c.account_id, _S.event_id == _REPEATED.c.event_id),
-        )
-        .where(_S.seq > _REPEATED.c.first)
-    )
-)
-_COUNT = select(func.count()).select_from(_STAGE)
 # A fixed statement, written out: ANALYZE has no SQLAlchemy construct.
 _ANALYZE_STAGE = text("ANALYZE meterql_import_stage")
-# Events stored before (their keys are) are duplicates and change nothing.
 _K = _KEYS.c
-_STORED = exists().where(_K.account_id == _S.account_id, _K.event_id == _S.event_id)
-_DROP_STORED = delete(_STAGE).where(_STORED)
-# The unknown instances of events not stored (a duplicate registers nothing),
-# then the events, in key order.
 _I = _INSTANCES.c
-_REGISTER_INSTANCES = (
-    select(_S.account_id, _S.instance_id, literal("").label("hostname"),
-           literal("unknown").label("status"))
-    .where(
-        ~exists().where(_I.account_id == _S.account_id, _I.instance_id == _S.instance_id),
-        ~_STORED,
-    )
-    .distinct()
-    .order_by(_S.account_id, _S.instance_id)
-)
-_NEW_KEYS = select(_S.account_id, _S.event_id).where(true()).order_by(_S.account_id, _S.event_id)
-_NEW_EVENTS = select(*(_S[name] for name in _EVENT_COLUMNS)).order_by(
-    _S.account_id, _S.occurred_at, _S.event_id
-)
 
-__all__ = ["StagedEvents"]
+__all__ = ["BATCH_STAGE", "CREATE_BATCH_STAGE", "StagedEvents", "stage_rows", "write_batch"]

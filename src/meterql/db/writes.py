@@ -14,10 +14,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table, func, select, text, update
+from sqlalchemy import Table, select, text, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
-from meterql.db import partitions, rollups
+from meterql.db import rollups, staging
 from meterql.db.bulk import BulkInsert, by_account
 from meterql.db.dialect import insert
 from meterql.db.tables import (
@@ -210,19 +210,15 @@ async def record_events(
     """Write validated events; an event already stored is counted as a duplicate.
 
     Events belong to ``account_id`` (live ingest: the token's account) or,
-    without it, each to its own ``account_id`` (import files). Unknown
-    instances are registered; the price at this moment is kept with each
-    event, so later price changes never rewrite history (a bulk import
-    writes through :mod:`meterql.db.staging` instead, by the same rules).
+    without it, each to its own ``account_id``. Unknown instances are
+    registered; the price at this moment is kept with each event, so later
+    price changes never rewrite history.
+
+    On PostgreSQL the batch goes through the connection's stage, by the
+    import's statements (:func:`meterql.db.staging.write_batch`), where
+    concurrent gateways meet in ``ON CONFLICT``. On SQLite, the one writer,
+    the stored keys are looked up, and the rest inserted and summed here.
     """
-    if session.get_bind().dialect.name == "postgresql":
-        # asyncpg prepares statements; a generic plan chosen while a table
-        # (or this import's share of it) was small would scan it whole on
-        # every lookup of events or end users from then on. Plan each
-        # statement for its values, for this transaction only (SET LOCAL).
-        # Each batch writes through a handful of statements (one per table,
-        # see db/bulk.py), so planning them afresh costs next to nothing.
-        await session.execute(select(func.set_config("plan_cache_mode", "force_custom_plan", True)))
     keyed: dict[tuple[str, str], UsageEventRecord] = {}
     for event in events:
         owner = account_id or getattr(event, "account_id", None)
@@ -231,15 +227,11 @@ async def record_events(
         keyed.setdefault((owner, event.event_id), event)
     if not keyed:
         return EMPTY_RESULT
-    # The months these events fall in exist before anything is locked.
-    await partitions.ensure_months(
-        session, (e.timestamp.astimezone(UTC) for e in keyed.values())
-    )
+    if session.get_bind().dialect.name == "postgresql":
+        accepted, unpriced = await staging.write_batch(session, list(keyed.values()), account_id)
+        return IngestResult(accepted, len(events) - accepted, unpriced)
     known = await _stored_keys(session, list(keyed))
     # A duplicate changes nothing at all: it registers no instance either.
-    # Rows are written in key order, instances before events: two batches
-    # that share rows then lock them in the same order and cannot deadlock
-    # on PostgreSQL, whatever order their senders listed them in.
     ordered = sorted(((k, e) for k, e in keyed.items() if k not in known), key=lambda ke: ke[0])
     total = IngestResult(accepted=0, duplicates=len(events) - len(ordered), unpriced=0)
     if not ordered:
@@ -288,12 +280,6 @@ _NEW_EVENTS = BulkInsert(_EVENTS_TABLE, _EVENT_COLUMNS)
 _KEYS_TABLE: Table = EventKey.__table__  # type: ignore[assignment]
 _KEY_COLUMNS = ("account_id", "event_id")
 _NEW_KEYS = BulkInsert(_KEYS_TABLE, _KEY_COLUMNS)
-_KEYS_UNLESS_STORED = BulkInsert(
-    _KEYS_TABLE,
-    _KEY_COLUMNS,
-    lambda stmt: stmt.on_conflict_do_nothing(index_elements=list(_KEY_COLUMNS)),
-    returning=_KEY_COLUMNS,
-)
 
 
 async def _insert_events(
@@ -327,30 +313,14 @@ async def _insert_events(
                 "cost_nanos": cost,
             }
         )
-    if session.get_bind().dialect.name == "sqlite":
-        # SQLite has one writer at a time and this transaction holds the lock
-        # (BEGIN IMMEDIATE): every key not found stored a moment ago is new,
-        # so a plain INSERT writes them all, and a conflict would be a bug
-        # that fails the batch rather than a duplicate to skip quietly.
-        await _NEW_KEYS.run(session, rows)
-        inserted = {(row["account_id"], row["event_id"]) for row in rows}
-    else:
-        # Another gateway may store the same event between our lookup and
-        # this insert: ON CONFLICT skips its key, and RETURNING says what
-        # was ours. Only our events are written.
-        inserted = {(a, e) for a, e in await _KEYS_UNLESS_STORED.run(session, rows)}
-    mine = rows if len(inserted) == len(rows) else [
-        r for r in rows if (r["account_id"], r["event_id"]) in inserted
-    ]
-    await _NEW_EVENTS.run(session, mine)
-    # Only what this insert wrote reaches the rollups: an event another
-    # transaction stored first is a duplicate here, and counted there.
-    await rollups.add_events(session, mine)
-    return IngestResult(
-        accepted=len(inserted),
-        duplicates=len(keyed) - len(inserted),
-        unpriced=len(unpriced_by_key & inserted),
-    )
+    # SQLite has one writer at a time and this transaction holds the lock
+    # (BEGIN IMMEDIATE): every key not found stored a moment ago is new, so
+    # a plain INSERT writes them all, and a conflict would be a bug that
+    # fails the batch rather than a duplicate to skip quietly.
+    await _NEW_KEYS.run(session, rows)
+    await _NEW_EVENTS.run(session, rows)
+    await rollups.add_events(session, rows)
+    return IngestResult(accepted=len(rows), duplicates=0, unpriced=len(unpriced_by_key))
 
 
 # What a bulk load changes the shape of. VACUUM has no SQLAlchemy construct:
