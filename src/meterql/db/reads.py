@@ -273,13 +273,18 @@ class _Sqlite:
 # --- PostgreSQL: a small pool of asyncpg connections -----------------------------------------
 
 
-# PostgreSQL's own choice between a plan per call and one for all. Read
-# statements have one text each, their lists bound as arrays and their spans
-# read through LATERAL index ranges, so a generic plan is as good as a fitted
-# one; planning each call instead cost a millisecond of a billing answer's
-# three. (Statements written per call, with their spans as VALUES, once made
-# generic plans read whole rollups; none is left on the read path.)
-PLAN_CACHE_MODE = "auto"
+# One plan per statement, made once per connection. Read statements have one
+# text each, their lists bound as arrays and their spans read through LATERAL
+# index ranges, so a generic plan is as good as a fitted one. Left to choose
+# (``auto``), PostgreSQL kept planning the statements that read raw events
+# afresh on every call: over a table partitioned by month, a generic plan's
+# estimate counts every partition (they are pruned when it runs), so it never
+# looked cheaper. Side by side on 300k events, in-process: the billing
+# period's statement 2.05 → 1.28 ms, the 90-day local series 2.2 → 1.8 ms,
+# no statement slower. (Statements written per call, with their spans as
+# VALUES, once made generic plans read whole rollups; none is left on the
+# read path.)
+PLAN_CACHE_MODE = "force_generic_plan"
 
 # What each read connection sets. Besides the plan cache: no JIT. A read
 # answers in a millisecond or two, and PostgreSQL decides to compile by the
