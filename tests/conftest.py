@@ -33,6 +33,22 @@ POSTGRES_ENV = "METERQL_TEST_POSTGRES_URL"
 BACKENDS = ["sqlite", "postgresql"]
 
 
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Skipped tests as one line per reason, with their number, not one line each
+    (``-rfE`` lists failures and errors alone): without PostgreSQL, half the
+    suite skips for the same reason."""
+    reasons: dict[str, int] = {}
+    for report in terminalreporter.stats.get("skipped", []):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        reason = reason.removeprefix("Skipped: ")
+        reasons[reason] = reasons.get(reason, 0) + 1
+    if reasons:
+        terminalreporter.section("skipped, by reason")
+        for reason, count in sorted(reasons.items(), key=lambda item: -item[1]):
+            terminalreporter.write_line(f"{count:5d}  {reason}")
+
+
 def _postgres_url() -> str | None:
     return os.environ.get(POSTGRES_ENV) or None
 

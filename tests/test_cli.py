@@ -13,6 +13,7 @@ import asyncio
 import hashlib
 import json
 import re
+import socket
 import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -22,8 +23,10 @@ import httpx
 import pytest
 import uvicorn
 from sqlalchemy import func, select
+from sqlalchemy.engine import make_url
 from starlette.applications import Starlette
 
+import meterql
 from meterql import cli, demo
 from meterql.app import create_app
 from meterql.config import Settings
@@ -34,6 +37,7 @@ from tests.golden import auth
 from tests.test_importer import READ_TOKEN, SUMMARY_30, example
 
 T = TypeVar("T")
+HEAD = "0007"  # the newest migration
 INVALID_CREDENTIALS = {"detail": "Invalid authentication credentials"}
 
 
@@ -101,7 +105,8 @@ def test_migrate_creates_the_schema_on_a_new_sqlite_file(
 ) -> None:
     path = tmp_path / "fresh.db"
     monkeypatch.setenv("METERQL_DATABASE_URL", f"sqlite+aiosqlite:///{path}")
-    assert run(capsys, "migrate") == (0, "database schema is up to date\n", "")
+    assert run(capsys, "migrate") == (0, f"SQLite file {path}: schema created (revision {HEAD})\n",
+                                      "")
     with sqlite3.connect(path) as connection:
         tables = {row[0] for row in connection.execute(
             "SELECT name FROM sqlite_master WHERE type = 'table'")}
@@ -110,9 +115,93 @@ def test_migrate_creates_the_schema_on_a_new_sqlite_file(
 
 
 def test_migrate_is_idempotent(env: str, capsys: pytest.CaptureFixture[str]) -> None:
-    # The fixture's database is already migrated: migrating again is a no-op.
-    assert run(capsys, "migrate") == (0, "database schema is up to date\n", "")
-    assert run(capsys, "migrate") == (0, "database schema is up to date\n", "")
+    # The fixture's database is already migrated: migrating again is a no-op,
+    # which says so, naming the database but never its password.
+    place = cli.where(env)
+    for _ in range(2):
+        assert run(capsys, "migrate") == (0, f"{place}: schema up to date (revision {HEAD})\n", "")
+    assert place.startswith(("SQLite file", "PostgreSQL database"))
+
+
+def test_migrate_names_the_revisions_it_went_from_and_to(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "old.db"
+    url = f"sqlite+aiosqlite:///{path}"
+
+    async def to_first_revision() -> None:
+        from alembic import command
+
+        from meterql.db.migrate import alembic_config
+
+        db = Database.from_settings(Settings(database_url=url))
+        async with db.engine.begin() as connection:
+            await connection.run_sync(
+                lambda sync: command.upgrade(alembic_config(sync), "0001"))
+        await db.dispose()
+
+    asyncio.run(to_first_revision())
+    monkeypatch.setenv("METERQL_DATABASE_URL", url)
+    assert run(capsys, "migrate") == (
+        0, f"SQLite file {path}: schema migrated from revision 0001 to {HEAD}\n", "")
+
+
+@pytest.mark.parametrize(("given", "used"), [
+    ("postgresql://u@h:5433/db", "postgresql+asyncpg://u@h:5433/db"),
+    ("postgres://u:secret@h/db?ssl=require", "postgresql+asyncpg://u:secret@h/db?ssl=require"),
+    ("sqlite:///./meterql.db", "sqlite+aiosqlite:///./meterql.db"),
+    ("sqlite+aiosqlite:////var/lib/m.db", "sqlite+aiosqlite:////var/lib/m.db"),
+])
+def test_database_urls_without_a_driver_take_meterqls(given: str, used: str) -> None:
+    assert Settings(database_url=given).database_url == used
+
+
+@pytest.mark.parametrize(("url", "said"), [
+    ("mysql://u@h/db", "METERQL_DATABASE_URL: mysql:// is not a database meterql talks to; "
+                       "write postgresql://user@host/dbname or sqlite:///path/to/meterql.db"),
+    ("postgresql+psycopg2://u:secret@h/db", "METERQL_DATABASE_URL: postgresql+psycopg2:// is not"),
+    ("not a url", "METERQL_DATABASE_URL: not a database URL; write postgresql://"),
+])
+def test_a_wrong_database_url_is_one_line_naming_the_fix(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], url: str, said: str
+) -> None:
+    monkeypatch.setenv("METERQL_DATABASE_URL", url)
+    code, out, err = run(capsys, "migrate")
+    assert (code, out) == (2, "")
+    assert err.startswith(f"meterql migrate: {said}")
+    assert err.count("\n") == 1 and "secret" not in err
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+@pytest.mark.parametrize(("change", "said"), [
+    ({"database": "meterql_no_such_database"},
+     "PostgreSQL database 'meterql_no_such_database' on {host} does not exist: create it"),
+    ({"username": "meterql_no_such_role"},
+     "the PostgreSQL database '{database}' on {host} refused user 'meterql_no_such_role': "
+     "check the user and password"),
+])
+def test_a_database_that_refuses_is_one_line_naming_the_fix(
+    env: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+    change: dict[str, str], said: str,
+) -> None:
+    url = make_url(env)
+    monkeypatch.setenv("METERQL_DATABASE_URL",
+                       url.set(**change).render_as_string(hide_password=False))
+    code, out, err = run(capsys, "migrate")
+    assert (code, out) == (1, "")
+    host = f"{url.host}:{url.port or 5432}"
+    assert err.startswith(f"meterql migrate: {said.format(host=host, database=url.database)}")
+    assert err.count("\n") == 1
+
+
+def test_an_sqlite_file_in_a_missing_directory_is_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "no" / "such" / "dir" / "m.db"
+    monkeypatch.setenv("METERQL_DATABASE_URL", f"sqlite:///{path}")
+    assert run(capsys, "migrate") == (
+        1, "", f"meterql migrate: cannot open the SQLite file {path}: its directory must exist "
+               "and be writable\n")
 
 
 def test_rollups_rebuild_counts_every_event(
@@ -195,7 +284,7 @@ def test_load_notes_unpriced_events(
     assert code == 0
     assert out.splitlines() == [
         f"loaded {path}: 2 models, 1 tiers, 1 accounts; events: 5 new, 0 already known, of 5",
-        "note: 2 new events use a model without a price (cost 0)",
+        "note: 2 new events use a model without a price (cost 0): mystery",
     ]
 
 
@@ -212,13 +301,35 @@ def test_load_refuses_a_bad_file_naming_the_json_path(
     assert get(env, "/v1/metrics/summary", READ_TOKEN).status_code == 401
 
 
-@pytest.mark.parametrize("name", ["missing.json", "."], ids=["missing", "directory"])
+@pytest.mark.parametrize(("name", "said"), [
+    ("missing.json", "no such file: {path}"),
+    (".", "{path} is a directory; give a JSON file"),
+], ids=["missing", "directory"])
 def test_load_without_a_file_exits_2(
-    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], name: str, said: str
 ) -> None:
-    code, out, err = run(capsys, "load", str(tmp_path / name))
+    path = tmp_path / name
+    assert run(capsys, "load", str(path)) == (2, "", f"meterql load: {said.format(path=path)}\n")
+
+
+def test_load_from_standard_input_says_why_not(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "load", "-")
     assert (code, out) == (2, "")
-    assert "no such file" in err
+    assert err.startswith("meterql load: give the file's path") and err.count("\n") == 1
+
+
+@pytest.mark.parametrize(("text", "said"), [
+    ('{"models": [\n {"model": "a",\n  "provider" "x"}]}',
+     "Expecting ':' delimiter at line 3, column 14"),
+    ('{"models": [{"model": "a",', "Expecting property name enclosed in double quotes at "
+                                   "line 1, column 27"),
+])
+def test_load_names_the_line_and_column_of_a_json_syntax_error(
+    env: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, said: str
+) -> None:
+    path = tmp_path / "broken.json"
+    path.write_text(text, encoding="utf-8")
+    assert run(capsys, "load", str(path)) == (1, "", f"meterql load: $: not valid JSON: {said}\n")
 
 
 # ---------------------------------------------------------------------------
@@ -226,7 +337,8 @@ def test_load_without_a_file_exits_2(
 
 
 def create_token(capsys: pytest.CaptureFixture[str], account: str, scopes: str) -> str:
-    code, out, err = run(capsys, "token", "create", "--account", account, "--scopes", scopes)
+    code, out, err = run(capsys, "token", "create", "--account", account, "--scopes", scopes,
+                         "--create-account")
     assert (code, err) == (0, "")
     token = out.strip()
     assert out == token + "\n" and token  # the token alone, on one line
@@ -296,6 +408,53 @@ def test_revoked_file_token_stays_revoked_when_the_file_is_reloaded(
     assert run(capsys, "load", str(path))[0] == 0
     response = get(env, "/v1/metrics/summary", READ_TOKEN)
     assert (response.status_code, response.json()) == (401, INVALID_CREDENTIALS)
+
+
+def test_a_token_for_an_unknown_account_needs_create_account(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, err = run(capsys, "token", "create", "--account", "nobody")
+    assert (code, out) == (1, "")
+    assert err == "meterql token: no account 'nobody': give --create-account to create it\n"
+    assert query(env, select(func.count()).select_from(ApiToken)) == [(0,)]
+    token = create_token(capsys, "nobody", "read")
+    # Now it exists: a second token needs no flag.
+    code, out, err = run(capsys, "token", "create", "--account", "nobody")
+    assert code == 0 and out.strip() != token
+
+
+def test_help_is_plain_and_names_every_default_and_the_environment(
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["--version"])
+    assert capsys.readouterr().out == f"meterql {meterql.__version__}\n"
+    for argv in (["--help"], ["serve", "--help"], ["token", "create", "--help"],
+                 ["load", "--help"], ["retention", "apply", "--help"]):
+        with pytest.raises(SystemExit):
+            cli.main(argv)
+        text = capsys.readouterr().out
+        assert "``" not in text and ":func:" not in text  # no reST markup
+        if argv != ["--help"]:
+            assert "METERQL_DATABASE_URL" in text
+    with pytest.raises(SystemExit):
+        cli.main(["serve", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--port PORT port to listen on (default: 8000)" in text
+    assert "--workers WORKERS gateway processes sharing the port (default: 1)" in text
+
+
+def test_serve_on_a_taken_port_is_one_line(
+    env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        code, out, err = run(capsys, "serve", "--port", str(port))
+    assert (code, out) == (1, "")
+    assert err == (f"meterql serve: 127.0.0.1:{port} is already in use: stop what listens "
+                   "there, or give --port\n")
 
 
 @pytest.mark.parametrize("scopes", ["admin", "read,admin", "", ",", "READ"])

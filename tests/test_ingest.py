@@ -32,12 +32,14 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import func, select
 
 from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db import writes
 from meterql.db.engine import Database
-from meterql.records import ModelRecord
+from meterql.db.tables import UsageDay, UsageEvent
+from meterql.records import ModelRecord, UsageEventRecord
 from tests.conftest import NOW
 from tests.golden import ACME_INGEST_TOKEN, ACME_TOKEN, GLOBEX_TOKEN, auth, seed
 
@@ -1044,3 +1046,37 @@ async def test_fastapi_shapes_for_null_and_blank_bodies(
     response = await client.post(EVENTS_PATH, content=body, headers=JSON_INGEST)
     assert response.status_code == 422
     assert response.json() == {"detail": [detail]}
+
+
+async def test_a_batch_rolled_back_leaves_nothing_for_the_next_on_its_connection(
+    settings: Settings,
+) -> None:
+    # One connection, so every batch uses the same one (and, on PostgreSQL,
+    # the same stage, which its commits and rollbacks must leave empty).
+    db = Database.from_settings(settings.model_copy(update={"pool_size": 1, "max_overflow": 0}))
+
+    async def day_requests() -> int:
+        async with db.read() as session:
+            found = await session.scalar(select(UsageDay.requests).where(
+                UsageDay.account_id == "acme", UsageDay.day == NOW.date()))
+        return int(found or 0)
+
+    try:  # the file's autouse fixture has seeded the golden data
+        before = await day_requests()
+        records = [UsageEventRecord.model_validate(event(f"rb-{n}")) for n in range(3)]
+        with pytest.raises(RuntimeError):
+            async with db.write("acme") as session, session.begin():
+                result = await writes.record_events(session, records, "acme")
+                assert result.accepted == 3
+                raise RuntimeError("the caller gives up: the batch rolls back")
+        for expected in ((2, 0), (0, 2)):  # stored once, then duplicates
+            async with db.write("acme") as session, session.begin():
+                result = await writes.record_events(session, records[:2], "acme")
+            assert (result.accepted, result.duplicates) == expected
+        async with db.read() as session:
+            stored = await session.scalar(select(func.count()).select_from(UsageEvent).where(
+                UsageEvent.account_id == "acme", UsageEvent.event_id.like("rb-%")))
+        # The two written once each, the rolled-back three never.
+        assert (stored, await day_requests()) == (2, before + 2)
+    finally:
+        await db.dispose()

@@ -1,57 +1,121 @@
-"""The ``meterql`` command: serve | load | token | schema | migrate | retention | rollups."""
+"""The meterql command: serve, load, token, schema, migrate, retention, rollups.
+
+Every subcommand reads its settings from the environment (``meterql.config``)
+and answers a problem with one line on stderr, never a traceback: exit 2 for
+a wrong command line or setting, 1 for a refusal or a database that cannot
+be reached.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
+from pydantic import ValidationError
+from sqlalchemy.engine import make_url
+
+from meterql import __version__
 from meterql.config import Settings
 from meterql.db.engine import Database, is_sqlite, is_unavailable
-from meterql.db.migrate import upgrade
+from meterql.db.migrate import current_revision, upgrade
 from meterql.errors import DatabaseUnavailable, MeterqlError
 
 T = TypeVar("T")
 CLI_STATEMENT_TIMEOUT_S = 3600.0
 
 
+class CommandError(Exception):
+    """A problem the command states in one line (exit 1)."""
+
+
 def _with_database(settings: Settings, work: Callable[[Database], Awaitable[T]]) -> T:
     """Run ``work`` on a fresh, migrated database, in its own event loop."""
+    return asyncio.run(_on_database(settings, work, migrate=True))
 
+
+async def _on_database(
+    settings: Settings, work: Callable[[Database], Awaitable[T]], *, migrate: bool
+) -> T:
     # The statement timeout protects requests from a hung server; a bulk
     # load or a migration may legitimately run one statement for minutes.
     timeout = max(settings.db_statement_timeout_s, CLI_STATEMENT_TIMEOUT_S)
-    patient = settings.model_copy(update={"db_statement_timeout_s": timeout})
-
-    async def main() -> T:
-        db = Database.from_settings(patient)
-        try:
+    db = Database.from_settings(settings.model_copy(update={"db_statement_timeout_s": timeout}))
+    try:
+        if migrate:
             await upgrade(db.engine)
-            return await work(db)
-        except Exception as error:
-            if is_unavailable(error):
-                raise DatabaseUnavailable(f"Database unavailable ({error})") from error
-            raise
-        finally:
-            await db.dispose()
+        return await work(db)
+    except Exception as error:
+        problem = connection_problem(error, settings.database_url)
+        if problem is not None:
+            raise CommandError(problem) from error
+        if is_unavailable(error):
+            raise DatabaseUnavailable(f"Database unavailable ({error})") from error
+        raise
+    finally:
+        await db.dispose()
 
-    return asyncio.run(main())
+
+def where(database_url: str) -> str:
+    """The database a URL names, for people: no password, no driver."""
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return f"SQLite file {url.database or ':memory:'}"
+    host = f"{url.host or 'localhost'}:{url.port or 5432}"
+    return f"PostgreSQL database {url.database!r} on {host}"
+
+
+# PostgreSQL's refusals of a connection that name their fix, by SQLSTATE.
+_MISSING_DATABASE = "3D000"
+_REFUSED_LOGIN = ("28000", "28P01")  # no such role (or pg_hba), wrong password
+
+
+def connection_problem(error: BaseException, database_url: str) -> str | None:
+    """One line saying why the database could not be used and what to do, if known."""
+    cause: BaseException | None = error
+    while cause is not None:
+        sqlstate = str(getattr(cause, "sqlstate", "") or "")
+        if sqlstate == _MISSING_DATABASE:
+            return (f"{where(database_url)} does not exist: create it (createdb), or name "
+                    "another in METERQL_DATABASE_URL")
+        if sqlstate in _REFUSED_LOGIN:
+            user = make_url(database_url).username
+            return (f"the {where(database_url)} refused user {user!r}: check the user and "
+                    "password in METERQL_DATABASE_URL")
+        if "unable to open database file" in str(cause):
+            return (f"cannot open the {where(database_url)}: its directory must exist "
+                    "and be writable")
+        if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
+            return (f"Database unavailable: nothing answers for the {where(database_url)}; "
+                    "is the server running, and is METERQL_DATABASE_URL right?")
+        cause = getattr(cause, "orig", None) or cause.__cause__
+    return None
 
 
 def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
-    async def noop(_db: Database) -> None:
-        return None
+    async def migrate(db: Database) -> tuple[str | None, str | None]:
+        before = await current_revision(db.engine)
+        await upgrade(db.engine)
+        return before, await current_revision(db.engine)
 
-    _with_database(settings, noop)
-    print("database schema is up to date")
+    before, after = asyncio.run(_on_database(settings, migrate, migrate=False))
+    place = where(settings.database_url)
+    if before == after:
+        print(f"{place}: schema up to date (revision {after})")
+    elif before is None:
+        print(f"{place}: schema created (revision {after})")
+    else:
+        print(f"{place}: schema migrated from revision {before} to {after}")
     return 0
 
 
@@ -98,6 +162,13 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     from meterql.importer import ImportReport, load
 
     path = Path(args.file)
+    if args.file == "-":
+        print("meterql load: give the file's path: an import reads its file twice "
+              "(checks it whole before writing), which standard input cannot be", file=sys.stderr)
+        return 2
+    if path.is_dir():
+        print(f"meterql load: {path} is a directory; give a JSON file", file=sys.stderr)
+        return 2
     if not path.is_file():
         print(f"meterql load: no such file: {path}", file=sys.stderr)
         return 2
@@ -109,14 +180,33 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
     async def work(db: Database) -> ImportReport:
         if not sys.stderr.isatty():
             return await load(db, path, horizon=oldest)
-        from rich.progress import BarColumn, DownloadColumn, Progress, TimeRemainingColumn
+        from rich.progress import (
+            BarColumn,
+            DownloadColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
 
-        columns = (BarColumn(), DownloadColumn(), TimeRemainingColumn())
+        size = path.stat().st_size
+        columns = (TextColumn("{task.description:<22}"), BarColumn(), DownloadColumn(),
+                   TimeRemainingColumn())
         with Progress(*columns, transient=True) as bar:
-            # Two passes over the file: checking it, then writing it.
-            task = bar.add_task("loading", total=2 * path.stat().st_size)
-            return await load(db, path, progress=lambda done: bar.update(task, completed=done),
-                              horizon=oldest)
+            task = bar.add_task(_PHASES["check"], total=size)
+            # Pass 2 reports bytes from the file's size on (it is read twice).
+            passed = [0]
+
+            def phase(name: str) -> None:
+                if name == "write":
+                    passed[0] = size
+                    bar.update(task, description=_PHASES[name], completed=0, total=size)
+                elif name != "check":  # no bytes to count: the bar pulses
+                    bar.update(task, description=_PHASES[name], total=None)
+
+            return await load(
+                db, path, horizon=oldest, phases=phase,
+                progress=lambda done: bar.update(task, completed=done - passed[0]),
+            )
 
     report = _with_database(settings, work)
     print(
@@ -125,8 +215,19 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
         f"{report.events_duplicate} already known, of {report.events_seen}"
     )
     if report.events_unpriced:
-        print(f"note: {report.events_unpriced} new events use a model without a price (cost 0)")
+        models = ", ".join(report.unpriced_models)
+        print(f"note: {report.events_unpriced} new events use a model without a price "
+              f"(cost 0): {models}")
     return 0
+
+
+# What `meterql load` shows while each phase of an import runs.
+_PHASES = {
+    "check": "checking the file",
+    "write": "writing the events",
+    "rollups": "adding up the rollups",
+    "tidy": "VACUUM ANALYZE",
+}
 
 
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
@@ -140,6 +241,12 @@ def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(db: Database) -> str:
         async with db.write() as session, session.begin():
+            if not args.create_account and not await writes.known_accounts(
+                session, [args.account]
+            ):
+                raise CommandError(
+                    f"no account {args.account!r}: give --create-account to create it"
+                )
             return await writes.create_token(session, args.account, scopes)
 
     print(_with_database(settings, work))
@@ -176,6 +283,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             print(f"demo: generated account '{demo.DEMO_ACCOUNT}' with {written} usage events")
         return await demo.read_token(db)
 
+    _refuse_a_taken_port(args.host, args.port)
     token = _with_database(settings, prepare)
     base = f"http://{args.host}:{args.port}"
     if token:
@@ -185,7 +293,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"'{base}/v1/metrics/summary?days=7'"
         )
         print(f"GraphiQL: {base}/graphql  (paste the token into the bar at the top; /v1/docs too)")
-    log_config = logging_config(settings.log_format, settings.log_level)
+    log_format = settings.log_format or ("text" if sys.stderr.isatty() else "json")
+    log_config = logging_config(log_format, settings.log_level)
     with metrics_directory(shared=args.workers > 1):
         if args.workers > 1 and SPREADS_CONNECTIONS:
             # Each worker process builds its own app (and engine) from the same
@@ -205,6 +314,26 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
                 log_config=log_config, access_log=False,
             )
     return 0
+
+
+def _refuse_a_taken_port(host: str, port: int) -> None:
+    """Say so in one line if something already listens on ``host:port``."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as error:
+        raise CommandError(f"cannot listen on {host}: {error.strerror or error}") from None
+    family, kind, proto, _name, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        # As uvicorn binds: a port whose last connections are closing is free.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(address)
+        except OSError as error:
+            if error.errno == errno.EADDRINUSE:
+                raise CommandError(
+                    f"{host}:{port} is already in use: stop what listens there, or give --port"
+                ) from None
+            raise CommandError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
 
 @contextmanager
@@ -237,63 +366,119 @@ def metrics_directory(shared: bool) -> Iterator[None]:
         shutil.rmtree(made, ignore_errors=True)
 
 
-def parser() -> argparse.ArgumentParser:
-    root = argparse.ArgumentParser(prog="meterql", description=__doc__)
-    commands = root.add_subparsers(dest="command", required=True)
+_ENVIRONMENT = """\
+environment:
+  METERQL_DATABASE_URL   postgresql://user@host/dbname or sqlite:///path.db
+                         (default sqlite:///./meterql.db)
+  METERQL_LOG_FORMAT     json or text (default: text on a terminal, else json)
+  METERQL_LOG_LEVEL      debug, info, warning or error (default info)
+  METERQL_RAW_EVENT_RETENTION_DAYS
+                         days of raw events kept (default: forever)
+  every setting: README.md, "Using it"
+"""
 
-    serve = commands.add_parser("serve", help="migrate the database, then serve HTTP")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=8000)
-    serve.add_argument("--demo", action="store_true", help="fill an empty database with demo data")
-    serve.add_argument(
-        "--workers", type=int, default=1, help="gateway processes sharing the port (default 1)"
+
+def _command(
+    commands: Any, name: str, description: str, run: Callable[[argparse.Namespace, Settings], int]
+) -> argparse.ArgumentParser:
+    command: argparse.ArgumentParser = commands.add_parser(
+        name, help=description, description=description, epilog=_ENVIRONMENT,
+        formatter_class=_Formatter,
     )
-    serve.set_defaults(run=cmd_serve)
+    command.set_defaults(run=run)
+    return command
 
-    load = commands.add_parser("load", help="import a JSON file (idempotent, all-or-nothing)")
-    load.add_argument("file")
-    load.set_defaults(run=cmd_load)
 
-    token = commands.add_parser("token", help="create or revoke API tokens")
-    token_commands = token.add_subparsers(dest="token_command", required=True)
-    create = token_commands.add_parser("create", help="print a new token, once")
-    create.add_argument("--account", required=True)
-    create.add_argument("--scopes", default="read", help="comma-separated: read,ingest")
-    create.set_defaults(run=cmd_token_create)
-    revoke = token_commands.add_parser("revoke", help="revoke a token at once")
-    revoke.add_argument("token")
-    revoke.set_defaults(run=cmd_token_revoke)
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Each option's default after its help (a flag's, or a required one's, says
+    nothing); the epilog's lines kept as written."""
 
-    schema = commands.add_parser("schema", help="print the GraphQL schema (SDL)")
-    schema.set_defaults(run=cmd_schema)
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default in (None, False):
+            return action.help
+        return super()._get_help_string(action)
 
-    migrate = commands.add_parser("migrate", help="bring the database schema up to date")
-    migrate.set_defaults(run=cmd_migrate)
+
+def parser() -> argparse.ArgumentParser:
+    root = argparse.ArgumentParser(
+        prog="meterql",
+        description="Usage and billing for AI-agent hosting: a GraphQL API, the /v1 REST "
+                    "routes, bulk import and live ingest, on SQLite or PostgreSQL.",
+        epilog=_ENVIRONMENT, formatter_class=_Formatter,
+    )
+    root.add_argument("--version", action="version", version=f"meterql {__version__}")
+    commands = root.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    serve = _command(commands, "serve", "migrate the database, then serve HTTP", cmd_serve)
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--demo", action="store_true",
+                       help="fill an empty database with a demo account, and print its token")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="gateway processes sharing the port")
+
+    load = _command(commands, "load",
+                    "import a JSON file: idempotent, all-or-nothing, checked whole first",
+                    cmd_load)
+    load.add_argument("file", help="the JSON file (format: docs/import.md)")
+
+    token = commands.add_parser("token", help="create or revoke API tokens",
+                                description="create or revoke API tokens")
+    token_commands = token.add_subparsers(dest="token_command", required=True,
+                                          metavar="SUBCOMMAND")
+    create = _command(token_commands, "create",
+                      "print a new token, once (only its hash is stored)", cmd_token_create)
+    create.add_argument("--account", required=True, help="the account the token reads or feeds")
+    create.add_argument("--scopes", default="read",
+                        help="comma-separated: read (queries) and/or ingest (usage events)")
+    create.add_argument("--create-account", action="store_true",
+                        help="create the account if it does not exist yet")
+    revoke = _command(token_commands, "revoke",
+                      "revoke a token: it answers 401 from the next request on",
+                      cmd_token_revoke)
+    revoke.add_argument("token", help="the token, as create printed it")
+
+    _command(commands, "schema", "print the GraphQL schema (SDL)", cmd_schema)
+    _command(commands, "migrate", "bring the database schema up to date, and say what changed",
+             cmd_migrate)
 
     retention = commands.add_parser(
-        "retention", help="raw-event retention (METERQL_RAW_EVENT_RETENTION_DAYS)"
+        "retention", help="raw-event retention (METERQL_RAW_EVENT_RETENTION_DAYS)",
+        description="raw-event retention (METERQL_RAW_EVENT_RETENTION_DAYS)",
     )
-    retention_commands = retention.add_subparsers(dest="retention_command", required=True)
-    apply = retention_commands.add_parser(
-        "apply", help="let go of the whole months of raw events past the horizon"
-    )
-    apply.set_defaults(run=cmd_retention_apply)
+    retention_commands = retention.add_subparsers(dest="retention_command", required=True,
+                                                  metavar="SUBCOMMAND")
+    _command(retention_commands, "apply",
+             "let go of the whole months of raw events past the horizon (the rollups keep "
+             "every sum)", cmd_retention_apply)
 
-    rollups = commands.add_parser("rollups", help="maintain the usage rollups")
-    rollups_commands = rollups.add_subparsers(dest="rollups_command", required=True)
-    rebuild = rollups_commands.add_parser(
-        "rebuild", help="recompute every rollup from the stored events (one transaction)"
-    )
-    rebuild.set_defaults(run=cmd_rollups_rebuild)
+    rollups = commands.add_parser("rollups", help="maintain the usage rollups",
+                                  description="maintain the usage rollups")
+    rollups_commands = rollups.add_subparsers(dest="rollups_command", required=True,
+                                              metavar="SUBCOMMAND")
+    _command(rollups_commands, "rebuild",
+             "recompute every rollup from the stored events (one transaction)",
+             cmd_rollups_rebuild)
     return root
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
-        code: int = args.run(args, Settings())
+        settings = Settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            name = "METERQL_" + "_".join(str(part) for part in problem["loc"]).upper()
+            message = str(problem["msg"]).removeprefix("Value error, ")
+            print(f"meterql {args.command}: {name}: {message}", file=sys.stderr)
+        return 2
+    try:
+        code: int = args.run(args, settings)
     except MeterqlError as error:
         print(f"meterql {args.command}: {error.message}", file=sys.stderr)
+        return 1
+    except CommandError as error:
+        print(f"meterql {args.command}: {error}", file=sys.stderr)
         return 1
     return code
 

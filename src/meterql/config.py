@@ -7,7 +7,7 @@ share state by accident.
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meterql.web.logs import LogFormat, LogLevel
@@ -25,9 +25,43 @@ class FreePlan(BaseSettings):
     token_allowance: int = Field(default=100_000, ge=0)
 
 
+# The drivers meterql talks through, and the schemes that mean them.
+_DRIVERS = {
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+    "postgresql+asyncpg": "postgresql+asyncpg",
+    "sqlite": "sqlite+aiosqlite",
+    "sqlite+aiosqlite": "sqlite+aiosqlite",
+}
+_FORMS = "postgresql://user@host/dbname or sqlite:///path/to/meterql.db"
+
+
+def database_url(value: str) -> str:
+    """``value`` with meterql's driver named: ``postgresql://`` and ``sqlite://`` take
+    asyncpg and aiosqlite; any other scheme, or a string that is no URL, is refused
+    with a sentence saying what to write (``ValueError``; no password in it)."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except (ArgumentError, ValueError):
+        raise ValueError(f"not a database URL; write {_FORMS}") from None
+    driver = _DRIVERS.get(url.drivername)
+    if driver is None:
+        raise ValueError(
+            f"{url.drivername}:// is not a database meterql talks to; write {_FORMS}"
+        )
+    if driver == url.drivername:
+        return value
+    return url.set(drivername=driver).render_as_string(hide_password=False)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="METERQL_", extra="ignore")
 
+    # postgresql://… and sqlite:///… are read as postgresql+asyncpg://… and
+    # sqlite+aiosqlite:///…, the drivers meterql uses.
     database_url: str = "sqlite+aiosqlite:///./meterql.db"
     # Where the trial-status route sends people to upgrade.
     upgrade_url: str = "/billing"
@@ -62,7 +96,9 @@ class Settings(BaseSettings):
     # /readyz answers 503 if a trivial query takes longer than this.
     readyz_timeout_s: float = Field(default=1.0, gt=0)
     # `meterql serve`'s logs on stderr: one JSON object a line, or plain text.
-    log_format: LogFormat = "json"
+    # None: plain text when stderr is a terminal (a person reads it), JSON
+    # otherwise (a collector does).
+    log_format: LogFormat | None = None
     log_level: LogLevel = "info"
 
     # GraphQL guards (docs/decisions.md, "Hardening"). `introspection=false`
@@ -81,3 +117,8 @@ class Settings(BaseSettings):
     graphql_max_series_points: int = Field(default=200_000, ge=1)
     # Operations per batched POST (a JSON list); 0 turns batching off.
     graphql_max_batch: int = Field(default=0, ge=0)
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str) -> str:
+        return database_url(value)

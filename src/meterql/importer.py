@@ -19,6 +19,8 @@ nothing (upserts by id; events deduplicated by ``(account_id, event_id)``).
 from __future__ import annotations
 
 import gc
+import io
+import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -58,6 +60,9 @@ BATCH = 5_000
 # Called with the bytes read so far over both passes: the file is read twice,
 # so the total is twice its size.
 Progress = Callable[[int], None]
+# Called as each phase starts: "check" (pass 1), "write" (pass 2), "rollups"
+# (the set-based statements after the last byte), "tidy" (PostgreSQL's VACUUM).
+Phases = Callable[[str], None]
 _SCAN_REPORT_EVERY = 1 << 20  # bytes read by pass 1 between two progress reports
 
 
@@ -78,6 +83,8 @@ class ImportReport:
     events_accepted: int = 0
     events_duplicate: int = 0
     events_unpriced: int = 0
+    # The models of those events, by name.
+    unpriced_models: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -141,8 +148,31 @@ def _scan(stream: IO[bytes], progress: Progress | None = None) -> _Scan:
                 for index, item in enumerate(_items(parser, prefix + ".item")):
                     records.append(_validate(model, item, json_path(f"$.{prefix}", [index])))
     except ijson.JSONError as error:
-        raise ImportFileError("$", f"not valid JSON ({error})") from None
+        raise ImportFileError("$", f"not valid JSON: {_where_json_breaks(stream, error)}") from None
     return scan
+
+
+# Files up to this size are read whole again to say where their JSON breaks.
+_RECHECK_BYTES = 32 * 1024 * 1024
+
+
+def _where_json_breaks(stream: IO[bytes], error: Exception) -> str:
+    """What is wrong with the file's JSON, and at which line and column.
+
+    The fast parser says what but not where, in several lines: a file of
+    modest size is parsed once more by Python's own, which names both; a
+    bigger one gets the fast parser's words on one line.
+    """
+    stream.seek(0, io.SEEK_END)
+    if stream.tell() <= _RECHECK_BYTES:
+        stream.seek(0)
+        try:
+            json.loads(stream.read())
+        except json.JSONDecodeError as decoding:
+            return f"{decoding.msg} at line {decoding.lineno}, column {decoding.colno}"
+        except (UnicodeDecodeError, RecursionError, ValueError):
+            pass
+    return " ".join(str(error).split())
 
 
 _EVENTS_END = (EVENTS, "end_array", None)  # the parser event that closes the events
@@ -170,14 +200,17 @@ def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator
 
 
 async def load(
-    db: Database, path: Path, progress: Progress | None = None, horizon: datetime | None = None
+    db: Database, path: Path, progress: Progress | None = None, horizon: datetime | None = None,
+    phases: Phases | None = None,
 ) -> ImportReport:
     """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad.
 
     An event before ``horizon`` (raw-event retention, ``meterql.retention``) is bad.
     """
     size = path.stat().st_size
+    phase = phases or (lambda _name: None)
     with _collections, path.open("rb") as stream:
+        phase("check")
         scan = _scan(stream, progress)
         report = ImportReport(
             models=len(scan.models),
@@ -185,6 +218,7 @@ async def load(
             accounts=len(scan.accounts),
         )
         stream.seek(0)
+        phase("write")
         async with db.write() as session, session.begin():
             await _check_tiers(session, scan)
             await writes.upsert_models(session, scan.models)
@@ -196,13 +230,16 @@ async def load(
             accounts = _Accounts(session, {a.account_id for a in scan.accounts}, stage)
             try:
                 await _stage_events(stream, stage, accounts, report, progress, size, horizon)
+                phase("rollups")
                 report.events_accepted, report.events_unpriced = await stage.finish()
+                report.unpriced_models = stage.unpriced_models
             finally:
                 await stage.settle()
             report.events_duplicate = report.events_seen - report.events_accepted
             if progress:
                 progress(size + stream.tell())
-    if report.events_accepted:
+    if report.events_accepted and db.engine.dialect.name == "postgresql":
+        phase("tidy")
         await writes.tidy_after_load(db.engine)
     return report
 

@@ -43,6 +43,12 @@ async def upgrade(engine: AsyncEngine) -> None:
         await connection.run_sync(_upgrade)
 
 
+async def current_revision(engine: AsyncEngine) -> str | None:
+    """The schema's revision (None: a database meterql has never migrated)."""
+    async with engine.connect() as connection:
+        return await connection.run_sync(_current)
+
+
 async def is_current(engine: AsyncEngine) -> bool:
     head = ScriptDirectory.from_config(alembic_config()).get_current_head()
     async with engine.connect() as connection:

@@ -238,6 +238,7 @@ class StagedEvents:
         self.staged = 0  # events staged so far (the next one's seq)
         self.accepted = 0  # events written
         self.unpriced = 0  # events written without a price
+        self.unpriced_models: list[str] = []  # their models
         self._unpriced_staged = 0  # events staged without a price, written or not
         self._months: set[tuple[int, int]] = set()
         self._writing: asyncio.Future[None] | None = None
@@ -308,6 +309,8 @@ class StagedEvents:
         self.accepted, self.unpriced = (await session.execute(statements.counts)).one()
         if not self.accepted:
             return
+        if self.unpriced:
+            self.unpriced_models = list(await session.scalars(statements.unpriced_models))
         if self.postgresql:
             await self._make_months(
                 [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(self._months)]
@@ -426,6 +429,11 @@ class _Statements:
         return select(
             func.count(), func.coalesce(func.sum(case((self.s.unpriced, 1), else_=0)), 0)
         ).select_from(self.stage)
+
+    @cached_property
+    def unpriced_models(self) -> Any:
+        s = self.s
+        return select(s.model).where(s.unpriced).distinct().order_by(s.model)
 
     @cached_property
     def insert_events(self) -> Any:
