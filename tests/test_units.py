@@ -13,6 +13,7 @@ from meterql.db.accounts import SubscriptionRow, TierRow
 from meterql.errors import InvalidInput
 from meterql.money import (
     PrecisionError,
+    charged_nanos,
     event_cost_nanos,
     format_usd,
     nanos_to_usd,
@@ -206,3 +207,23 @@ def test_hour_bounds_a_day_at_a_time_are_those_an_hour_at_a_time(zone: str) -> N
             moment = walked[-1]
             walked.append(buckets._next_hour_bound(moment, buckets._offset(moment, tz), end, tz))
         assert buckets._hour_bounds(start, end, tz) == walked
+
+
+# gpt-4o's price: 2.50 / 10.00 USD per million tokens, in nano-USD.
+GPT_4O = (2_500_000_000, 10_000_000_000)
+
+
+@pytest.mark.parametrize(
+    ("cost_usd", "price", "nanos"),
+    [
+        (None, GPT_4O, 15_000_000),  # 2000 × 2.5e-6 + 1000 × 10e-6 = 0.015 USD
+        (Decimal("0.02"), GPT_4O, 20_000_000),  # a reported cost wins over the price
+        (Decimal("0.0000000005"), None, 1),  # half-up to the nano-dollar
+        (Decimal("0"), None, 0),  # reported as free: priced, at 0
+        (None, None, None),  # neither: unpriced
+    ],
+)
+def test_an_events_charge(
+    cost_usd: Decimal | None, price: tuple[int, int] | None, nanos: int | None
+) -> None:
+    assert charged_nanos(cost_usd, 2000, 1000, price) == nanos

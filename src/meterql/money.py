@@ -52,6 +52,19 @@ def event_cost_nanos(
     return quotient + (1 if 2 * remainder >= TOKENS_PER_PRICE_UNIT else 0)
 
 
+def charged_nanos(
+    cost_usd: Decimal | None, tokens_in: int, tokens_out: int, price: tuple[int, int] | None
+) -> int | None:
+    """What an event costs, in nano-USD: as its sender reported it (half-up to the
+    nano-dollar), else at its model's ``(input, output)`` price per million tokens;
+    None when it has neither (it is stored at 0, and counted as unpriced)."""
+    if cost_usd is not None:
+        return usd_to_nanos(cost_usd, exact=False)
+    if price is None:
+        return None
+    return event_cost_nanos(tokens_in, tokens_out, *price)
+
+
 def format_usd(amount: Decimal) -> str:
     """The wire form: exactly 4 places, half-up (``"12.3400"``, ``"0.0000"``)."""
     return str(amount.quantize(_WIRE_QUANTUM, rounding=ROUND_HALF_UP))

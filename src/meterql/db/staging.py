@@ -35,7 +35,7 @@ deadlock.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import cache, cached_property
 from typing import Any
@@ -66,7 +66,7 @@ from meterql.db import partitions, rollups
 from meterql.db.bulk import pages
 from meterql.db.tables import EventKey, Instance, ModelPrice, UsageEvent
 from meterql.db.types import UTCDateTime, sqlite_instant
-from meterql.money import NANOS_PER_USD, event_cost_nanos, usd_to_nanos
+from meterql.money import NANOS_PER_USD, charged_nanos
 from meterql.records import EventRecord, UsageEventRecord
 from meterql.windows import epoch_hour, epoch_quarter
 
@@ -143,8 +143,8 @@ def stage_rows(
     seq: int = 0,
     account_id: str | None = None,
     sqlite_text: bool = False,
-) -> tuple[list[tuple[Any, ...]], set[tuple[int, int]], int]:
-    """The stage's rows for ``events``; the ``(year, month)`` of each; how many unpriced.
+) -> tuple[list[tuple[Any, ...]], set[tuple[int, int]]]:
+    """The stage's rows for ``events``, and the ``(year, month)`` of each.
 
     Events belong to ``account_id`` or, without it, each to its own (an
     import file's :class:`EventRecord`). The price at this moment is kept
@@ -154,16 +154,8 @@ def stage_rows(
     # (year, month) of every event: a tuple costs a tenth of
     # ``partitions.month_of`` per event, and the months are few.
     months: set[tuple[int, int]] = set()
-    unpriced_count = 0
     for e in events:
-        unpriced = False
-        if e.cost_usd is not None:
-            cost = usd_to_nanos(e.cost_usd, exact=False)
-        elif e.model in prices:
-            cost = event_cost_nanos(e.tokens_in, e.tokens_out, *prices[e.model])
-        else:
-            cost, unpriced = 0, True
-            unpriced_count += 1
+        cost = charged_nanos(e.cost_usd, e.tokens_in, e.tokens_out, prices.get(e.model))
         at = e.timestamp if e.timestamp.tzinfo is UTC else e.timestamp.astimezone(UTC)
         months.add((at.year, at.month))
         day: date | str = at.date()
@@ -175,10 +167,26 @@ def stage_rows(
         rows.append((
             seq, account_id or e.account_id, e.event_id, e.instance_id, e.model, stored, day,  # type: ignore[attr-defined]
             epoch_hour(at), epoch_quarter(at), e.tokens_in, e.tokens_out,
-            e.end_user_id, e.conversation_id, cost, unpriced,
+            e.end_user_id, e.conversation_id, cost or 0, cost is None,
         ))
         seq += 1
-    return rows, months, unpriced_count
+    return rows, months
+
+
+async def read_prices(
+    session: AsyncSession, models: Iterable[str] | None = None
+) -> dict[str, tuple[int, int]]:
+    """Each model's ``(input, output)`` nano-USD per million tokens (all, or ``models``)."""
+    query = select(ModelPrice.model, ModelPrice.input_nanos_per_mtok,
+                   ModelPrice.output_nanos_per_mtok)
+    if models is not None:
+        query = query.where(ModelPrice.model.in_(sorted(set(models))))
+    return {model: (per_input, per_output)
+            for model, per_input, per_output in await session.execute(query)}
+
+
+def _month_starts(months: Iterable[tuple[int, int]]) -> list[datetime]:
+    return [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(months)]
 
 
 async def write_batch(
@@ -193,19 +201,10 @@ async def write_batch(
     grouped statement each, and the batch crosses the wire once, by ``COPY``.
     """
     statements = _statements(BATCH_STAGE, True)
-    prices = {
-        row.model: (row.input_nanos_per_mtok, row.output_nanos_per_mtok)
-        for row in await session.execute(
-            select(ModelPrice.model, ModelPrice.input_nanos_per_mtok,
-                   ModelPrice.output_nanos_per_mtok)
-            .where(ModelPrice.model.in_(sorted({e.model for e in events})))
-        )
-    }
-    rows, months, _ = stage_rows(events, prices, account_id=account_id)
+    prices = await read_prices(session, (e.model for e in events))
+    rows, months = stage_rows(events, prices, account_id=account_id)
     # The months these events fall in exist before anything is locked.
-    await session.execute(partitions.ENSURE, {
-        "months": [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(months)]
-    })
+    await session.execute(partitions.ENSURE, {"months": _month_starts(months)})
     await _copy(session, BATCH_STAGE, rows)
     await session.execute(statements.register_instances)
     await session.execute(statements.keep_written)
@@ -239,7 +238,6 @@ class StagedEvents:
         self.accepted = 0  # events written
         self.unpriced = 0  # events written without a price
         self.unpriced_models: list[str] = []  # their models
-        self._unpriced_staged = 0  # events staged without a price, written or not
         self._months: set[tuple[int, int]] = set()
         self._writing: asyncio.Future[None] | None = None
 
@@ -247,23 +245,18 @@ class StagedEvents:
         """Create the stage and read the prices (the file's models are already applied)."""
         connection = await self.session.connection()
         await connection.run_sync(_METADATA.create_all, tables=[_STAGE, _SEEN])
-        for row in await self.session.execute(
-            select(ModelPrice.model, ModelPrice.input_nanos_per_mtok,
-                   ModelPrice.output_nanos_per_mtok)
-        ):
-            self.prices[row.model] = (row.input_nanos_per_mtok, row.output_nanos_per_mtok)
+        self.prices = await read_prices(self.session)
 
     async def add(self, events: Sequence[EventRecord]) -> None:
         """Stage ``events``; they are sent while the caller parses the next batch.
 
         At most one batch is in flight: this waits for the previous one.
         """
-        rows, months, unpriced = stage_rows(
+        rows, months = stage_rows(
             events, self.prices, seq=self.staged, sqlite_text=not self.postgresql
         )
         self.staged += len(rows)
         self._months |= months
-        self._unpriced_staged += unpriced
         await self.flush()
         self._writing = asyncio.ensure_future(self._stage(rows))
 
@@ -312,9 +305,7 @@ class StagedEvents:
         if self.unpriced:
             self.unpriced_models = list(await session.scalars(statements.unpriced_models))
         if self.postgresql:
-            await self._make_months(
-                [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(self._months)]
-            )
+            await self._make_months(_month_starts(self._months))
         await session.execute(statements.insert_events)
         for statement in statements.rollups:
             await session.execute(statement)

@@ -31,7 +31,7 @@ from meterql.db.tables import (
     UsageEvent,
     WebhostNode,
 )
-from meterql.money import event_cost_nanos, usd_to_nanos
+from meterql.money import charged_nanos, usd_to_nanos
 from meterql.records import AccountRecord, ModelRecord, TierRecord, UsageEventRecord
 
 # Rows per INSERT: well under SQLite's 32,766 bound parameters at 12 columns.
@@ -243,12 +243,7 @@ async def record_events(
             for a, i in sorted({(owner, e.instance_id) for (owner, _), e in ordered})
         ],
     )
-    prices = {
-        row.model: (row.input_nanos_per_mtok, row.output_nanos_per_mtok)
-        for row in await session.scalars(
-            select(ModelPrice).where(ModelPrice.model.in_({e.model for e in keyed.values()}))
-        )
-    }
+    prices = await staging.read_prices(session, (e.model for _, e in ordered))
     for start in range(0, len(ordered), EVENT_CHUNK):
         total += await _insert_events(
             session, ordered[start : start + EVENT_CHUNK], prices
@@ -288,15 +283,10 @@ async def _insert_events(
     prices: dict[str, tuple[int, int]],
 ) -> IngestResult:
     rows = []
-    unpriced_by_key: set[tuple[str, str]] = set()
+    unpriced = 0
     for (owner, event_id), e in keyed:
-        if e.cost_usd is not None:
-            cost = usd_to_nanos(e.cost_usd, exact=False)
-        elif e.model in prices:
-            cost = event_cost_nanos(e.tokens_in, e.tokens_out, *prices[e.model])
-        else:
-            cost = 0
-            unpriced_by_key.add((owner, event_id))
+        cost = charged_nanos(e.cost_usd, e.tokens_in, e.tokens_out, prices.get(e.model))
+        unpriced += cost is None
         occurred_at = e.timestamp.astimezone(UTC)
         rows.append(
             {
@@ -310,7 +300,7 @@ async def _insert_events(
                 "tokens_out": e.tokens_out,
                 "end_user_id": e.end_user_id,
                 "conversation_id": e.conversation_id,
-                "cost_nanos": cost,
+                "cost_nanos": cost or 0,
             }
         )
     # SQLite has one writer at a time and this transaction holds the lock
@@ -320,7 +310,7 @@ async def _insert_events(
     await _NEW_KEYS.run(session, rows)
     await _NEW_EVENTS.run(session, rows)
     await rollups.add_events(session, rows)
-    return IngestResult(accepted=len(rows), duplicates=0, unpriced=len(unpriced_by_key))
+    return IngestResult(accepted=len(rows), duplicates=0, unpriced=unpriced)
 
 
 # What a bulk load changes the shape of. VACUUM has no SQLAlchemy construct:
