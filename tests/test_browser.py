@@ -28,7 +28,7 @@ from meterql.config import Settings
 from meterql.db.engine import Database
 from meterql.rest_compat.routes import ROUTES
 from tests.conftest import NOW
-from tests.golden import ACME_TOKEN, auth, seed
+from tests.golden import ACME_TOKEN, REVOKED_TOKEN, auth, seed
 from tests.servers import serving
 
 CHROMIUM = Path(os.environ.get("METERQL_CHROMIUM", "/usr/bin/chromium"))
@@ -156,7 +156,7 @@ def test_graphiql_runs_a_query_with_the_token(offline: Offline, base_url: str) -
     page.wait_for_selector(".graphiql-query-editor .CodeMirror")
     page.fill("#mq-token", ACME_TOKEN)
     page.press("#mq-token", "Enter")
-    page.wait_for_selector("#mq-token-state:text('token set')")
+    page.wait_for_selector("#mq-token-state:text('token accepted')")
     page.evaluate(
         "(q) => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(q)",
         QUERY,
@@ -182,8 +182,58 @@ def test_graphiql_runs_a_query_with_the_token(offline: Offline, base_url: str) -
 
     # The token outlives a reload (kept in this browser's localStorage).
     page.reload()
-    page.wait_for_selector("#mq-token-state:text('token set')")
+    page.wait_for_selector("#mq-token-state:text('token accepted')")
     assert page.input_value("#mq-token") == ACME_TOKEN
+    offline.check()
+
+
+def graphql_posts(offline: Offline) -> list[str]:
+    """Start recording the operations the page POSTs to /graphql (by name)."""
+    seen: list[str] = []
+
+    def record(request: Any) -> None:
+        if request.method == "POST" and request.url.endswith("/graphql"):
+            body = json.loads(request.post_data or "{}")
+            seen.append(body.get("operationName") or body.get("query", "")[:40])
+
+    offline.page.on("request", record)
+    return seen
+
+
+def test_the_explorer_asks_nothing_before_a_token_and_says_what_it_made_of_one(
+    offline: Offline, base_url: str
+) -> None:
+    page = offline.page
+    posts = graphql_posts(offline)
+    page.goto(base_url + "/graphql")
+    page.wait_for_selector(".graphiql-query-editor .CodeMirror")
+    page.wait_for_selector("#mq-token-state:text('no token')")
+    page.wait_for_timeout(500)
+    # No introspection without a token, so no 401 anywhere on the page.
+    assert posts == []
+    assert "401" not in page.inner_text("body")
+    assert "Not authenticated" not in page.inner_text("body")
+
+    # A revoked token is said to be refused at once, and the schema is not asked for.
+    page.fill("#mq-token", REVOKED_TOKEN)
+    page.press("#mq-token", "Enter")
+    state = page.locator("#mq-token-state")
+    page.wait_for_selector("#mq-token-state[data-state='refused']")
+    assert "refused" in state.inner_text()
+    assert posts == ["TokenCheck"]
+    offline.screenshot("graphiql-refused-token.png")
+
+    # A good one is accepted, and only then is the schema read (with it).
+    page.fill("#mq-token", ACME_TOKEN)
+    page.press("#mq-token", "Enter")
+    page.wait_for_selector("#mq-token-state[data-state='accepted']")
+    for _ in range(100):  # GraphiQL asks for the schema once it has the new fetcher
+        if "IntrospectionQuery" in posts:
+            break
+        page.wait_for_timeout(100)
+    assert posts[:2] == ["TokenCheck", "TokenCheck"]
+    assert "IntrospectionQuery" in posts[2:]
+    assert state.inner_text() == "token accepted"
     offline.check()
 
 
@@ -217,6 +267,7 @@ def test_the_headers_pane_carries_a_token_too(offline: Offline, base_url: str) -
     page = offline.page
     page.goto(base_url + "/graphql")
     page.wait_for_selector("#mq-token-state:text('no token')")
+    page.wait_for_selector(".graphiql-query-editor .CodeMirror")
     page.evaluate(
         "(q) => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(q)",
         "{ trialStatus { planName } }",
