@@ -26,6 +26,7 @@ from meterql.schema import build_schema
 from meterql.schema.limits import GraphQLLimits
 from meterql.web.access import AccessMiddleware
 from meterql.web.assets import asset_endpoint
+from meterql.web.compression import CompressionMiddleware
 from meterql.web.graphql_view import GraphQLView
 from meterql.web.health import alive, ready_endpoint
 from meterql.web.instruments import (
@@ -113,10 +114,12 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
-        # The request id first, so the access line can name it.
+        # The request id first, so the access line can name it; compression
+        # last, so the access line counts the bytes that were sent.
         middleware=[
             Middleware(RequestIdMiddleware),
             Middleware(AccessMiddleware, instruments=instruments),
+            Middleware(CompressionMiddleware),
         ],
     )
     app.state.services = services
