@@ -117,6 +117,33 @@ def test_gateways_count_once_and_agree(gateways: list[str], token: str) -> None:
     assert summary["estimated_cost_usd"] == "0.0500"
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_304_never_hides_a_batch_another_gateway_took(
+    gateways: list[str], token: str
+) -> None:
+    headers = {"Authorization": f"Bearer {token}"}
+    path = "/v1/metrics/summary?days=7"
+    first = httpx.get(f"{gateways[0]}{path}", headers=headers)
+    etag = first.headers["etag"]
+    # Every gateway, and whichever worker answers, agrees nothing changed.
+    for base in gateways:
+        for _ in range(WORKERS * 2):
+            same = httpx.get(f"{base}{path}", headers={**headers, "if-none-match": etag})
+            assert same.status_code == 304
+    sent = httpx.post(f"{gateways[1]}/v1/usage/events", json=_batch(3), headers=headers)
+    assert sent.json()["accepted"] == 3
+    for base in gateways:
+        for _ in range(WORKERS * 2):
+            changed = httpx.get(f"{base}{path}", headers={**headers, "if-none-match": etag})
+            assert changed.status_code == 200
+            assert changed.json()["total_requests"] == first.json()["total_requests"] + 3
+    new = changed.headers["etag"]
+    assert new != etag
+    for base in gateways:
+        assert httpx.get(f"{base}{path}",
+                         headers={**headers, "if-none-match": new}).status_code == 304
+
+
 def _numbered_batch(n: int, size: int) -> list[dict[str, object]]:
     stamp = (datetime.now(UTC) - timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
     return [{"event_id": f"kill-{n:03d}-{k:04d}", "instance_id": f"inst-{k % 5}", "model": "m",

@@ -27,6 +27,7 @@ from meterql.schema.limits import GraphQLLimits
 from meterql.web.access import AccessMiddleware
 from meterql.web.assets import asset_endpoint
 from meterql.web.compression import CompressionMiddleware
+from meterql.web.etags import ETags
 from meterql.web.graphql_view import GraphQLView
 from meterql.web.health import alive, ready_endpoint
 from meterql.web.instruments import (
@@ -79,11 +80,12 @@ def create_app(
     own_documents = [p.document for p in prepared] + [parse(page_query(n)) for n in PAGES]
     instruments = Instruments(db, multiprocess_dir(), operation_names(own_documents))
 
+    etags = ETags(settings)
     routes: list[BaseRoute] = [
         Route(
             p.route.path,
-            (make_export_endpoint if p.route.media_type == "text/csv" else make_endpoint)(
-                p, services),
+            make_export_endpoint(p, services) if p.route.media_type == "text/csv"
+            else make_endpoint(p, services, etags),
             methods=[p.route.method],
         )
         for p in prepared
@@ -93,7 +95,7 @@ def create_app(
     # For people, not clients: not an operation of the OpenAPI document.
     routes.append(Route("/v1/docs", api_docs_page, methods=["GET"]))
     routes.append(Route("/static/{path:path}", asset_endpoint, methods=["GET"]))
-    graphql = GraphQLView(services)
+    graphql = GraphQLView(services, etags)
     routes.append(Route("/graphql", graphql, methods=["GET", "POST"]))
     # Operations: outside /v1 and its OpenAPI document, and without tokens.
     routes.append(Route("/healthz", alive, methods=["GET"]))

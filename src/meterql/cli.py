@@ -120,11 +120,13 @@ def cmd_migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def cmd_rollups_rebuild(args: argparse.Namespace, settings: Settings) -> int:
-    from meterql.db import rollups
+    from meterql.db import rollups, writes
 
     async def work(db: Database) -> int:
         async with db.write() as session, session.begin():
-            return await rollups.rebuild(session)
+            count = await rollups.rebuild(session)
+            await writes.touch_accounts(session, None)
+            return count
 
     print(f"rollups rebuilt from {_with_database(settings, work)} events")
     return 0

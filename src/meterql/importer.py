@@ -236,6 +236,8 @@ async def load(
             finally:
                 await stage.settle()
             report.events_duplicate = report.events_seen - report.events_accepted
+            # Prices and plans are shared: any account's answers may show them.
+            await writes.touch_accounts(session, None)
             if progress:
                 progress(size + stream.tell())
     if report.events_accepted and db.engine.dialect.name == "postgresql":

@@ -12,7 +12,6 @@ from sqlalchemy import (
     ColumnElement,
     FromClause,
     Select,
-    and_,
     bindparam,
     func,
     or_,
@@ -66,10 +65,18 @@ class Hosting:
 
 @dataclass(frozen=True, slots=True)
 class AccountState:
-    """What the billing rules need of an account: its live subscriptions and hosting."""
+    """What the billing rules need of an account: its live subscriptions and hosting.
+
+    With what an answer's ETag needs besides (``web/etags.py``): the data
+    version, and the trial ends of all its subscriptions, live or not, whose
+    countdowns answers show.
+    """
 
     subscriptions: list[SubscriptionRow]
     hosting: Hosting
+    # Replaced by every write that can change one of its answers (0: none yet).
+    version: int = 0
+    trial_ends: tuple[datetime, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,19 +110,23 @@ _TIER_FIELDS = [f.name for f in fields(TierRow)]
 
 
 def _with_state(base: FromClause, account: Any) -> Select[Any]:
-    """``account``'s hosting sums and live subscriptions (one row each, or one row of
-    NULLs without any), joined to ``base``, which names the account."""
+    """``account``'s hosting sums, data version and subscriptions (one row each, live or
+    not, or one row of NULLs without any), joined to ``base``, which names the account."""
     nodes = select(func.count(NODES.node_id)).where(NODES.account_id == account)
     sites = select(func.coalesce(func.sum(NODES.hosted_sites), 0)).where(
         NODES.account_id == account
     )
+    # Its own name for the table: ``base`` may be ``accounts`` itself.
+    owner = Account.__table__.alias("owner")
+    version = select(owner.c.data_version).where(owner.c.account_id == account)
     subscribed = base.outerjoin(
         Subscription.__table__.join(Tier.__table__, TIERS.tier_id == SUBSCRIPTIONS.tier_id),
-        and_(SUBSCRIPTIONS.account_id == account, is_live(SUBSCRIPTIONS.status)),
+        SUBSCRIPTIONS.account_id == account,
     )
     return select(
         nodes.scalar_subquery(),
         sites.scalar_subquery(),
+        version.scalar_subquery(),
         SUBSCRIPTIONS.status,
         *(TIERS[name] for name in _TIER_FIELDS),
         SUBSCRIPTIONS.current_period_start,
@@ -139,11 +150,14 @@ _STATE = _with_state(Account.__table__, ACCOUNTS.account_id).where(
 def _state(rows: Sequence[Sequence[Any]]) -> AccountState:
     tiers = len(_TIER_FIELDS)
     subscriptions = [
-        SubscriptionRow(TierRow(*row[3:3 + tiers]), row[2], *row[3 + tiers:6 + tiers])
-        for row in rows if row[2] is not None
+        SubscriptionRow(TierRow(*row[4:4 + tiers]), row[3], *row[4 + tiers:7 + tiers])
+        for row in rows if row[3] in LIVE_STATUSES
     ]
-    first = rows[0] if rows else (0, 0)
-    return AccountState(subscriptions, Hosting(nodes=int(first[0]), sites=int(first[1])))
+    first = rows[0] if rows else (0, 0, 0)
+    trial_ends = tuple(sorted(row[6 + tiers] for row in rows
+                              if row[3] is not None and row[6 + tiers] is not None))
+    return AccountState(subscriptions, Hosting(nodes=int(first[0]), sites=int(first[1])),
+                        version=int(first[2] or 0), trial_ends=trial_ends)
 
 
 def _grant(account_id: str, scopes: str, token_hash: str) -> TokenGrant:

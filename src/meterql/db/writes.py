@@ -38,6 +38,29 @@ from meterql.records import AccountRecord, ModelRecord, TierRecord, UsageEventRe
 EVENT_CHUNK = 1_000
 
 
+def new_version() -> int:
+    """A new data version: random, so that a database restored from a backup cannot
+    hand out again a version it gave other data before; never the starting 0."""
+    return secrets.randbits(62) + 1
+
+
+async def touch_accounts(session: AsyncSession, account_ids: Iterable[str] | None) -> None:
+    """Give these accounts (None: every account) a new data version, in the caller's transaction.
+
+    Called by every write that can change what an account's answers show,
+    last, just before its commit: a batch holds its account's row for as
+    short a time as it can. Answers' ETags are made of the version
+    (``web/etags.py``), so the next conditional request gets the new answer.
+    """
+    statement = update(Account).values(data_version=new_version())
+    if account_ids is not None:
+        wanted = sorted(set(account_ids))
+        if not wanted:
+            return
+        statement = statement.where(Account.account_id.in_(wanted))
+    await session.execute(statement)
+
+
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
@@ -173,6 +196,7 @@ async def create_token(session: AsyncSession, account_id: str, scopes: Sequence[
         )
     )
     await session.flush()
+    await touch_accounts(session, [account_id])
     return token
 
 
@@ -181,8 +205,11 @@ async def revoke_token(session: AsyncSession, token: str) -> bool:
         update(ApiToken)
         .where(ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None))
         .values(revoked_at=datetime.now(UTC))
+        .returning(ApiToken.account_id)
     )
-    return bool(getattr(result, "rowcount", 0))
+    revoked = list(result.scalars())
+    await touch_accounts(session, revoked)
+    return bool(revoked)
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,8 +254,11 @@ async def record_events(
         keyed.setdefault((owner, event.event_id), event)
     if not keyed:
         return EMPTY_RESULT
+    owners = {owner for owner, _ in keyed}
     if session.get_bind().dialect.name == "postgresql":
         accepted, unpriced = await staging.write_batch(session, list(keyed.values()), account_id)
+        if accepted:
+            await touch_accounts(session, owners)
         return IngestResult(accepted, len(events) - accepted, unpriced)
     known = await _stored_keys(session, list(keyed))
     # A duplicate changes nothing at all: it registers no instance either.
@@ -248,6 +278,7 @@ async def record_events(
         total += await _insert_events(
             session, ordered[start : start + EVENT_CHUNK], prices
         )
+    await touch_accounts(session, owners)
     return total
 
 

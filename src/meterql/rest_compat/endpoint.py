@@ -19,6 +19,7 @@ from meterql.errors import MeterqlError
 from meterql.rest_compat.body import ClientGone, decode_json, read_body
 from meterql.rest_compat.params import coerce
 from meterql.rest_compat.routes import CompatRoute
+from meterql.web.etags import ETags, matches, not_modified
 from meterql.web.request_facts import request_facts
 from meterql.web.request_ids import request_id
 from meterql.web.responses import client_gone_response, error_response, internal_error_response
@@ -102,7 +103,7 @@ async def request_context(services: Services, request: Request) -> Context:
     )
 
 
-def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
+def make_endpoint(prepared: PreparedRoute, services: Services, etags: ETags) -> Endpoint:
     route = prepared.route
 
     async def endpoint(request: Request) -> Response:
@@ -110,10 +111,16 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             context = await request_context(services, request)
         except MeterqlError as error:
             return error_response(error)
+        etag = None
         try:
             context.require(route.scope)
             variables = coerce(request.query_params, route.params)
-            if route.body is not None:
+            if route.body is None:
+                # Nothing the answer shows has changed since the client's copy.
+                etag = etags.of(context, request)
+                if matches(request, etag):
+                    return not_modified(etag)
+            else:
                 try:
                     raw = await read_body(request, route.body.max_bytes,
                                           services.settings.body_timeout_s)
@@ -131,7 +138,10 @@ def make_endpoint(prepared: PreparedRoute, services: Services) -> Endpoint:
             return client_gone_response()
         finally:
             finish(context)
-        return result_response(result, context.request_id)
+        response = result_response(result, context.request_id)
+        if etag is not None and response.status_code == 200:
+            response.headers["ETag"] = etag
+        return response
 
     endpoint.__name__ = route.document.removesuffix(".graphql")
     return endpoint

@@ -154,6 +154,14 @@ def _operation(
         status = str(http_status(error))
         if status != "401":
             responses.setdefault(status, _error_response(error.default_message))
+    if route.media_type == "application/json" and route.body is None:
+        # Conditional GETs (``web/etags.py``).
+        ok["headers"] = {"ETag": {
+            "description": "Names this answer: send it back as If-None-Match",
+            "schema": {"type": "string"}}}
+        responses["304"] = {
+            "description": "Not Modified: the answer the request's If-None-Match names is "
+                           "still the current one (nothing it shows has changed)"}
     if route.params or route.body is not None:
         responses["422"] = {
             "description": "Validation error",

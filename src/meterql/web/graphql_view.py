@@ -11,6 +11,10 @@ form-encoded, multipart and other non-JSON POSTs
 (400: a browser can send those cross-site without a preflight, so refusing
 them closes the CSRF door even for cookie-less clients); a JSON list of
 operations unless batching is configured (400); a mutation over GET (405).
+
+A GET query's answer carries an ETag (``web/etags.py``); the same GET with
+``If-None-Match`` naming it is answered 304 after the token's round trip,
+without running the query, while nothing it could show has changed.
 """
 
 from __future__ import annotations
@@ -24,17 +28,23 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.http import GraphQLHTTPResponse
 from strawberry.http.types import QueryParams
+from strawberry.types.execution import ExecutionResult
 
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.rest_compat.body import ClientGone, read_body
+from meterql.web.etags import ETags, matches, not_modified
 from meterql.web.pages import explorer_page
 from meterql.web.request_facts import request_facts
 from meterql.web.request_ids import request_id
 from meterql.web.responses import client_gone_response, error_response
 
 _CONTEXT_KEY = "meterql_context"
+# The tag a GET's answer gets, and whether its execution went without errors.
+_ETAG_KEY = "meterql_etag"
+_ANSWERED_KEY = "meterql_answered"
 # Strawberry's words when a GET asks for a mutation (a 400 there).
 _GET_MUTATION = "mutations are not allowed when using GET"
 
@@ -47,7 +57,7 @@ def _decode(data: str | bytes) -> Any:
 
 
 class GraphQLView(GraphQL[Context | None, None]):
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, etags: ETags) -> None:
         settings = services.settings
         super().__init__(
             services.schema,
@@ -59,6 +69,7 @@ class GraphQLView(GraphQL[Context | None, None]):
             multipart_uploads_enabled=False,
         )
         self.services = services
+        self.etags = etags
         self.max_body_bytes = settings.graphql_max_body_bytes
         self.body_timeout_s = settings.body_timeout_s
 
@@ -79,7 +90,14 @@ class GraphQLView(GraphQL[Context | None, None]):
         except MeterqlError as error:
             await error_response(error)(scope, receive, send)
             return
-        scope.setdefault("state", {})[_CONTEXT_KEY] = context
+        state = scope.setdefault("state", {})
+        state[_CONTEXT_KEY] = context
+        if request.method == "GET":
+            etag = state[_ETAG_KEY] = self.etags.of(context, request)
+            if matches(request, etag):
+                finish(context)
+                await not_modified(etag)(scope, receive, send)
+                return
         try:
             try:
                 body = await self._body(request)
@@ -110,6 +128,10 @@ class GraphQLView(GraphQL[Context | None, None]):
                 # GraphQL over HTTP: the method is what is wrong, so 405.
                 status, headers = 405, {"Allow": "POST"}
             response = JSONResponse({"detail": error.reason}, status_code=status, headers=headers)
+        state = scope.get("state", {})
+        etag = state.get(_ETAG_KEY)
+        if etag is not None and response.status_code == 200 and state.get(_ANSWERED_KEY):
+            response.headers["ETag"] = etag
         await response(scope, receive, send)
 
     async def render_graphql_ide(self, request: Request) -> Response:
@@ -132,6 +154,13 @@ class GraphQLView(GraphQL[Context | None, None]):
             if parsed.get(key):
                 parsed[key] = _decode(parsed[key])
         return parsed
+
+    async def process_result(
+        self, request: Request, result: ExecutionResult
+    ) -> GraphQLHTTPResponse:
+        # Only an answer without errors gets a tag: an error may be passing.
+        request.scope.setdefault("state", {})[_ANSWERED_KEY] = not result.errors
+        return await super().process_result(request, result)
 
     async def get_context(self, request: object, response: object) -> Context | None:
         # None only while rendering the GraphiQL page, which runs no resolver.
