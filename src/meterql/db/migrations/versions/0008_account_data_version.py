@@ -28,10 +28,13 @@ branch_labels = None
 depends_on = None
 
 
+# Plain ALTER TABLE on both backends (SQLite has had DROP COLUMN since 3.35):
+# batch mode would copy ``accounts`` to a new table, which the foreign keys
+# of every tenant table refuse.
 def upgrade() -> None:
-    with op.batch_alter_table('accounts') as batch:
-        batch.add_column(
-            sa.Column('data_version', sa.BigInteger(), nullable=False, server_default='0'))
+    op.add_column(
+        'accounts',
+        sa.Column('data_version', sa.BigInteger(), nullable=False, server_default='0'))
     if op.get_bind().dialect.name == 'postgresql':
         op.execute('ALTER TABLE accounts SET (fillfactor = 70)')
 
@@ -39,5 +42,4 @@ def upgrade() -> None:
 def downgrade() -> None:
     if op.get_bind().dialect.name == 'postgresql':
         op.execute('ALTER TABLE accounts RESET (fillfactor)')
-    with op.batch_alter_table('accounts') as batch:
-        batch.drop_column('data_version')
+    op.drop_column('accounts', 'data_version')
