@@ -19,6 +19,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+import aiosqlite
 import httpx
 import pytest
 import uvicorn
@@ -199,9 +200,15 @@ def test_an_sqlite_file_in_a_missing_directory_is_one_line(
 ) -> None:
     path = tmp_path / "no" / "such" / "dir" / "m.db"
     monkeypatch.setenv("METERQL_DATABASE_URL", f"sqlite:///{path}")
+    connects: list[object] = []
+    real = aiosqlite.connect
+    monkeypatch.setattr(aiosqlite, "connect", lambda *a, **k: connects.append(a) or real(*a, **k))
     assert run(capsys, "migrate") == (
         1, "", f"meterql migrate: cannot open the SQLite file {path}: its directory must exist "
                "and be writable\n")
+    # Said before connecting: a failed aiosqlite connect leaves its thread a
+    # step to run after the command's event loop is closed.
+    assert connects == []
 
 
 def test_rollups_rebuild_counts_every_event(

@@ -50,6 +50,7 @@ async def _on_database(
     # The statement timeout protects requests from a hung server; a bulk
     # load or a migration may legitimately run one statement for minutes.
     timeout = max(settings.db_statement_timeout_s, CLI_STATEMENT_TIMEOUT_S)
+    _sqlite_directory_exists(settings.database_url)
     db = Database.from_settings(settings.model_copy(update={"db_statement_timeout_s": timeout}))
     try:
         if migrate:
@@ -64,6 +65,22 @@ async def _on_database(
         raise
     finally:
         await db.dispose()
+
+
+def _sqlite_directory_exists(database_url: str) -> None:
+    """Refuse a SQLite file in a missing directory before connecting.
+
+    Said before trying rather than after: aiosqlite's failed connect leaves
+    its thread one more step to run, which resolves a future of this event
+    loop after the command has closed it (a "RuntimeError: Event loop is
+    closed" in that thread).
+    """
+    url = make_url(database_url)
+    if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
+        return
+    if not Path(url.database).parent.is_dir():
+        raise CommandError(f"cannot open the {where(database_url)}: its directory must exist "
+                           "and be writable")
 
 
 def where(database_url: str) -> str:
