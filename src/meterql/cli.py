@@ -79,8 +79,11 @@ def _sqlite_directory_exists(database_url: str) -> None:
     if url.get_backend_name() != "sqlite" or url.database in (None, "", ":memory:"):
         return
     if not Path(url.database).parent.is_dir():
-        raise CommandError(f"cannot open the {where(database_url)}: its directory must exist "
-                           "and be writable")
+        raise CommandError(_cannot_open(database_url))
+
+
+def _cannot_open(database_url: str) -> str:
+    return f"cannot open the {where(database_url)}: its directory must exist and be writable"
 
 
 def where(database_url: str) -> str:
@@ -110,8 +113,7 @@ def connection_problem(error: BaseException, database_url: str) -> str | None:
             return (f"the {where(database_url)} refused user {user!r}: check the user and "
                     "password in METERQL_DATABASE_URL")
         if "unable to open database file" in str(cause):
-            return (f"cannot open the {where(database_url)}: its directory must exist "
-                    "and be writable")
+            return _cannot_open(database_url)
         if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in str(cause):
             return (f"Database unavailable: nothing answers for the {where(database_url)}; "
                     "is the server running, and is METERQL_DATABASE_URL right?")

@@ -59,9 +59,11 @@ class ETags:
             str(state.version),
             str(int(now.timestamp()) // _QUARTER_HOUR),
             *(_trial_days(end, now) for end in state.trial_ends),
-            request.method,
-            request.url.path,
-            request.url.query,
+            # From the scope as sent: ``request.url`` would build a whole URL
+            # (host included) on every request for the two parts used here.
+            request.scope["method"],
+            request.scope["path"],
+            request.scope["query_string"].decode("latin-1"),
         ]
         digest = hashlib.blake2b("\n".join(parts).encode(), digest_size=16, key=self._seed)
         return f'W/"{digest.hexdigest()}"'

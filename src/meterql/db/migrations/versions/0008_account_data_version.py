@@ -7,7 +7,7 @@ Create Date: 2026-12-06
 ``accounts.data_version`` is what an answer's ``ETag`` is made of (with the
 account, the request and the clock): every write that can change one of the
 account's answers (an accepted batch, an import, a token made or revoked,
-retention, a rollup rebuild) sets it to a new random value in its own
+a rollup rebuild) sets it to a new random value in its own
 transaction, so a ``304 Not Modified`` can never hide a change, whichever
 gateway answers. Random rather than counted: a database restored from a
 backup cannot hand out a version it handed out before for other data.
