@@ -83,12 +83,15 @@ async def results() -> dict[str, Any]:
 
 
 def dump(value: Any, indent: str = "") -> str:
-    """JSON, indented, but an object or list of plain values on one line (a bucket, a total)."""
+    """JSON, indented, but an object or list of plain values on one line (a bucket, a total).
+
+    An empty list or object counts as plain (a bucket's ``groups`` when ungrouped).
+    """
     inner = indent + "  "
-    if isinstance(value, dict) and any(isinstance(v, dict | list) for v in value.values()):
+    if isinstance(value, dict) and any(isinstance(v, dict | list) and v for v in value.values()):
         items = [f"{inner}{json.dumps(k)}: {dump(v, inner)}" for k, v in value.items()]
         return "{\n" + ",\n".join(items) + f"\n{indent}}}"
-    if isinstance(value, list) and any(isinstance(v, dict | list) for v in value):
+    if isinstance(value, list) and any(isinstance(v, dict | list) and v for v in value):
         return "[\n" + ",\n".join(inner + dump(v, inner) for v in value) + f"\n{indent}]"
     return json.dumps(value, ensure_ascii=False)
 

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Refresh the browser assets vendored under src/meterql/static/ (the GraphiQL
-# explorer on /graphql, Swagger UI on /v1/docs) from the npm registry.
+# explorer on /graphql, Swagger UI on /v1/docs, uPlot for the dashboard on /)
+# from the npm registry.
 #
 # The pages must work with no network but our server, so these files ship in
 # the wheel rather than come from a CDN. To move to another version, change a
-# pin below, run this script, look at both pages (tests/test_browser.py does,
-# in a headless Chromium) and commit the files together with VERSIONS.
+# pin below, run this script, look at the pages (tests/test_browser.py and
+# tests/test_dashboard.py do, in a headless Chromium) and commit the files
+# together with VERSIONS.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 static=src/meterql/static
@@ -24,6 +26,10 @@ assets=(
     "swagger-ui-dist@5.35.0 swagger-ui.css swagger-ui/swagger-ui.css"
     "swagger-ui-dist@5.35.0 LICENSE swagger-ui/LICENSE.txt"
     "swagger-ui-dist@5.35.0 NOTICE swagger-ui/NOTICE.txt"
+    # The dashboard's chart: 50 KB, no dependencies, canvas drawing.
+    "uplot@1.6.32 dist/uPlot.iife.min.js uplot/uPlot.iife.min.js"
+    "uplot@1.6.32 dist/uPlot.min.css uplot/uPlot.min.css"
+    "uplot@1.6.32 LICENSE uplot/LICENSE.txt"
 )
 
 work=$(mktemp -d)

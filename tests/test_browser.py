@@ -87,11 +87,12 @@ def base_url(sqlite_template: Path, tmp_path_factory: pytest.TempPathFactory) ->
 class Offline:
     """A browser page that may talk to ``origin`` only, and remembers what it tried."""
 
-    def __init__(self, browser: Any, origin: str) -> None:
+    def __init__(self, browser: Any, origin: str, **options: Any) -> None:
         self.origin = origin
         self.foreign: list[str] = []
         self.errors: list[str] = []
-        self.context = browser.new_context(viewport={"width": 1280, "height": 860})
+        options = {"viewport": {"width": 1280, "height": 860}, "locale": "en-US", **options}
+        self.context = browser.new_context(**options)
         self.context.add_init_script(WATCH_CSP)
         self.context.route("**/*", self._route)
         self.page = self.context.new_page()

@@ -564,8 +564,9 @@ def test_serve_demo_fills_once_and_prints_how_to_try_it(
     first_token = token[1]
     assert lines[2] == (f"try:      curl -H 'Authorization: Bearer {first_token}' "
                         "'http://127.0.0.1:8123/v1/metrics/summary?days=7'")
-    assert lines[3].startswith("GraphiQL: http://127.0.0.1:8123/graphql ")
-    assert len(lines) == 4
+    assert lines[3].startswith("usage:    http://127.0.0.1:8123/ ")
+    assert lines[4].startswith("GraphiQL: http://127.0.0.1:8123/graphql ")
+    assert len(lines) == 5
 
     assert len(served) == 1
     assert (served[0]["host"], served[0]["port"]) == ("127.0.0.1", 8123)

@@ -1,4 +1,4 @@
-"""The explorer and docs pages over plain HTTP: headers, their files, no CDN.
+"""The dashboard, explorer and docs pages over plain HTTP: headers, their files, no CDN.
 
 What a browser does with them is tests/test_browser.py; here every URL a
 page names must be ours and answer, and the vendored files must be the ones
@@ -19,28 +19,44 @@ import pytest
 from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db.engine import Database
+from meterql.queries import PAGES as PAGE_QUERIES
+from meterql.queries import page_query
 from meterql.web.pages import CONTENT_SECURITY_POLICY
 from tests.conftest import NOW
 
 HTML = {"accept": "text/html"}
-PAGES = [("/graphql", "graphiql.min.js"), ("/v1/docs", "swagger-ui-bundle.js")]
+PAGES = [("/", "uPlot.iife.min.js"), ("/graphql", "graphiql.min.js"),
+         ("/v1/docs", "swagger-ui-bundle.js")]
 MEDIA_TYPES = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
 STATIC = resources.files("meterql") / "static"
 
 
 class Links(HTMLParser):
-    """The URLs of a page's scripts and stylesheets."""
+    """The URLs of a page's scripts and stylesheets, and its data blocks by id."""
 
     def __init__(self) -> None:
         super().__init__()
         self.urls: list[str] = []
+        self.data: dict[str, str] = {}
+        self._block: str | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         found = dict(attrs)
         if tag == "script" and found.get("src"):
             self.urls.append(found["src"] or "")
+        if tag == "script" and found.get("type") == "application/graphql":
+            self._block = found.get("id") or ""
+            self.data[self._block] = ""
         if tag == "link" and found.get("rel") == "stylesheet":
             self.urls.append(found.get("href") or "")
+
+    def handle_data(self, data: str) -> None:
+        if self._block is not None:
+            self.data[self._block] += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._block = None
 
 
 async def page(client: httpx.AsyncClient, path: str) -> httpx.Response:
@@ -87,6 +103,27 @@ async def test_every_file_a_page_names_is_ours_and_answers(
         assert hashlib.sha256(asset.content).hexdigest().startswith(version)
 
 
+async def test_the_dashboard_carries_the_page_queries_as_shipped(
+    client: httpx.AsyncClient,
+) -> None:
+    # The documents docs/graphql.md shows are the ones the dashboard sends.
+    links = Links()
+    links.feed((await page(client, "/")).text)
+    assert links.data == {"mq-doc-billing": page_query("billing-page"),
+                          "mq-doc-usage": page_query("metrics-page")}
+    assert set(PAGE_QUERIES) == {"billing-page", "metrics-page"}
+
+
+async def test_the_dashboard_is_for_everyone_the_api_decides(client: httpx.AsyncClient) -> None:
+    # The page holds no account's data: no token is needed to load it, and
+    # any Accept gets it (a browser's, curl's).
+    for accept in ("text/html", "*/*", "application/json"):
+        response = await client.get("/", headers={"accept": accept})
+        assert response.status_code == 200
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+    assert (await client.post("/")).status_code == 405
+
+
 async def test_a_cached_file_is_not_sent_again(client: httpx.AsyncClient) -> None:
     first = await client.get("/static/meterql/explorer.js")
     again = await client.get("/static/meterql/explorer.js",
@@ -110,7 +147,8 @@ async def test_only_listed_files_are_served(client: httpx.AsyncClient, path: str
      ("graphiql/LICENSE-react.txt", "MIT License"),
      ("graphiql/LICENSE-react-dom.txt", "MIT License"),
      ("swagger-ui/LICENSE.txt", "Apache License"),
-     ("swagger-ui/NOTICE.txt", "swagger-ui")],
+     ("swagger-ui/NOTICE.txt", "swagger-ui"),
+     ("uplot/LICENSE.txt", "MIT License")],
 )
 async def test_licences_ship_and_are_served(
     client: httpx.AsyncClient, path: str, licence: str
@@ -133,7 +171,7 @@ def test_vendored_files_are_the_pinned_ones() -> None:
         packages.setdefault(spec, set()).add(file)
     assert all({"LICENSE"} & files for files in packages.values()), packages
     assert {spec.rpartition("@")[0] for spec in packages} == {
-        "graphiql", "react", "react-dom", "swagger-ui-dist"}
+        "graphiql", "react", "react-dom", "swagger-ui-dist", "uplot"}
 
 
 async def test_introspection_off_hides_the_explorer_not_the_docs(

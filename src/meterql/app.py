@@ -36,7 +36,7 @@ from meterql.web.instruments import (
     multiprocess_dir,
     operation_names,
 )
-from meterql.web.pages import api_docs_page
+from meterql.web.pages import api_docs_page, dashboard_page
 from meterql.web.request_ids import HEADER, RequestIdMiddleware, request_id
 from meterql.web.responses import internal_error_response
 from meterql.windows import Clock, system_clock
@@ -92,7 +92,8 @@ def create_app(
     ]
     openapi = openapi_document(schema._schema, prepared)
     routes.append(Route("/v1/openapi.json", _static_json(openapi), methods=["GET"]))
-    # For people, not clients: not an operation of the OpenAPI document.
+    # For people, not clients: not operations of the OpenAPI document.
+    routes.append(Route("/", dashboard_page, methods=["GET"]))
     routes.append(Route("/v1/docs", api_docs_page, methods=["GET"]))
     routes.append(Route("/static/{path:path}", asset_endpoint, methods=["GET"]))
     graphql = GraphQLView(services, etags)

@@ -313,7 +313,8 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             f"try:      curl -H 'Authorization: Bearer {token}' "
             f"'{base}/v1/metrics/summary?days=7'"
         )
-        print(f"GraphiQL: {base}/graphql  (paste the token into the bar at the top; /v1/docs too)")
+        print(f"usage:    {base}/  (paste the token into the bar at the top)")
+        print(f"GraphiQL: {base}/graphql  (the same token; /v1/docs too)")
     log_format = settings.log_format or ("text" if sys.stderr.isatty() else "json")
     log_config = logging_config(log_format, settings.log_level)
     with metrics_directory(shared=args.workers > 1):

@@ -1,7 +1,7 @@
 """``GET /static/{path}``: the browser pages' files, served from the package.
 
-Two kinds live under ``static/``: vendored, pinned builds of GraphiQL, React
-and Swagger UI (``static/VERSIONS`` names each file's npm package, version
+Two kinds live under ``static/``: vendored, pinned builds of GraphiQL, React,
+Swagger UI and uPlot (``static/VERSIONS`` names each file's npm package, version
 and sha256; ``scripts/vendor_assets.sh`` refreshes them), and our own few
 lines of page code (``static/meterql/``). Nothing comes from a CDN, so the
 pages work on a machine that reaches only this server.
