@@ -358,3 +358,20 @@ def test_every_zone_offered_is_one_the_api_knows(dashboard: Dashboard, base_url:
     assert len(offered) > 300 and "UTC" in offered and "Asia/Kolkata" in offered
     assert sorted(set(offered) - known_zones()) == []
     dashboard.offline.check()
+
+
+def test_a_token_that_may_not_read_is_said_so(dashboard: Dashboard, base_url: str) -> None:  # noqa: F811
+    # The server's answer to a token without the read scope (tests/test_graphql.py
+    # holds the server to it), handed to the page for its own request.
+    def forbidden(route: Any) -> None:
+        route.fulfill(status=403, json={"detail": "This token lacks the 'read' scope"})
+
+    dashboard.page.route("**/graphql", forbidden)
+    dashboard.open(base_url, "usage", REVOKED_TOKEN)
+    page = dashboard.page
+    page.wait_for_selector("#mq-token-state[data-state='forbidden']")
+    assert "may not read" in page.inner_text("#mq-token-state")
+    assert "read scope" in page.inner_text("#mq-message")
+    assert page.locator("[data-table]").count() == 0
+    assert page.is_hidden("#mq-csv")
+    dashboard.offline.check()

@@ -97,7 +97,8 @@ async def _assert_all_serving(client: httpx.AsyncClient, summary: bytes) -> None
 
 @pytest.mark.parametrize("failure", ["stopped", "frozen"])
 async def test_outage_then_recovery_without_restart(
-    cluster: Cluster, outage_client: httpx.AsyncClient, failure: str
+    cluster: Cluster, outage_client: httpx.AsyncClient, failure: str,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     client = outage_client
     before, _ = await _call(client, "GET", "/v1/metrics/summary", None)
@@ -112,6 +113,10 @@ async def test_outage_then_recovery_without_restart(
     try:
         await _assert_all_unavailable(client)
         await _assert_all_unavailable(client)  # and again: nothing stays stuck
+        # The log names each cause, even an exception without a message (a timeout).
+        said = [r.getMessage() for r in caplog.records
+                if r.getMessage().startswith("database unavailable")]
+        assert said and all(not line.endswith(": ") for line in said), said
         # Out of rotation, quickly (probes time out at 1 s by default), but alive.
         started = time.monotonic()
         ready = await client.get("/readyz")

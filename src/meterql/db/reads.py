@@ -373,7 +373,7 @@ class _Postgres:
             connection = await self._take()
         except (TimeoutError, OSError, asyncpg.PostgresError,
                 asyncpg.InterfaceError) as error:
-            logger.warning("database unavailable: %s", error or type(error).__name__)
+            logger.warning("database unavailable: %s", str(error) or type(error).__name__)
             raise DatabaseUnavailable() from error
         self.in_use += 1
         broken = True
@@ -384,7 +384,7 @@ class _Postgres:
         except (TimeoutError, OSError, asyncpg.InterfaceError,
                 asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                 asyncpg.QueryCanceledError, asyncpg.AdminShutdownError) as error:
-            logger.warning("database unavailable: %s", error or type(error).__name__)
+            logger.warning("database unavailable: %s", str(error) or type(error).__name__)
             raise DatabaseUnavailable() from error
         except asyncpg.PostgresError:
             broken = False  # the statement failed, the connection is fine
