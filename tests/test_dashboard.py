@@ -122,7 +122,7 @@ def test_the_usage_view_shows_the_apis_numbers_in_the_readers_zone(
         assert sent["operationName"] == "MetricsPage"
         assert sent["query"] == page_query("metrics-page")
         assert sent["variables"] == {"tz": zone, "granularity": "DAY", "groupBy": "MODEL",
-                                     "days": 7}
+                                     "grouped": True, "days": 7}
         data = api(base_url, "usage", sent["variables"])
         usage = data["viewer"]["usage"]
         totals = usage["totals"]
@@ -160,7 +160,7 @@ def test_the_usage_view_shows_the_apis_numbers_in_the_readers_zone(
 def test_the_zone_decides_the_days(base_url: str) -> None:  # noqa: F811
     # The test above is only as good as its two zones disagreeing on the golden data.
     def requests(zone: str) -> int:
-        variables = {"tz": zone, "days": 7, "granularity": "DAY", "groupBy": "MODEL"}
+        variables = {"tz": zone, "days": 7, "granularity": "DAY", "groupBy": None}
         value: int = api(base_url, "usage", variables)["viewer"]["usage"]["totals"]["requests"]
         return value
 
@@ -225,9 +225,9 @@ def test_each_change_asks_once_and_only_what_it_must(
     steps = [
         ("#mq-range", "90", {"days": 90}),
         ("#mq-tz", "America/Los_Angeles", {"tz": "America/Los_Angeles"}),
-        ("#mq-group", "INSTANCE", {"groupBy": "INSTANCE"}),
+        ("#mq-group", "INSTANCE", {"groupBy": "INSTANCE", "grouped": True}),
         ("#mq-granularity", "WEEK", {"granularity": "WEEK"}),
-        ("#mq-group", "", {"groupBy": None}),
+        ("#mq-group", "", {"groupBy": None, "grouped": False}),
     ]
     for selector, value, asked in steps:
         before = len(dashboard.sent)

@@ -273,14 +273,19 @@
   function layers(usage, measure) {
     var buckets = usage.series;
     var keys = usage.groups.map(function (g) { return g.key; });
+    // A bucket of the metrics page has tokens in and out, not their sum.
+    var amount = function (thing) {
+      if (measure === "totalTokens" && !(measure in thing)) return thing.tokensIn + thing.tokensOut;
+      return thing[measure];
+    };
     var value = function (thing) {
-      return measure === "estimatedCostUsd" ? Number(units(thing[measure])) / 10000 : thing[measure];
+      return measure === "estimatedCostUsd" ? Number(units(thing[measure])) / 10000 : amount(thing);
     };
     if (!keys.length) {
-      return [{ name: "all", values: buckets.map(value), raw: buckets.map(function (b) { return b[measure]; }) }];
+      return [{ name: "all", values: buckets.map(value), raw: buckets.map(amount) }];
     }
     var all = keys.map(function (key, i) {
-      var raw = buckets.map(function (b) { return b.groups[i][measure]; });
+      var raw = buckets.map(function (b) { return amount(b.groups[i]); });
       var values = buckets.map(function (b) { return value(b.groups[i]); });
       var total = values.reduce(function (s, v) { return s + v; }, 0);
       return { name: key === "" ? "(no provider)" : key, values: values, raw: raw, total: total };
@@ -508,6 +513,9 @@
       granularity: controls.granularity.value,
       groupBy: controls.group.value || null,
     };
+    // Each bucket's groups only when there are groups to stack: the field
+    // costs the server per bucket even when it is empty.
+    vars.grouped = vars.groupBy !== null;
     var range = controls.range.value;
     if (range === "custom") {
       vars.days = null;
