@@ -38,7 +38,7 @@ from tests.golden import auth
 from tests.test_importer import READ_TOKEN, SUMMARY_30, example
 
 T = TypeVar("T")
-HEAD = "0008"  # the newest migration
+HEAD = "0009"  # the newest migration
 INVALID_CREDENTIALS = {"detail": "Invalid authentication credentials"}
 
 
@@ -470,7 +470,7 @@ def test_bad_scopes_exit_2_and_create_nothing(
 ) -> None:
     code, out, err = run(capsys, "token", "create", "--account", "acme", "--scopes", scopes)
     assert (code, out) == (2, "")
-    assert "scopes are read and/or ingest" in err
+    assert "scopes are some of read, ingest, manage" in err
     assert query(env, select(func.count()).select_from(ApiToken)) == [(0,)]
 
 
@@ -511,6 +511,19 @@ async def test_demo_fills_a_realistic_account(db: Database, client: httpx.AsyncC
     assert (period["webhost_nodes"], period["total_hosted_sites"]) == (3, 4 + 7 + 12)
     assert period["unique_end_users"] > 0
     assert period["total_requests"] > 0
+
+    # A monthly cost budget a little over 80% of its limit, with its 50% and 80% alerts.
+    found = (await client.post("/graphql", headers=headers, json={"query": """{ viewer {
+        budgets { name measure period limit spent percentUsed status thresholdsCrossed }
+        usage(range: {from: "2026-11-01", to: "2026-11-30"}) { totals { estimatedCostUsd } }
+        alerts { edges { node { threshold budgetName } } } } }"""})).json()["data"]["viewer"]
+    (budget,) = found["budgets"]
+    assert (budget["name"], budget["measure"], budget["period"]) == (
+        "Monthly spend", "COST", "MONTH")
+    assert budget["spent"] == found["usage"]["totals"]["estimatedCostUsd"]
+    assert 80 <= budget["percentUsed"] < 85
+    assert (budget["status"], budget["thresholdsCrossed"]) == ("WARNING", [50, 80])
+    assert [e["node"]["threshold"] for e in found["alerts"]["edges"]] == [80, 50]
 
 
 async def test_demo_token_is_read_only(db: Database) -> None:

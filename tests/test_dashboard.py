@@ -364,7 +364,9 @@ def test_a_token_that_may_not_read_is_said_so(dashboard: Dashboard, base_url: st
     # The server's answer to a token without the read scope (tests/test_graphql.py
     # holds the server to it), handed to the page for its own request.
     def forbidden(route: Any) -> None:
-        route.fulfill(status=403, json={"detail": "This token lacks the 'read' scope"})
+        route.fulfill(status=200, json={"data": None, "errors": [{
+            "message": "This token lacks the 'read' scope", "path": ["viewer"],
+            "extensions": {"code": "FORBIDDEN"}}]})
 
     dashboard.page.route("**/graphql", forbidden)
     dashboard.open(base_url, "usage", REVOKED_TOKEN)

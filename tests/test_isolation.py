@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -27,8 +28,11 @@ import pytest
 from graphql import GraphQLObjectType, GraphQLOutputType, get_named_type
 from starlette.applications import Starlette
 
+from meterql import alerts
 from meterql.app import create_app
-from meterql.config import Settings
+from meterql.budgets import Measure, Period, Rule, Scope
+from meterql.config import FreePlan, Settings
+from meterql.db import budgets as stored_budgets
 from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.money import format_usd
@@ -147,13 +151,28 @@ EVENTS = {
 }
 
 
+def _budget(tenant: str) -> Rule:
+    """A budget of the tenant's own model, under an id both tenants use, small enough
+    to have crossed its thresholds: its alerts are in the answers too."""
+    return Rule(
+        budget_id="bud_same_in_both", name=f"{tenant} budget", scope=Scope.MODEL,
+        scope_key=f"{tenant}-model", measure=Measure.TOKENS, limit=100, period=Period.MONTH,
+        time_zone="UTC", thresholds=(50, 100), revision=1,
+        created_at=datetime(2026, 10, 1, tzinfo=UTC), watched_from=datetime(2026, 10, 1, tzinfo=UTC),
+    )
+
+
 async def seed_tenant(db: Database, tenant: str) -> None:
-    """The shared catalogue (again: upserts) and one tenant's account and events."""
+    """The shared catalogue (again: upserts) and one tenant's account, budget and events."""
     async with db.write() as session, session.begin():
         await writes.upsert_models(session, MODELS)
         await writes.upsert_tiers(session, TIERS)
         await writes.upsert_account(session, ACCOUNTS[tenant])
+        await stored_budgets.add(session, tenant, _budget(tenant))
         await writes.record_events(session, EVENTS[tenant])
+        await alerts.after_batch(
+            session, tenant, [(e.timestamp, e.instance_id, e.model) for e in EVENTS[tenant]],
+            NOW, FreePlan())
 
 
 # --- what is asked: every GET route and every root field ---------------------------------
@@ -193,7 +212,7 @@ GRAPHQL_CALLS: dict[str, list[str]] = {
 # Root fields that answer the shared catalogue: the same for every tenant,
 # both tenants' tiers in it, by design. Checked for sameness instead.
 CATALOGUE = {"plans"}
-MUTATIONS = {"recordUsage"}
+MUTATIONS = {"recordUsage", "createBudget", "updateBudget", "deleteBudget"}
 
 SCHEMA = build_schema()._schema
 
@@ -299,6 +318,8 @@ async def test_each_tenant_sees_exactly_its_answers_alone(
             together[tenant]["/v1/metrics/instances?days=90"])
         assert f"shared-1.{tenant}.test" in json.dumps(together[tenant]["viewer"])
         assert f"{tenant}-model" in json.dumps(together[tenant]["viewer"])
+        assert f"{tenant} budget" in json.dumps(together[tenant]["viewer"]["viewer"]["budgets"])
+        assert together[tenant]["viewer"]["viewer"]["alerts"]["totalCount"] > 0
         export = "/v1/export/usage.csv?from=2025-11-21&to=2026-11-20&granularity=week"
         assert f"{tenant}-1" in together[tenant][export + "&group_by=instance"]
     # The catalogue is the same for both, and is the whole catalogue.

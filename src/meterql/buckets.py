@@ -345,7 +345,7 @@ def _cut(local: LocalRange, granularity: Granularity) -> BucketPlan:
     tz = local.zone
     if granularity is Granularity.HOUR:
         # Any range: the size of an answer is bounded by the request's
-        # point budget (meterql.budget), not by the grain.
+        # point budget (meterql.points), not by the grain.
         bounds = _hour_bounds(day_start(local.first, tz),
                               day_start(local.last + timedelta(days=1), tz), tz)
     else:

@@ -200,7 +200,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
 
     async def work(db: Database) -> ImportReport:
         if not sys.stderr.isatty():
-            return await load(db, path, horizon=oldest)
+            return await load(db, path, horizon=oldest, free=settings.free_plan)
         from rich.progress import (
             BarColumn,
             DownloadColumn,
@@ -225,7 +225,7 @@ def cmd_load(args: argparse.Namespace, settings: Settings) -> int:
                     bar.update(task, description=_PHASES[name], total=None)
 
             return await load(
-                db, path, horizon=oldest, phases=phase,
+                db, path, horizon=oldest, phases=phase, free=settings.free_plan,
                 progress=lambda done: bar.update(task, completed=done - passed[0]),
             )
 
@@ -251,13 +251,17 @@ _PHASES = {
 }
 
 
+TOKEN_SCOPES = ("read", "ingest", "manage")
+
+
 def cmd_token_create(args: argparse.Namespace, settings: Settings) -> int:
     from meterql.db import writes
 
     scopes = sorted({s.strip() for s in args.scopes.split(",") if s.strip()})
-    bad = [s for s in scopes if s not in ("read", "ingest")]
+    bad = [s for s in scopes if s not in TOKEN_SCOPES]
     if bad or not scopes:
-        print(f"meterql token create: scopes are read and/or ingest, not {bad}", file=sys.stderr)
+        print(f"meterql token create: scopes are some of {', '.join(TOKEN_SCOPES)}, not {bad}",
+              file=sys.stderr)
         return 2
 
     async def work(db: Database) -> str:
@@ -452,7 +456,8 @@ def parser() -> argparse.ArgumentParser:
                       "print a new token, once (only its hash is stored)", cmd_token_create)
     create.add_argument("--account", required=True, help="the account the token reads or feeds")
     create.add_argument("--scopes", default="read",
-                        help="comma-separated: read (queries) and/or ingest (usage events)")
+                        help="comma-separated: read (queries), ingest (usage events), "
+                        "manage (budgets)")
     create.add_argument("--create-account", action="store_true",
                         help="create the account if it does not exist yet")
     revoke = _command(token_commands, "revoke",

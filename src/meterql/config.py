@@ -113,7 +113,7 @@ class Settings(BaseSettings):
     # trickling its upload must not keep a request open for ever.
     body_timeout_s: float = Field(default=10.0, gt=0)
     # Buckets (times groups) all `usage` answers of one request may return
-    # together (meterql.budget): 200,000 is a year of hours for 22 groups.
+    # together (meterql.points): 200,000 is a year of hours for 22 groups.
     graphql_max_series_points: int = Field(default=200_000, ge=1)
     # Operations per batched POST (a JSON list); 0 turns batching off.
     graphql_max_batch: int = Field(default=0, ge=0)

@@ -10,13 +10,13 @@ import strawberry
 from meterql import buckets, retention
 from meterql.auth import authenticate, require_scope
 from meterql.buckets import BucketPlan, Granularity, LocalRange
-from meterql.budget import PointBudget
 from meterql.config import Settings
 from meterql.db.accounts import AccountState, TokenGrant, grant_for_hash
 from meterql.db.engine import Database
 from meterql.db.reads import Reads
 from meterql.errors import InvalidCredentials
 from meterql.loaders import Loaders
+from meterql.points import PointBudget
 from meterql.web.request_facts import RequestFacts
 from meterql.windows import Clock
 
@@ -57,7 +57,7 @@ class Context:
     # are ``meterql.resolvers.batches``), made with it.
     loaders: Loaders[Context] = field(init=False, repr=False, compare=False)
     # Series points every ``usage`` answer of this request may still return
-    # (``meterql.budget``), from ``graphql_max_series_points``.
+    # (``meterql.points``), from ``graphql_max_series_points``.
     points: PointBudget = field(init=False, repr=False, compare=False)
 
     # The buckets of each distinct ``usage`` range and grain asked in this request

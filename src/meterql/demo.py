@@ -7,12 +7,19 @@ moment it runs, so every window of the API has data.
 from __future__ import annotations
 
 import random
+from dataclasses import replace
 from datetime import UTC, datetime, time, timedelta
 from decimal import Decimal
 
 from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
 
+from meterql import alerts
+from meterql.budgets import DEFAULT_THRESHOLDS, Measure, Period, Rule, Scope, calendar_period
+from meterql.config import FreePlan
+from meterql.db import budgets as stored_budgets
 from meterql.db import writes
+from meterql.db.budgets import InTransaction
 from meterql.db.engine import Database
 from meterql.db.tables import Account
 from meterql.records import (
@@ -136,8 +143,13 @@ async def is_empty(db: Database) -> bool:
         return (await connection.scalar(select(Account.account_id).limit(1))) is None
 
 
+# The demo's budget: this month's estimated cost, its limit set so that the
+# month so far has used a little over 80% of it (its 50% and 80% alerts show).
+DEMO_BUDGET_SHARE = Decimal("0.82")
+
+
 async def fill(db: Database, now: datetime | None = None) -> int:
-    """Write the demo account; returns the number of events written."""
+    """Write the demo account, and its budget with its alerts; returns the events written."""
     now = now or datetime.now(UTC)
     events = demo_events(now)
     async with db.write() as session, session.begin():
@@ -145,7 +157,30 @@ async def fill(db: Database, now: datetime | None = None) -> int:
         await writes.upsert_tiers(session, TIERS)
         await writes.upsert_account(session, demo_account(now))
         result = await writes.record_events(session, events, account_id=DEMO_ACCOUNT)
+        await _budget(session, events, now)
     return result.accepted
+
+
+async def _budget(session: AsyncSession, events: list[UsageEventRecord], now: datetime) -> None:
+    """A monthly cost budget made at the month's start, and the alerts its month crossed."""
+    month_start = datetime(now.year, now.month, 1, tzinfo=UTC)
+    rule = Rule(
+        budget_id="bud_demo_monthly_cost", name="Monthly spend", scope=Scope.ACCOUNT,
+        scope_key="", measure=Measure.COST, limit=1, period=Period.MONTH, time_zone="UTC",
+        thresholds=DEFAULT_THRESHOLDS, revision=1, created_at=month_start,
+        watched_from=month_start,
+    )
+    (spent,) = await stored_budgets.spent(InTransaction(session), DEMO_ACCOUNT, rule,
+                                         [calendar_period(rule, now)])
+    # Whole cents, so that the limit reads as one a person would set.
+    cents = max(1, int(Decimal(spent) / DEMO_BUDGET_SHARE / 10_000_000))
+    rule = replace(rule, limit=cents * 10_000_000)
+    await stored_budgets.add(session, DEMO_ACCOUNT, rule)
+    await alerts.after_batch(
+        session, DEMO_ACCOUNT,
+        [(e.timestamp, e.instance_id, e.model) for e in events if e.timestamp >= month_start],
+        now, FreePlan(),
+    )
 
 
 async def read_token(db: Database) -> str:

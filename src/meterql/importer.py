@@ -23,7 +23,7 @@ import io
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from functools import partial
 from itertools import dropwhile, islice
 from operator import ne
@@ -34,7 +34,9 @@ import ijson
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from meterql.db import writes
+from meterql import alerts
+from meterql.config import FreePlan
+from meterql.db import budgets, writes
 from meterql.db.engine import Database
 from meterql.db.staging import StagedEvents
 from meterql.errors import InvalidInput
@@ -201,12 +203,17 @@ def _items(parser: Iterator[tuple[str, str, Any]], item_prefix: str) -> Iterator
 
 async def load(
     db: Database, path: Path, progress: Progress | None = None, horizon: datetime | None = None,
-    phases: Phases | None = None,
+    phases: Phases | None = None, free: FreePlan | None = None, now: datetime | None = None,
 ) -> ImportReport:
     """Import ``path`` into ``db``; raises :class:`ImportFileError` and writes nothing if bad.
 
     An event before ``horizon`` (raw-event retention, ``meterql.retention``) is bad.
+    The budgets of the accounts the file's events belong to are checked in the
+    import's transaction, as after a batch (``meterql.alerts``): ``free`` is the
+    plan of an account without a subscription (its billing period), ``now``
+    the import's instant.
     """
+    now = now or datetime.now(UTC)
     size = path.stat().st_size
     phase = phases or (lambda _name: None)
     with _collections, path.open("rb") as stream:
@@ -228,8 +235,10 @@ async def load(
             stage = StagedEvents(session, db.engine)
             await stage.open()
             accounts = _Accounts(session, {a.account_id for a in scan.accounts}, stage)
+            spans: dict[str, list[datetime]] = {}
             try:
-                await _stage_events(stream, stage, accounts, report, progress, size, horizon)
+                await _stage_events(stream, stage, accounts, report, progress, size, horizon,
+                                    spans)
                 phase("rollups")
                 report.events_accepted, report.events_unpriced = await stage.finish()
                 report.unpriced_models = stage.unpriced_models
@@ -238,6 +247,8 @@ async def load(
             report.events_duplicate = report.events_seen - report.events_accepted
             # Prices and plans are shared: any account's answers may show them.
             await writes.touch_accounts(session, None)
+            if report.events_accepted:
+                await _check_budgets(session, spans, free or FreePlan(), now)
             if progress:
                 progress(size + stream.tell())
     if report.events_accepted and db.engine.dialect.name == "postgresql":
@@ -246,11 +257,24 @@ async def load(
     return report
 
 
+async def _check_budgets(
+    session: AsyncSession, spans: dict[str, list[datetime]], free: FreePlan, now: datetime
+) -> None:
+    """Record the alerts the import's events make its accounts' budgets cross."""
+    for account_id in sorted(await budgets.accounts_with_budgets(session, list(spans))):
+        first, last = spans[account_id]
+        await alerts.after_import(session, account_id, first, last, now, free)
+
+
 async def _stage_events(
     stream: IO[bytes], stage: StagedEvents, accounts: _Accounts, report: ImportReport,
     progress: Progress | None, size: int, horizon: datetime | None,
+    spans: dict[str, list[datetime]],
 ) -> None:
-    """Parse, check and stage the file's events, a batch at a time (pass 2 of the file)."""
+    """Parse, check and stage the file's events, a batch at a time (pass 2 of the file).
+
+    ``spans`` learns each account's first and last event instant.
+    """
     events = ijson.items(stream, EVENTS + ".item", use_float=False)
     while True:
         start = report.events_seen
@@ -265,6 +289,14 @@ async def _stage_events(
         if not batch:
             return
         report.events_seen += len(batch)
+        for event in batch:
+            span = spans.get(event.account_id)
+            if span is None:
+                spans[event.account_id] = [event.timestamp, event.timestamp]
+            elif event.timestamp < span[0]:
+                span[0] = event.timestamp
+            elif event.timestamp > span[1]:
+                span[1] = event.timestamp
         await stage.add(batch)
         del batch  # before the next batch is built: one batch in memory
         _collections.collect()

@@ -65,7 +65,8 @@ Count = Annotated[StrictInt, Field(ge=0, le=2**62), _INTEGRAL]
 # 1e10 tokens × 1e5 USD per million tokens = 1e9 USD = 1e18 nano-USD.
 Tokens = Annotated[StrictInt, Field(ge=0, le=10**10), _INTEGRAL]
 SubscriptionStatus = Literal["trialing", "active", "past_due", "canceled", "expired"]
-Scope = Literal["read", "ingest"]
+# read: queries; ingest: usage events; manage: budgets (make, change, delete).
+Scope = Literal["read", "ingest", "manage"]
 LIVE_STATUSES: tuple[str, ...] = ("trialing", "active", "past_due")
 
 

@@ -578,7 +578,7 @@ class GroupCounts:
 
     An upper bound of the groups of any ``usage`` answer inside that span:
     grouped by instance, by model, or by provider (a model has one provider
-    or none), before the answer itself is read (``meterql.budget``).
+    or none), before the answer itself is read (``meterql.points``).
     """
 
     instances: int

@@ -11,9 +11,11 @@ from datetime import date, datetime
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Date,
     ForeignKey,
     Index,
+    Integer,
     MetaData,
     String,
     text,
@@ -355,3 +357,67 @@ class EndUsersLastSeenHour(Base):
     account_id: Mapped[str] = mapped_column(ID, primary_key=True)
     hour: Mapped[int] = mapped_column(BigInteger, primary_key=True)
     users: Mapped[int] = mapped_column(BigInteger)
+
+
+class Budget(Base):
+    """A spending limit of an account, one of its instances or one of its models.
+
+    ``limit_amount`` is in the budget's measure: nano-USD for ``COST``, a
+    count for ``TOKENS`` and ``REQUESTS``. ``thresholds`` are whole
+    percentages, comma-separated and ascending ("50,80,100"). ``revision``
+    counts the edits of the limit or thresholds: an alert is recorded once
+    per revision, period and threshold, so an edit re-arms what it should
+    (``meterql.budgets``). ``watched_from`` is when the budget was made or last
+    edited: periods that ended before it are not its business.
+    """
+
+    __tablename__ = "budgets"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account_id"), primary_key=True
+    )
+    budget_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    scope: Mapped[str] = mapped_column(String(16))  # ACCOUNT, INSTANCE, MODEL
+    scope_key: Mapped[str] = mapped_column(ID)  # "" for ACCOUNT
+    measure: Mapped[str] = mapped_column(String(16))  # COST, TOKENS, REQUESTS
+    limit_amount: Mapped[int] = mapped_column(BigInteger)
+    period: Mapped[str] = mapped_column(String(16))  # BILLING_PERIOD, DAY, WEEK, MONTH
+    time_zone: Mapped[str] = mapped_column(String(64))
+    thresholds: Mapped[str] = mapped_column(String(200))
+    revision: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    watched_from: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class BudgetAlert(Base):
+    """A threshold a budget crossed in one of its periods: recorded once, in the batch that did it.
+
+    ``alert_id`` sorts by time (``meterql.budgets.alert_id``), so the newest come
+    first in key order. A *silent* row is a threshold that was already
+    crossed when the budget was made or edited: it fires nothing and is not
+    listed, it only keeps that threshold from firing later in that period.
+    The unique index is what makes an alert exactly once, whichever gateway
+    records it.
+    """
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (
+        Index("uq_budget_alerts_once", "account_id", "budget_id", "revision", "period_start",
+              "threshold", unique=True),
+        _KEYED,
+    )
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    alert_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    budget_id: Mapped[str] = mapped_column(String(40))
+    revision: Mapped[int] = mapped_column(Integer)
+    period_start: Mapped[datetime] = mapped_column(UTCDateTime())
+    period_end: Mapped[datetime] = mapped_column(UTCDateTime())
+    threshold: Mapped[int] = mapped_column(Integer)
+    # The budget's measure, kept with the amounts: they outlive the budget.
+    measure: Mapped[str] = mapped_column(String(16))
+    spent_amount: Mapped[int] = mapped_column(BigInteger)
+    limit_amount: Mapped[int] = mapped_column(BigInteger)
+    silent: Mapped[bool] = mapped_column(Boolean)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -22,10 +22,12 @@ from dataclasses import dataclass
 from datetime import date, datetime
 
 from meterql.buckets import Granularity, LocalRange
+from meterql.budgets import Rule, Scope
 from meterql.context import Context
 from meterql.db import accounts, graph, series, usage
+from meterql.db import budgets as stored_budgets
 from meterql.db.accounts import AccountState, TierRow
-from meterql.db.series import GroupBy, GroupCounts, Series
+from meterql.db.series import Amounts, GroupBy, GroupCounts, Series
 from meterql.db.usage import PeriodUsage
 from meterql.errors import InvalidInput
 from meterql.plans import EffectivePlan, effective_plan
@@ -185,3 +187,45 @@ async def _usage_split(
         found[args].get(node) or series.no_usage(plans[args], args.group_by)
         for args, node in keys
     ]
+
+
+# --- budgets ----------------------------------------------------------------------------------
+
+
+async def budget_rules(context: Context, account_ids: list[str]) -> list[list[Rule]]:
+    """The account's budgets: one statement however many fields want them."""
+    if any(account_id != context.account_id for account_id in account_ids):
+        raise ValueError("a request loads its own account's budgets only")
+    found = await stored_budgets.rules(context.reader, context.account_id)
+    return [found for _ in account_ids]
+
+
+async def budget_usage(
+    context: Context, keys: list[tuple[Scope, str, LocalRange]]
+) -> list[Amounts]:
+    """Each (scope, instance or model, period)'s usage: one statement per period and scope kind.
+
+    ``usage``'s own statements over the period as one bucket, so a budget's
+    spent is ``usage``'s total for the same scope and dates.
+    """
+    wanted: dict[tuple[Scope, LocalRange], dict[str, None]] = {}
+    for scope, key, period in keys:
+        wanted.setdefault((scope, period), {})[key] = None
+    found: dict[tuple[Scope, str, LocalRange], Amounts] = {}
+    for (scope, period), named in wanted.items():
+        plan = context.bucket_plan(period, None)
+        if scope is Scope.ACCOUNT:
+            whole = await series.usage_series(context.reader, context.account_id, plan)
+            found[(scope, "", period)] = whole.values[""][0]
+            continue
+        split = GroupBy.INSTANCE if scope is Scope.INSTANCE else GroupBy.MODEL
+        ids = sorted(named)
+        by_key = await series.usage_series_by(
+            context.reader, context.account_id, plan, split,
+            instance_ids=ids if split is GroupBy.INSTANCE else None,
+            models=ids if split is GroupBy.MODEL else None,
+        )
+        for key in ids:
+            one = by_key.get(key)
+            found[(scope, key, period)] = one.values[""][0] if one else Amounts()
+    return [found[key] for key in keys]

@@ -18,6 +18,7 @@ from typing import Any
 from graphql import GraphQLResolveInfo
 from strawberry import Info
 
+from meterql import alerts
 from meterql.context import Context
 from meterql.db import writes
 from meterql.errors import MeterqlError
@@ -86,4 +87,12 @@ async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUs
     # statement alone), so waiting here for a write slot holds nothing.
     async with context.db.write(context.account_id) as session, session.begin():
         result = await writes.record_events(session, records, account_id=context.account_id)
+        if result.accepted:
+            # In the batch's transaction, after its account's row is held:
+            # a threshold this batch crosses is recorded by it, once.
+            await alerts.after_batch(
+                session, context.account_id,
+                [(r.timestamp, r.instance_id, r.model) for r in records],
+                context.now, context.settings.free_plan,
+            )
     return RecordUsageResult(accepted=result.accepted, duplicates=result.duplicates)

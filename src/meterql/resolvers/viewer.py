@@ -29,9 +29,9 @@ from meterql.schema.nodes import (
     InstanceEdge,
     Model,
     ModelPrice,
-    PageInfo,
     WebhostNode,
 )
+from meterql.schema.paging import PageInfo
 from meterql.schema.scalars import BigInt, ExactDecimal
 from meterql.windows import DaysArgument, whole_days_until
 

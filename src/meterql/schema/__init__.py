@@ -12,11 +12,13 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types import ExecutionContext
 
 from meterql.resolvers import billing as billing_resolvers
+from meterql.resolvers import budgets as budget_resolvers
 from meterql.resolvers import catalogue as catalogue_resolvers
 from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
 from meterql.resolvers import usage as usage_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
+from meterql.schema.budgets import Budget
 from meterql.schema.catalogue import Tier
 from meterql.schema.errors import MaskUnexpected, hide_suggestions, log_unexpected
 from meterql.schema.execution import LeafFastExecutionContext
@@ -88,6 +90,19 @@ class Mutation:
         resolver=ingest_resolvers.record_usage,
         description="Record usage events (ingest scope). A batch is all-or-nothing; "
         "an event id already known is a duplicate, never counted twice.",
+    )
+    create_budget: Budget = strawberry.field(
+        resolver=budget_resolvers.create_budget,
+        description="Make a budget (manage scope). Thresholds its current period has already "
+        "crossed fire nothing.",
+    )
+    update_budget: Budget = strawberry.field(
+        resolver=budget_resolvers.update_budget,
+        description="Change a budget's limit, thresholds or name (manage scope).",
+    )
+    delete_budget: bool = strawberry.field(
+        resolver=budget_resolvers.delete_budget,
+        description="Delete a budget (manage scope); its alerts stay. False if there was none.",
     )
 
 

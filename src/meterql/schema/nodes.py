@@ -24,6 +24,7 @@ from meterql.resolvers.batches import (
     plan_of,
     tiers_by_id,
 )
+from meterql.resolvers.budgets import instance_budgets, model_budgets
 from meterql.resolvers.usage import (
     INSTANCE_NODE,
     MODEL_NODE,
@@ -34,7 +35,9 @@ from meterql.resolvers.usage import (
     arguments_of,
     raw,
 )
+from meterql.schema.budgets import Budget
 from meterql.schema.catalogue import Tier
+from meterql.schema.paging import PageInfo
 from meterql.schema.scalars import BigInt, ExactDecimal
 from meterql.schema.usage import Usage
 
@@ -76,11 +79,24 @@ async def _instance_usage(
                         arguments_of(date_range, days, tz, granularity, group_by))
 
 
+async def _instance_budgets(root: Instance, info: Info[Context, None]) -> list[Budget]:
+    return await instance_budgets(str(root.id), info)
+
+
+async def _model_budgets(root: Model, info: Info[Context, None]) -> list[Budget]:
+    return await model_budgets(root.name, info)
+
+
 @strawberry.type(description="An AI agent deployment of the account.")
 class Instance:
     id: strawberry.ID = strawberry.field(description="The instance id.")
     hostname: str
     status: str
+
+    budgets: list[Budget] = strawberry.field(
+        resolver=_instance_budgets,
+        description="The budgets of this instance (INSTANCE scope), oldest first.",
+    )
 
     usage: Usage = strawberry.field(
         resolver=_instance_usage,
@@ -94,14 +110,6 @@ class Instance:
 class InstanceEdge:
     cursor: str = strawberry.field(description="Pass as `after` for the instances after this one.")
     node: Instance
-
-
-@strawberry.type(description="Where a page of a connection stands in the whole list.")
-class PageInfo:
-    end_cursor: str | None = strawberry.field(description="The last edge's cursor; null if none.")
-    has_next_page: bool
-    has_previous_page: bool = strawberry.field(description="True when paging with `after`.")
-    start_cursor: str | None
 
 
 async def _total_count(root: InstanceConnection, info: Info[Context, None]) -> int:
@@ -148,6 +156,11 @@ class Model:
     name: str
     price: ModelPrice | None = strawberry.field(description="Null for a model without a price.")
     provider: str = strawberry.field(description="Empty for a model without a price.")
+
+    budgets: list[Budget] = strawberry.field(
+        resolver=_model_budgets,
+        description="The budgets of this model (MODEL scope), oldest first.",
+    )
 
     usage: Usage = strawberry.field(
         resolver=_model_usage,

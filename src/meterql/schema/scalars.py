@@ -107,6 +107,18 @@ def _format_offset_instant(value: datetime) -> str:
     return value.isoformat()
 
 
+# A budget's amounts, in its measure: USD or a count (``meterql.budgets``).
+BudgetAmount = NewType("BudgetAmount", str)
+
+
+def _parse_budget_amount(value: object) -> str:
+    # Strings, or integers for counts; never a JSON float, whose digits a
+    # client's parser may already have changed.
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ScalarInputError('BudgetAmount values are strings ("250.00", "5000000")')
+    return str(value)
+
+
 # Passed as ``StrawberryConfig(scalar_map=...)``: these replace Strawberry's
 # own Decimal and DateTime, whose wire forms differ from the contract's.
 SCALAR_MAP = {
@@ -140,5 +152,13 @@ SCALAR_MAP = {
         "(2026-03-29T00:00:00+01:00).",
         serialize=_format_offset_instant,
         parse_value=_parse_offset_instant,
+    ),
+    BudgetAmount: strawberry.scalar(
+        name="BudgetAmount",
+        description="An amount in a budget's measure, as a string: USD with 4 places, "
+        'half-up, for COST ("250.0000"; up to 4 places when sent), a whole number for '
+        'TOKENS and REQUESTS ("5000000").',
+        serialize=str,
+        parse_value=_parse_budget_amount,
     ),
 }

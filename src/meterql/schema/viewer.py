@@ -11,9 +11,11 @@ import strawberry
 from strawberry import Info
 
 from meterql.context import Context
+from meterql.resolvers import budgets as budget_resolvers
 from meterql.resolvers import usage as usage_resolvers
 from meterql.resolvers import viewer as resolvers
 from meterql.schema.billing import Plan
+from meterql.schema.budgets import Budget, BudgetAlertConnection
 from meterql.schema.nodes import AccountSubscription, InstanceConnection, Model, WebhostNode
 from meterql.schema.usage import Usage
 
@@ -41,6 +43,15 @@ class Viewer:
     )
     webhost_nodes: list[WebhostNode] = strawberry.field(
         resolver=resolvers.webhost_nodes, description="The account's hosting nodes, by node id."
+    )
+    budgets: list[Budget] = strawberry.field(
+        resolver=budget_resolvers.viewer_budgets,
+        description="Every budget of the account (its own, its instances', its models'), "
+        "oldest first, with where its current period stands.",
+    )
+    alerts: BudgetAlertConnection = strawberry.field(
+        resolver=budget_resolvers.viewer_alerts,
+        description="The thresholds the account's budgets crossed, newest first.",
     )
     usage: Usage = strawberry.field(
         resolver=usage_resolvers.usage,

@@ -588,7 +588,12 @@
       if (mine !== state.asked) return;
       state.inflight = null;
       view.removeAttribute("aria-busy");
-      if (reply.status === 401 || reply.status === 403) {
+      // GraphQL says "not allowed" as an error's code, with a 200.
+      var errors = (reply.body && reply.body.errors) || [];
+      var forbidden = reply.status === 403 || errors.some(function (e) {
+        return e.extensions && e.extensions.code === "FORBIDDEN";
+      });
+      if (reply.status === 401 || forbidden) {
         sayToken(reply.status === 401 ? "refused" : "forbidden");
         state.answer = null;
         controls.csv.hidden = true;
