@@ -33,8 +33,10 @@ from meterql.app import create_app
 from meterql.budgets import Measure, Period, Rule, Scope
 from meterql.config import FreePlan, Settings
 from meterql.db import budgets as stored_budgets
+from meterql.db import webhooks as stored_webhooks
 from meterql.db import writes
 from meterql.db.engine import Database
+from meterql.db.webhooks import WebhookRow
 from meterql.money import format_usd
 from meterql.records import (
     AccountRecord,
@@ -169,6 +171,9 @@ async def seed_tenant(db: Database, tenant: str) -> None:
         await writes.upsert_tiers(session, TIERS)
         await writes.upsert_account(session, ACCOUNTS[tenant])
         await stored_budgets.add(session, tenant, _budget(tenant))
+        await stored_webhooks.add(session, tenant, WebhookRow(
+            "whk_same_in_both", f"https://{tenant}.example/hook", f"{tenant} hook",
+            datetime(2026, 10, 1, tzinfo=UTC)), f"whsec_{tenant}")
         await writes.record_events(session, EVENTS[tenant])
         await alerts.after_batch(
             session, tenant, [(e.timestamp, e.instance_id, e.model) for e in EVENTS[tenant]],
@@ -212,7 +217,8 @@ GRAPHQL_CALLS: dict[str, list[str]] = {
 # Root fields that answer the shared catalogue: the same for every tenant,
 # both tenants' tiers in it, by design. Checked for sameness instead.
 CATALOGUE = {"plans"}
-MUTATIONS = {"recordUsage", "createBudget", "updateBudget", "deleteBudget"}
+MUTATIONS = {"recordUsage", "createBudget", "updateBudget", "deleteBudget", "createWebhook",
+             "deleteWebhook", "redeliver"}
 
 SCHEMA = build_schema()._schema
 
@@ -320,6 +326,10 @@ async def test_each_tenant_sees_exactly_its_answers_alone(
         assert f"{tenant}-model" in json.dumps(together[tenant]["viewer"])
         assert f"{tenant} budget" in json.dumps(together[tenant]["viewer"]["viewer"]["budgets"])
         assert together[tenant]["viewer"]["viewer"]["alerts"]["totalCount"] > 0
+        deliveries = together[tenant]["viewer"]["viewer"]["webhookDeliveries"]
+        assert deliveries["totalCount"] > 0
+        assert f'"{tenant} budget"' in deliveries["edges"][0]["node"]["payload"].replace(
+            '\\"', '"')
         export = "/v1/export/usage.csv?from=2025-11-21&to=2026-11-20&granularity=week"
         assert f"{tenant}-1" in together[tenant][export + "&group_by=instance"]
     # The catalogue is the same for both, and is the whole catalogue.

@@ -20,6 +20,7 @@ from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from meterql import webhooks
 from meterql.buckets import LocalRange
 from meterql.budgets import (
     Period,
@@ -34,6 +35,7 @@ from meterql.budgets import (
 from meterql.config import FreePlan
 from meterql.db import accounts
 from meterql.db import budgets as stored
+from meterql.db import webhooks as stored_webhooks
 from meterql.db.budgets import AlertRow, InTransaction
 from meterql.plans import effective_plan
 
@@ -166,4 +168,20 @@ async def _record(
                          rule.measure, spent, rule.limit, False, now)
                 for t in crossed(rule, spent)
             )
-    return await stored.record(session, account_id, alerts)
+    recorded = await stored.record(session, account_id, alerts)
+    await _enqueue(session, account_id, rules, recorded, now)
+    return recorded
+
+
+async def _enqueue(
+    session: AsyncSession, account_id: str, rules: Sequence[Rule], recorded: Sequence[AlertRow],
+    now: datetime,
+) -> None:
+    """The new alerts' deliveries to the account's webhooks, in the same transaction."""
+    if not any(not alert.silent for alert in recorded):
+        return
+    targets = await stored_webhooks.targets(session, account_id)
+    if targets:
+        rows = webhooks.outgoing(account_id, recorded, {r.budget_id: r for r in rules},
+                                 targets, now)
+        await stored_webhooks.enqueue(session, account_id, rows, now, webhooks.RETRY_FOR)

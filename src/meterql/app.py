@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -39,6 +41,7 @@ from meterql.web.instruments import (
 from meterql.web.pages import api_docs_page, dashboard_page
 from meterql.web.request_ids import HEADER, RequestIdMiddleware, request_id
 from meterql.web.responses import internal_error_response
+from meterql.webhooks import Deliverer
 from meterql.windows import Clock, system_clock
 
 
@@ -107,9 +110,16 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        # Each gateway runs a deliverer; they take turns (meterql.webhooks).
+        delivering = (asyncio.ensure_future(Deliverer(db, settings, clock).run())
+                      if settings.webhook_delivery else None)
         try:
             yield
         finally:
+            if delivering is not None:
+                delivering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await delivering
             instruments.close()
             await db.dispose()
 

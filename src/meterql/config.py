@@ -118,6 +118,18 @@ class Settings(BaseSettings):
     # Operations per batched POST (a JSON list); 0 turns batching off.
     graphql_max_batch: int = Field(default=0, ge=0)
 
+    # Webhooks (docs/webhooks.md). A webhook's host must resolve to public
+    # addresses unless private ones are allowed (a receiver on the same
+    # network, a test). Each gateway's deliverer looks for due deliveries
+    # every `webhook_poll_s`; an attempt gives up after `webhook_timeout_s`; a
+    # delivery a gateway took is due again after `webhook_lease_s` if that
+    # gateway never said how it went (it died).
+    webhook_allow_private: bool = False
+    webhook_delivery: bool = True
+    webhook_poll_s: float = Field(default=2.0, gt=0)
+    webhook_timeout_s: float = Field(default=10.0, gt=0)
+    webhook_lease_s: float = Field(default=60.0, gt=0)
+
     @field_validator("database_url")
     @classmethod
     def _database_url(cls, value: str) -> str:

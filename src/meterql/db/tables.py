@@ -421,3 +421,56 @@ class BudgetAlert(Base):
     limit_amount: Mapped[int] = mapped_column(BigInteger)
     silent: Mapped[bool] = mapped_column(Boolean)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class Webhook(Base):
+    """Where an account's alerts are sent, and the secret each delivery is signed with.
+
+    The secret is kept as given out (a signature needs it); the API shows it
+    once, when the webhook is made.
+    """
+
+    __tablename__ = "webhooks"
+
+    account_id: Mapped[str] = mapped_column(
+        ForeignKey("accounts.account_id"), primary_key=True
+    )
+    webhook_id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    url: Mapped[str] = mapped_column(String(2000))
+    description: Mapped[str] = mapped_column(String(200))
+    secret: Mapped[str] = mapped_column(String(100))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class WebhookDelivery(Base):
+    """The outbox: one row per alert and webhook, written in the alert's transaction.
+
+    ``payload`` is the JSON body, fixed when the row is written, so every
+    attempt sends the same bytes (a new signature each time). A row is
+    *pending* until a receiver answers 2xx (*delivered*) or 24 hours of
+    attempts pass (*failed*); ``next_attempt_at`` is when it is due, and a
+    gateway that takes it moves it a lease ahead first, so that a gateway
+    killed mid-delivery leaves it due again after the lease.
+    """
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (
+        # The deliverer's question, for every account at once: what is due.
+        Index("ix_webhook_deliveries_due", "status", "next_attempt_at"),
+        _KEYED,
+    )
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    webhook_id: Mapped[str] = mapped_column(String(40))
+    alert_id: Mapped[str] = mapped_column(String(64))
+    payload: Mapped[str] = mapped_column(String)
+    status: Mapped[str] = mapped_column(String(16))  # pending, delivered, failed
+    attempts: Mapped[int] = mapped_column(Integer)
+    next_attempt_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_status: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    last_error: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # Attempts stop here (24 hours after the alert, or after a redelivery asked).
+    retry_until: Mapped[datetime] = mapped_column(UTCDateTime())
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())

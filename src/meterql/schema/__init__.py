@@ -17,6 +17,7 @@ from meterql.resolvers import catalogue as catalogue_resolvers
 from meterql.resolvers import ingest as ingest_resolvers
 from meterql.resolvers import metrics as metrics_resolvers
 from meterql.resolvers import usage as usage_resolvers
+from meterql.resolvers import webhooks as webhook_resolvers
 from meterql.schema.billing import Billing, BillingUsage, TrialStatus, UsageChart
 from meterql.schema.budgets import Budget
 from meterql.schema.catalogue import Tier
@@ -34,6 +35,7 @@ from meterql.schema.operations import RecordOperation
 from meterql.schema.scalars import SCALAR_MAP
 from meterql.schema.usage import Usage
 from meterql.schema.viewer import Viewer, resolve_viewer
+from meterql.schema.webhooks import CreatedWebhook, WebhookDelivery
 
 GRAPHQL_CACHE_SIZE = 256  # distinct query texts kept parsed and validated
 
@@ -103,6 +105,21 @@ class Mutation:
     delete_budget: bool = strawberry.field(
         resolver=budget_resolvers.delete_budget,
         description="Delete a budget (manage scope); its alerts stay. False if there was none.",
+    )
+    create_webhook: CreatedWebhook = strawberry.field(
+        resolver=webhook_resolvers.create_webhook,
+        description="Send the account's alerts to `url` (manage scope), signed with the "
+        "secret this returns once. http(s) only; loopback and private addresses are refused "
+        "unless the server allows them.",
+    )
+    delete_webhook: bool = strawberry.field(
+        resolver=webhook_resolvers.delete_webhook,
+        description="Delete a webhook (manage scope); its pending deliveries fail. False if "
+        "there was none.",
+    )
+    redeliver: WebhookDelivery = strawberry.field(
+        resolver=webhook_resolvers.redeliver,
+        description="Send a delivery again (manage scope): due now, with a new day of attempts.",
     )
 
 

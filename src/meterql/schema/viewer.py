@@ -14,10 +14,12 @@ from meterql.context import Context
 from meterql.resolvers import budgets as budget_resolvers
 from meterql.resolvers import usage as usage_resolvers
 from meterql.resolvers import viewer as resolvers
+from meterql.resolvers import webhooks as webhook_resolvers
 from meterql.schema.billing import Plan
 from meterql.schema.budgets import Budget, BudgetAlertConnection
 from meterql.schema.nodes import AccountSubscription, InstanceConnection, Model, WebhostNode
 from meterql.schema.usage import Usage
+from meterql.schema.webhooks import Webhook, WebhookDeliveryConnection
 
 
 @strawberry.type(description="The account the token belongs to, and what it has.")
@@ -52,6 +54,14 @@ class Viewer:
     alerts: BudgetAlertConnection = strawberry.field(
         resolver=budget_resolvers.viewer_alerts,
         description="The thresholds the account's budgets crossed, newest first.",
+    )
+    webhooks: list[Webhook] = strawberry.field(
+        resolver=webhook_resolvers.viewer_webhooks,
+        description="Where the account's alerts are sent, oldest first.",
+    )
+    webhook_deliveries: WebhookDeliveryConnection = strawberry.field(
+        resolver=webhook_resolvers.viewer_deliveries,
+        description="Every alert sent to every webhook, and how it went, newest first.",
     )
     usage: Usage = strawberry.field(
         resolver=usage_resolvers.usage,
