@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "graphql.md"
 QUERIES = ROOT / "src" / "meterql" / "queries"
 # The examples, by name: the file in src/meterql/queries/ is NAME.graphql.
-EXAMPLES = ("billing-page", "metrics-page")
+EXAMPLES = ("billing-page", "metrics-page", "budgets-page")
 # The instant the demo data is generated at and the app's clock reads.
 DEMO_NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
 

@@ -38,6 +38,9 @@ COSTS = {
     # the token; the account's usage; the models, their usage (one batch); the
     # instance page, its total count, the instances' usage (one batch).
     "metrics-page": 7,
+    # the token; the budgets; their period's usage (one per period and scope
+    # kind: the demo's one budget, one); the alerts' page and their count.
+    "budgets-page": 5,
 }
 
 
@@ -63,7 +66,8 @@ async def demo_client(demo_app: Starlette) -> AsyncIterator[httpx.AsyncClient]:
 
 
 def test_the_documents_are_named_operations() -> None:
-    for name, operation in zip(EXAMPLES, ("BillingPage", "MetricsPage"), strict=True):
+    for name, operation in zip(EXAMPLES, ("BillingPage", "MetricsPage", "BudgetsPage"),
+                               strict=True):
         assert f"query {operation}(" in query(name)
 
 
@@ -77,15 +81,34 @@ async def test_the_shown_results_are_the_answers_at_a_fixed_cost(
         assert "errors" not in body, body
         assert body == shown(name), f"{name}: run scripts/graphql_examples.py"
         assert sql.count == COSTS[name], (name, sql.statements)
-    # Ten times the instances (and their usage): not one statement more.
+    # Ten times the instances (and their usage), twenty more budgets of the
+    # same period: not one statement more.
     await _more_instances(db, 54)
-    for name in EXAMPLES:
+    await _more_budgets(db, 20)
+    (budgets,) = [n for n in EXAMPLES if n == "budgets-page"]
+    sql.reset()
+    body = await run(demo_client, token, budgets)
+    assert len(body["data"]["viewer"]["budgets"]) == 21
+    assert sql.count == COSTS[budgets], sql.statements
+    for name in (n for n in EXAMPLES if n != budgets):
         sql.reset()
         body = await run(demo_client, token, name)
         assert "errors" not in body, body
         assert len(body["data"]["viewer"]["instances"]["edges"]) == 50
         assert body["data"]["viewer"]["instances"]["totalCount"] == 60
         assert sql.count == COSTS[name], (name, sql.statements)
+
+
+async def _more_budgets(db: Database, count: int) -> None:
+    from dataclasses import replace
+
+    from meterql.db import budgets
+
+    async with db.write() as session, session.begin():
+        (demo_budget,) = await budgets.rules(budgets.InTransaction(session), demo.DEMO_ACCOUNT)
+        for n in range(count):
+            await budgets.add(session, demo.DEMO_ACCOUNT,
+                              replace(demo_budget, budget_id=f"bud_more_{n:02}", limit=n + 1))
 
 
 async def _more_instances(db: Database, count: int) -> None:

@@ -111,7 +111,7 @@ async def test_the_dashboard_carries_the_page_queries_as_shipped(
     links.feed((await page(client, "/")).text)
     assert links.data == {"mq-doc-billing": page_query("billing-page"),
                           "mq-doc-usage": page_query("metrics-page")}
-    assert set(PAGE_QUERIES) == {"billing-page", "metrics-page"}
+    assert set(PAGE_QUERIES) == {"billing-page", "metrics-page", "budgets-page"}
 
 
 async def test_the_dashboard_is_for_everyone_the_api_decides(client: httpx.AsyncClient) -> None:

@@ -1,7 +1,7 @@
 """The server's own page queries: one GraphQL document per page of a usage dashboard.
 
-``billing-page.graphql`` and ``metrics-page.graphql`` fetch everything a page
-shows in one request each. ``docs/graphql.md`` shows them with their answers,
+``billing-page.graphql``, ``metrics-page.graphql`` and ``budgets-page.graphql``
+fetch everything a page shows in one request each. ``docs/graphql.md`` shows them with their answers,
 the benchmarks time them, and their operation names are among the few the
 metrics keep as labels (``meterql.web.instruments``).
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from importlib import resources
 
-PAGES = ("billing-page", "metrics-page")
+PAGES = ("billing-page", "metrics-page", "budgets-page")
 
 
 def page_query(name: str) -> str:
