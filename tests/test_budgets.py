@@ -481,3 +481,18 @@ async def test_an_import_alerts_the_budgets_its_events_cross(
     # Loaded again: all duplicates, nothing new.
     await load(db, write(tmp_path, doc), now=NOW)
     assert len(await alerts(client, ACME_TOKEN)) == 3
+
+
+async def test_a_failed_list_item_cancels_no_shared_read(
+    client: httpx.AsyncClient, seeded: str
+) -> None:
+    """Each model's budgets and the viewer's share one read; a model's usage failing makes
+    graphql-core cancel the other items of the list, and the shared read must survive it."""
+    await create(client, seeded, measure="TOKENS", limit="5", scope="MODEL", model="gpt-4o")
+    query = """{ viewer {
+      models { budgets { id } usage(days: 366, tz: "Not/AZone", granularity: HOUR) { end } }
+      budgets { id } } }"""
+    for _ in range(3):
+        body = await gql(client, ACME_TOKEN, query)
+        assert body["data"] is None
+        assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}

@@ -17,21 +17,31 @@ from typing import Any
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from schemathesis.checks import not_a_server_error
+from schemathesis.graphql import nodes
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.applications import Starlette
 
 from meterql.app import create_app
 from meterql.config import Settings
+from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.db.migrate import upgrade
+from meterql.records import AccountRecord, TokenRecord
 from meterql.rest_compat.routes import ROUTES
 from tests.conftest import BACKENDS, NOW, _admin, _asyncpg_url, _postgres_url
-from tests.golden import ACME_INGEST_TOKEN, auth, seed
+from tests.golden import auth, seed
 
 FUZZ_EXAMPLES = int(os.environ.get("METERQL_FUZZ_EXAMPLES", "25"))
-# The ingest token also reads, so every operation is reachable.
-HEADERS = auth(ACME_INGEST_TOKEN)
+# A budget's amount: a string, well formed or not (the API checks it).
+schemathesis.graphql.scalar("BudgetAmount", st.one_of(
+    st.from_regex(r"\A-?[0-9]{1,20}(\.[0-9]{1,6})?\Z"), st.text(max_size=24),
+).map(nodes.String))
+# A token of every scope, so every operation is reachable (budgets and
+# webhooks need manage).
+FUZZ_TOKEN = "acme-fuzz-token-0001"
+HEADERS = auth(FUZZ_TOKEN)
 BOUNDED = settings(
     max_examples=FUZZ_EXAMPLES,
     deadline=None,
@@ -60,6 +70,10 @@ def fuzz_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
         try:
             await upgrade(db.engine)
             await seed(db)
+            async with db.write() as session, session.begin():
+                await writes.upsert_account(session, AccountRecord(
+                    account_id="acme",
+                    tokens=[TokenRecord(token=FUZZ_TOKEN, scopes=["read", "ingest", "manage"])]))
         finally:
             await db.dispose()
 
@@ -71,7 +85,10 @@ def fuzz_url(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
 
 @pytest.fixture(scope="module")
 def fuzz_app(fuzz_url: str) -> Starlette:
-    return create_app(Settings(database_url=fuzz_url), clock=lambda: NOW)
+    # Private webhook addresses allowed: a generated host name is then never
+    # looked up (no DNS from the tests), and nothing is delivered here anyway.
+    return create_app(Settings(database_url=fuzz_url, webhook_allow_private=True),
+                      clock=lambda: NOW)
 
 
 @pytest.fixture(scope="module")

@@ -224,3 +224,62 @@ def test_a_gateway_killed_mid_batch_loses_nothing_accepted_and_counts_nothing_tw
         return int(events or 0), int(keys or 0), int(requests or 0)
 
     assert asyncio.run(stored()) == (40 * 400, 40 * 400, 40 * 400)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_thresholds_alert_once_however_many_gateways_ingest(
+    gateways: list[str], token: str, settings: Settings
+) -> None:
+    """Sixteen senders over two gateway processes of two workers each, every batch sent
+    twice: each threshold of the budget is recorded once, by the batch that crossed it."""
+    from meterql.budgets import Measure, Period, Rule, Scope
+    from meterql.db import budgets
+
+    limit, size = 400, 5
+    marks = tuple(range(10, 101, 10))
+
+    async def add_budget() -> None:
+        db = Database.from_settings(settings)
+        try:
+            async with db.write() as session, session.begin():
+                await budgets.add(session, "acme", Rule(
+                    budget_id="bud_gateways", name="gateways", scope=Scope.ACCOUNT, scope_key="",
+                    measure=Measure.REQUESTS, limit=limit, period=Period.DAY, time_zone="UTC",
+                    thresholds=marks, revision=1,
+                    created_at=datetime.now(UTC) - timedelta(days=2),
+                    watched_from=datetime.now(UTC) - timedelta(days=2)))
+        finally:
+            await db.dispose()
+
+    asyncio.run(add_budget())
+    headers = {"Authorization": f"Bearer {token}"}
+    stamp = (datetime.now(UTC) - timedelta(minutes=1)).isoformat().replace("+00:00", "Z")
+
+    async def send_all() -> None:
+        async with httpx.AsyncClient(timeout=60) as client:
+
+            async def sender(n: int) -> None:
+                base = gateways[n % len(gateways)]
+                for batch in range(5):
+                    events = [{"event_id": f"a{n}-{batch}-{k}", "instance_id": "inst-0",
+                               "model": "m", "timestamp": stamp, "tokens_in": 1,
+                               "tokens_out": 1} for k in range(size)]
+                    for _ in range(2):
+                        response = await client.post(f"{base}/v1/usage/events", json=events,
+                                                     headers=headers)
+                        assert response.status_code == 200, response.text
+
+            await asyncio.gather(*(sender(n) for n in range(16)))
+
+    asyncio.run(send_all())
+    found = httpx.post(f"{gateways[1]}/graphql", headers=headers, json={"query": """{ viewer {
+        budgets { spent } alerts(first: 100) { edges { node { threshold spent } } } } }"""}
+                       ).json()["data"]["viewer"]
+    sent = 16 * 5 * size
+    assert found["budgets"][0]["spent"] == str(sent)
+    alerts = [edge["node"] for edge in found["alerts"]["edges"]]
+    assert sorted(a["threshold"] for a in alerts) == list(marks)  # each once, all crossed
+    for alert in alerts:
+        spent = int(alert["spent"])
+        assert alert["threshold"] * limit <= spent * 100 < (alert["threshold"] * limit
+                                                            + size * 100)

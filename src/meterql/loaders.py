@@ -15,6 +15,7 @@ caches full of answers included.
 
 from __future__ import annotations
 
+import asyncio
 import weakref
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any, Generic, TypeVar, cast
@@ -58,7 +59,11 @@ class Loaders(Generic[C]):
         return cast(DataLoader[K, V], loader)
 
     def load(self, batch: BatchFn[C, K, V], key: K) -> Awaitable[V]:
-        return self.of(batch).load(key)
+        # Every field asking the same key awaits one future. graphql-core
+        # cancels the rest of a list whose item failed; cancelling one of those
+        # fields must not cancel the future under the others (a cancelled
+        # task cancels the future it awaits, unless shielded).
+        return asyncio.shield(self.of(batch).load(key))
 
     def clear(self) -> None:
         """Forget every loader and what it cached: the request is over."""

@@ -1,9 +1,9 @@
 """The server's own page queries: one GraphQL document per page of a usage dashboard.
 
 ``billing-page.graphql``, ``metrics-page.graphql`` and ``budgets-page.graphql``
-fetch everything a page shows in one request each. ``docs/graphql.md`` shows them with their answers,
-the benchmarks time them, and their operation names are among the few the
-metrics keep as labels (``meterql.web.instruments``).
+fetch everything a page shows in one request each. ``docs/graphql.md`` shows
+them with their answers, the benchmarks time them, and their operation names
+are among the few the metrics keep as labels (``meterql.web.instruments``).
 """
 
 from __future__ import annotations
