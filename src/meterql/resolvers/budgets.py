@@ -71,6 +71,15 @@ class BudgetNotFound(NotFound):
 # --- reading ----------------------------------------------------------------------------------
 
 
+def _amount(measure: Measure, value: int) -> BudgetAmount:
+    return BudgetAmount(format_amount(measure, value))
+
+
+def _keys(scope: Scope | None, key: str | None) -> tuple[str | None, str | None]:
+    """A scope's key as the graph shows it: (instanceId, model)."""
+    return (key if scope is Scope.INSTANCE else None, key if scope is Scope.MODEL else None)
+
+
 async def _period(context: Context, rule: Rule) -> LocalRange:
     if rule.period is Period.BILLING_PERIOD:
         plan = await plan_of(context)
@@ -85,16 +94,17 @@ async def answer(context: Context, rule: Rule) -> Budget:
     spent = amount_of(rule.measure, used.requests, used.tokens_in, used.tokens_out,
                       used.cost_nanos)
     start, end = bounds(period)
+    instance_id, model = _keys(rule.scope, rule.scope_key)
 
     def amount(value: int) -> BudgetAmount:
-        return BudgetAmount(format_amount(rule.measure, value))
+        return _amount(rule.measure, value)
 
     return Budget(
         id=strawberry.ID(rule.budget_id),
         name=rule.name,
         scope=rule.scope,
-        instance_id=rule.scope_key if rule.scope is Scope.INSTANCE else None,
-        model=rule.scope_key if rule.scope is Scope.MODEL else None,
+        instance_id=instance_id,
+        model=model,
         measure=rule.measure,
         limit=amount(rule.limit),
         period=rule.period,
@@ -133,21 +143,18 @@ async def model_budgets(model: str, info: Info[Context, None]) -> list[Budget]:
 
 def _listed(found: ListedAlert) -> BudgetAlert:
     alert = found.alert
-
-    def amount(value: int) -> BudgetAmount:
-        return BudgetAmount(format_amount(alert.measure, value))
-
+    instance_id, model = _keys(found.scope, found.scope_key)
     return BudgetAlert(
         id=strawberry.ID(alert.alert_id),
         budget_id=strawberry.ID(alert.budget_id),
         budget_name=found.name,
         scope=found.scope,
-        instance_id=found.scope_key if found.scope is Scope.INSTANCE else None,
-        model=found.scope_key if found.scope is Scope.MODEL else None,
+        instance_id=instance_id,
+        model=model,
         measure=alert.measure,
         threshold=alert.threshold,
-        limit=amount(alert.limit),
-        spent=amount(alert.spent),
+        limit=_amount(alert.measure, alert.limit),
+        spent=_amount(alert.measure, alert.spent),
         period_start=alert.period_start,
         period_end=alert.period_end,
         created_at=alert.created_at,

@@ -7,8 +7,8 @@
 // those sends the view's one request again; changing what the chart shows,
 // or a table's order, sends nothing.
 //
-// The token is the explorer's (same localStorage key, so one paste serves
-// both pages) and never goes into a URL. The view's request is the token's
+// The token is the explorer's (token.js: one paste serves both pages) and
+// never goes into a URL. The view's request is the token's
 // check too: a 401 or 403 is said in the bar, in words, at once.
 //
 // Money arrives as exact decimal strings ("12.3400"); it is rounded for
@@ -18,7 +18,6 @@
 (function () {
   "use strict";
 
-  var KEY = "meterql.token";
   var VIEWS = {
     billing: { operation: "BillingPage", doc: "mq-doc-billing" },
     usage: { operation: "MetricsPage", doc: "mq-doc-usage" },
@@ -56,17 +55,8 @@
 
   // ---- the token --------------------------------------------------------
 
-  // localStorage may be refused (private modes, storage policies): the token
-  // then lasts as long as the page.
-  function loadToken() {
-    try { return window.localStorage.getItem(KEY) || ""; } catch (e) { return ""; }
-  }
-  function saveToken(token) {
-    try {
-      if (token) window.localStorage.setItem(KEY, token);
-      else window.localStorage.removeItem(KEY);
-    } catch (e) { /* kept for this page only */ }
-  }
+  var loadToken = window.meterql.loadToken;
+  var saveToken = window.meterql.saveToken;
   var SAID = {
     none: "no token: paste one to see the account's usage",
     checking: "asking the server\u2026",
@@ -566,21 +556,11 @@
     state.inflight = controller;
     if (tokenState.getAttribute("data-state") !== "accepted") sayToken("checking");
     view.setAttribute("aria-busy", "true");
-    fetch("graphql", {
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        Accept: "application/json",
-        Authorization: "Bearer " + token,
-      },
-      body: JSON.stringify({
-        query: $(spec.doc).textContent,
-        operationName: spec.operation,
-        variables: variables(),
-      }),
-      credentials: "omit",
-      signal: controller.signal,
-    }).then(function (response) {
+    window.meterql.postGraphQL("graphql", token, {
+      query: $(spec.doc).textContent,
+      operationName: spec.operation,
+      variables: variables(),
+    }, { signal: controller.signal }).then(function (response) {
       return response.json().then(
         function (body) { return { status: response.status, body: body }; },
         function () { return { status: response.status, body: null }; });

@@ -15,7 +15,6 @@
 (function () {
   "use strict";
 
-  var KEY = "meterql.token";
   var DEFAULT_QUERY = [
     "# Paste a token into the bar above (it stays in this browser), or send",
     '# {"Authorization": "Bearer <token>"} from the Headers pane below.',
@@ -36,44 +35,17 @@
   var forget = document.getElementById("mq-forget");
   var state = document.getElementById("mq-token-state");
 
-  // localStorage may be refused (private modes, storage policies): the token
-  // then lasts as long as the page.
-  function load() {
-    try {
-      return window.localStorage.getItem(KEY) || "";
-    } catch (e) {
-      return "";
-    }
-  }
-  function save(token) {
-    try {
-      if (token) window.localStorage.setItem(KEY, token);
-      else window.localStorage.removeItem(KEY);
-    } catch (e) {
-      /* kept for this page only */
-    }
-  }
+  var load = window.meterql.loadToken;
+  var save = window.meterql.saveToken;
 
   function fetcherWith(token) {
     return function (params, options) {
-      var extra = (options && options.headers) || {};
-      var headers = { "Content-Type": "application/json", Accept: "application/json" };
-      var named = Object.keys(extra).some(function (name) {
-        return name.toLowerCase() === "authorization";
-      });
-      if (token && !named) headers.Authorization = "Bearer " + token;
-      Object.keys(extra).forEach(function (name) {
-        headers[name] = extra[name];
-      });
-      return fetch(endpoint, {
-        method: "POST",
-        headers: headers,
-        body: JSON.stringify(params),
-        credentials: "omit",
-      }).then(function (response) {
-        // Refusals (401, 413, …) are JSON too: {"detail": …} shows in the result pane.
-        return response.json();
-      });
+      return window.meterql.postGraphQL(endpoint, token, params, options).then(
+        function (response) {
+          // Refusals (401, 413, …) are JSON too: {"detail": …} shows in the result pane.
+          return response.json();
+        }
+      );
     };
   }
 
@@ -81,18 +53,9 @@
   // revoked or expired), "forbidden" (403: valid, but not allowed to read)
   // or "unreachable".
   function check(token) {
-    return fetch(endpoint, {
-      method: "POST",
-      headers: {
-        "Content-Type": "application/json",
-        Accept: "application/json",
-        Authorization: "Bearer " + token,
-      },
-      body: JSON.stringify({
-        query: "query TokenCheck { __typename }",
-        operationName: "TokenCheck",
-      }),
-      credentials: "omit",
+    return window.meterql.postGraphQL(endpoint, token, {
+      query: "query TokenCheck { __typename }",
+      operationName: "TokenCheck",
     }).then(
       function (response) {
         if (response.status === 401) return "refused";
