@@ -496,3 +496,27 @@ async def test_a_failed_list_item_cancels_no_shared_read(
         body = await gql(client, ACME_TOKEN, query)
         assert body["data"] is None
         assert {e["extensions"]["code"] for e in body["errors"]} == {"BAD_USER_INPUT"}
+
+
+async def test_what_a_batch_pays_for_budgets(
+    client: httpx.AsyncClient, seeded: str, sql: Any
+) -> None:
+    """Without a budget, nothing: the account's row, which every batch updates, says so in
+    the same statement. With budgets, one read of them, one `usage` read per budget the
+    batch touched, one insert of what it crossed, and for a new alert one read of the
+    account's webhooks."""
+    sql.reset()
+    await send(client, "plain", 1, "2026-11-20T15:00:00Z")
+    (touch,) = [s for s in sql.statements if "budgets" in s]
+    assert touch.lstrip().upper().startswith("UPDATE ACCOUNTS")
+    base = sql.count
+    # The 20th: e1, e2 and the batch above, 3 of 4; the next batch reaches 100%.
+    await create(client, seeded, measure="REQUESTS", limit="4", period="DAY", thresholds=[100])
+    await create(client, seeded, measure="TOKENS", limit="100", period="DAY", scope="MODEL",
+                 model="another-model")
+    sql.reset()
+    await send(client, "crossing", 1, "2026-11-20T15:00:00Z")
+    # The rules, the one touched budget's day (the other's model is not in the batch),
+    # the insert of its crossed threshold, and (a new alert) the account's webhooks.
+    assert sql.count == base + 4, sql.statements
+    assert len(await alerts(client, ACME_TOKEN)) == 1

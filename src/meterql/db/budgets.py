@@ -210,20 +210,16 @@ async def record(
     """
     if not alerts:
         return []
-    statement = (
-        insert(session, ALERTS)
-        .values([
-            {"account_id": account_id, "alert_id": a.alert_id, "budget_id": a.budget_id,
-             "revision": a.revision, "period_start": a.period_start,
-             "period_end": a.period_end, "threshold": a.threshold,
-             "measure": a.measure.value, "spent_amount": a.spent,
-             "limit_amount": a.limit, "silent": a.silent, "created_at": a.created_at}
-            for a in alerts
-        ])
-        .on_conflict_do_nothing()
-        .returning(*_ALERT_COLUMNS)
-    )
-    result = await session.execute(statement)
+    # One statement whatever the number of rows (SQLAlchemy's "insertmanyvalues"),
+    # compiled once: a batch that finds its thresholds recorded already pays little.
+    statement = insert(session, ALERTS).on_conflict_do_nothing().returning(*_ALERT_COLUMNS)
+    result = await session.execute(statement, [
+        {"account_id": account_id, "alert_id": a.alert_id, "budget_id": a.budget_id,
+         "revision": a.revision, "period_start": a.period_start, "period_end": a.period_end,
+         "threshold": a.threshold, "measure": a.measure.value, "spent_amount": a.spent,
+         "limit_amount": a.limit, "silent": a.silent, "created_at": a.created_at}
+        for a in alerts
+    ])
     return sorted((_alert(row) for row in result.all()), key=lambda a: a.alert_id)
 
 

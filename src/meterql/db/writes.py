@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,6 +23,7 @@ from meterql.db.dialect import insert
 from meterql.db.tables import (
     Account,
     ApiToken,
+    Budget,
     EventKey,
     Instance,
     ModelPrice,
@@ -44,21 +45,34 @@ def new_version() -> int:
     return secrets.randbits(62) + 1
 
 
-async def touch_accounts(session: AsyncSession, account_ids: Iterable[str] | None) -> None:
+async def touch_accounts(
+    session: AsyncSession, account_ids: Iterable[str] | None
+) -> frozenset[str]:
     """Give these accounts (None: every account) a new data version, in the caller's transaction.
 
     Called by every write that can change what an account's answers show,
     last, just before its commit: a batch holds its account's row for as
     short a time as it can. Answers' ETags are made of the version
     (``web/etags.py``), so the next conditional request gets the new answer.
+
+    Returns which of the named accounts have a budget, read in the same
+    statement once their rows are held: a batch checks budgets only then
+    (``meterql.alerts``), so an account without one pays nothing for them.
     """
     statement = update(Account).values(data_version=new_version())
-    if account_ids is not None:
-        wanted = sorted(set(account_ids))
-        if not wanted:
-            return
-        statement = statement.where(Account.account_id.in_(wanted))
-    await session.execute(statement)
+    if account_ids is None:
+        await session.execute(statement)
+        return frozenset()
+    wanted = sorted(set(account_ids))
+    if not wanted:
+        return frozenset()
+    budgeted = (
+        select(Budget.account_id).where(Budget.account_id == Account.account_id).exists()
+    )
+    result = await session.execute(
+        statement.where(Account.account_id.in_(wanted)).returning(Account.account_id, budgeted)
+    )
+    return frozenset(account for account, has_budgets in result.all() if has_budgets)
 
 
 def hash_token(token: str) -> str:
@@ -217,12 +231,15 @@ class IngestResult:
     accepted: int
     duplicates: int
     unpriced: int  # accepted events whose model had no price (cost 0)
+    # The accounts of accepted events that have a budget to check.
+    budgeted: frozenset[str] = frozenset()
 
     def __add__(self, other: IngestResult) -> IngestResult:
         return IngestResult(
             self.accepted + other.accepted,
             self.duplicates + other.duplicates,
             self.unpriced + other.unpriced,
+            self.budgeted | other.budgeted,
         )
 
 
@@ -257,9 +274,8 @@ async def record_events(
     owners = {owner for owner, _ in keyed}
     if session.get_bind().dialect.name == "postgresql":
         accepted, unpriced = await staging.write_batch(session, list(keyed.values()), account_id)
-        if accepted:
-            await touch_accounts(session, owners)
-        return IngestResult(accepted, len(events) - accepted, unpriced)
+        budgeted = await touch_accounts(session, owners) if accepted else frozenset()
+        return IngestResult(accepted, len(events) - accepted, unpriced, budgeted)
     known = await _stored_keys(session, list(keyed))
     # A duplicate changes nothing at all: it registers no instance either.
     ordered = sorted(((k, e) for k, e in keyed.items() if k not in known), key=lambda ke: ke[0])
@@ -278,8 +294,8 @@ async def record_events(
         total += await _insert_events(
             session, ordered[start : start + EVENT_CHUNK], prices
         )
-    await touch_accounts(session, owners)
-    return total
+    budgeted = await touch_accounts(session, owners)
+    return replace(total, budgeted=budgeted)
 
 
 async def _stored_keys(

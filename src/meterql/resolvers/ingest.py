@@ -87,7 +87,7 @@ async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUs
     # statement alone), so waiting here for a write slot holds nothing.
     async with context.db.write(context.account_id) as session, session.begin():
         result = await writes.record_events(session, records, account_id=context.account_id)
-        if result.accepted:
+        if context.account_id in result.budgeted:
             # In the batch's transaction, after its account's row is held:
             # a threshold this batch crosses is recorded by it, once.
             await alerts.after_batch(

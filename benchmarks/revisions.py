@@ -1,0 +1,162 @@
+"""Two revisions side by side, in-process: what a change costs the page queries and ingest.
+
+    python benchmarks/revisions.py --base REV [--backend sqlite,postgresql] [--rounds 3]
+
+The base revision is checked out into a temporary git worktree; the working
+tree is the head. For each backend, each revision runs in a process of its
+own (its own code on ``PYTHONPATH``) on a fresh database of the demo data
+made at a fixed instant: the page queries of ``src/meterql/queries/`` (the
+revision's own documents, defaults) and batches of 1 and of 100 events over
+``POST /v1/usage/events``, ``--requests`` each, medians after a warm-up.
+Rounds alternate base, head, base, head... so that the machine's drift falls
+on both; the figure quoted is the median of a revision's round medians, and
+the ratio is head over base. Nothing here is a pass/fail test: the numbers
+go to ``benchmarks/analysis.md`` by hand, with this command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
+PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+async def _child(backend: str, requests: int, pg_admin: str) -> dict[str, float]:
+    """Run in the revision's own process: its code, a fresh database, its measures."""
+    import httpx
+
+    from meterql import demo
+    from meterql.app import create_app
+    from meterql.config import Settings
+    from meterql.db.engine import Database
+    from meterql.db.migrate import upgrade
+    from meterql.queries import page_query
+
+    drop = None
+    if backend == "sqlite":
+        url = f"sqlite+aiosqlite:///{tempfile.mkdtemp()}/revision.db"
+    else:
+        import asyncpg
+
+        name = f"bench_rev_{uuid.uuid4().hex[:10]}"
+        admin = await asyncpg.connect(pg_admin)
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        await admin.close()
+        url = pg_admin.rsplit("/", 1)[0].replace("postgresql://", "postgresql+asyncpg://")
+        url, drop = f"{url}/{name}", name
+    settings = Settings(database_url=url, webhook_delivery=False)
+    db = Database.from_settings(settings)
+    try:
+        await upgrade(db.engine)
+        await demo.fill(db, now=NOW)
+        token = await demo.read_token(db)
+        async with db.write() as session, session.begin():
+            from meterql.db import writes
+
+            ingest = await writes.create_token(session, demo.DEMO_ACCOUNT, ["ingest"])
+        app = create_app(settings, database=db, clock=lambda: NOW)
+        found: dict[str, float] = {}
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for page in ("billing-page", "metrics-page"):
+                body = {"query": page_query(page)}
+                found[page] = await _median(requests, lambda body=body: client.post(
+                    "/graphql", json=body, headers={"Authorization": f"Bearer {token}"}))
+            for size in (1, 100):
+                batches = iter(range(10**9))
+
+                def batch(size: int = size) -> Any:
+                    n = next(batches)
+                    events = [{"event_id": f"rev-{size}-{n}-{k}", "instance_id": "inst-bench",
+                               "model": "gpt-4o", "timestamp": "2026-11-20T15:00:00Z",
+                               "tokens_in": 10, "tokens_out": 5} for k in range(size)]
+                    return client.post("/v1/usage/events", json=events,
+                                       headers={"Authorization": f"Bearer {ingest}"})
+
+                found[f"ingest {size}"] = await _median(requests, batch)
+        return found
+    finally:
+        await db.dispose()
+        if drop is not None:
+            import asyncpg
+
+            admin = await asyncpg.connect(pg_admin)
+            await admin.execute(f'DROP DATABASE IF EXISTS "{drop}" WITH (FORCE)')
+            await admin.close()
+
+
+async def _median(requests: int, call: Any, warmup: int = 10) -> float:
+    times = []
+    for n in range(warmup + requests):
+        started = time.perf_counter()
+        response = await call()
+        elapsed = time.perf_counter() - started
+        if response.status_code != 200 or "errors" in response.json():
+            raise SystemExit(f"request failed: {response.status_code} {response.text[:300]}")
+        if n >= warmup:
+            times.append(elapsed * 1000)
+    return statistics.median(times)
+
+
+def _run(tree: Path, backend: str, requests: int, pg_admin: str) -> dict[str, float]:
+    env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--child", "--backend", backend,
+         "--requests", str(requests), "--pg-admin", pg_admin],
+        env=env, cwd=tree, check=True, capture_output=True, text=True,
+    ).stdout
+    found: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+    return found
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--base", help="the revision to compare the working tree with")
+    parser.add_argument("--backend", default="sqlite,postgresql")
+    parser.add_argument("--requests", type=int, default=200)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--pg-admin", default=PG_ADMIN)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(_child(args.backend, args.requests, args.pg_admin))))
+        return 0
+    if not args.base:
+        parser.error("--base is required")
+    with tempfile.TemporaryDirectory() as scratch:
+        base = Path(scratch) / "base"
+        subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.base],
+                       cwd=ROOT, check=True)
+        try:
+            for backend in args.backend.split(","):
+                rounds: dict[str, list[dict[str, float]]] = {"base": [], "head": []}
+                for _ in range(args.rounds):
+                    for name, tree in (("base", base), ("head", ROOT)):
+                        rounds[name].append(_run(tree, backend, args.requests, args.pg_admin))
+                print(f"{backend} (medians of {args.rounds} rounds of {args.requests} requests, ms)")
+                for measure in rounds["base"][0]:
+                    old = statistics.median(r[measure] for r in rounds["base"])
+                    new = statistics.median(r[measure] for r in rounds["head"])
+                    print(f"  {measure:14} base {old:7.2f}   head {new:7.2f}   head/base {new / old:.2f}")
+        finally:
+            subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
+                           check=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
