@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import os
 import statistics
@@ -76,11 +77,11 @@ async def _child(backend: str, requests: int, pg_admin: str) -> dict[str, float]
                 body = {"query": page_query(page)}
                 found[page] = await _median(requests, lambda body=body: client.post(
                     "/graphql", json=body, headers={"Authorization": f"Bearer {token}"}))
+            numbers = itertools.count()
             for size in (1, 100):
-                batches = iter(range(10**9))
 
                 def batch(size: int = size) -> Any:
-                    n = next(batches)
+                    n = next(numbers)
                     events = [{"event_id": f"rev-{size}-{n}-{k}", "instance_id": "inst-bench",
                                "model": "gpt-4o", "timestamp": "2026-11-20T15:00:00Z",
                                "tokens_in": 10, "tokens_out": 5} for k in range(size)]
@@ -147,11 +148,13 @@ def main() -> int:
                 for _ in range(args.rounds):
                     for name, tree in (("base", base), ("head", ROOT)):
                         rounds[name].append(_run(tree, backend, args.requests, args.pg_admin))
-                print(f"{backend} (medians of {args.rounds} rounds of {args.requests} requests, ms)")
+                print(f"{backend} (medians of {args.rounds} rounds of {args.requests} "
+                      "requests, ms)")
                 for measure in rounds["base"][0]:
                     old = statistics.median(r[measure] for r in rounds["base"])
                     new = statistics.median(r[measure] for r in rounds["head"])
-                    print(f"  {measure:14} base {old:7.2f}   head {new:7.2f}   head/base {new / old:.2f}")
+                    print(f"  {measure:14} base {old:7.2f}   head {new:7.2f}   "
+                          f"head/base {new / old:.2f}")
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
                            check=False)

@@ -16,7 +16,7 @@ nothing itself (``meterql.budgets`` has the rules).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -53,11 +53,24 @@ async def after_batch(
     if not rules or not touched:
         return []
     billing = await _billing_period(reader, account_id, rules, now, free)
+    # Every zone's day turns on a quarter hour, so two instants of one UTC
+    # quarter hour are in the same period of any budget: a batch's distinct
+    # quarters (with instance and model) stand for all its events.
+    distinct = {(_quarter(at), instance, model) for at, instance, model in touched}
     periods: dict[str, list[LocalRange]] = {}
     for rule in rules:
-        instants = [at for at, instance, model in touched if rule.covers(instance, model)]
-        periods[rule.budget_id] = _periods(rule, instants, billing)
+        quarters = {q for q, instance, model in distinct if rule.covers(instance, model)}
+        periods[rule.budget_id] = _periods(rule, [_EPOCH + q * _QUARTER for q in quarters],
+                                           billing)
     return await _record(session, account_id, rules, periods, now)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_QUARTER = timedelta(minutes=15)
+
+
+def _quarter(at: datetime) -> int:
+    return (at - _EPOCH) // _QUARTER
 
 
 async def after_import(
