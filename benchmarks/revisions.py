@@ -115,12 +115,14 @@ async def _median(requests: int, call: Any, warmup: int = 10) -> float:
 
 def _run(tree: Path, backend: str, requests: int, pg_admin: str) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
-    out = subprocess.run(
+    done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", "--backend", backend,
          "--requests", str(requests), "--pg-admin", pg_admin],
-        env=env, cwd=tree, check=True, capture_output=True, text=True,
-    ).stdout
-    found: dict[str, float] = json.loads(out.strip().splitlines()[-1])
+        env=env, cwd=tree, check=False, capture_output=True, text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"{tree} on {backend} failed:\n{done.stderr[-3000:]}")
+    found: dict[str, float] = json.loads(done.stdout.strip().splitlines()[-1])
     return found
 
 
