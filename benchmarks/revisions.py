@@ -7,7 +7,9 @@ tree is the head. For each backend, each revision runs in a process of its
 own (its own code on ``PYTHONPATH``) on a fresh database of the demo data
 made at a fixed instant: the page queries of ``src/meterql/queries/`` (the
 revision's own documents, defaults) and batches of 1 and of 100 events over
-``POST /v1/usage/events``, ``--requests`` each, medians after a warm-up.
+``POST /v1/usage/events``, ``--requests`` each, medians after a warm-up: to
+the demo account (``ingest``; whatever budgets the revision's demo makes) and
+to an account with nothing but usage (``plain``).
 Rounds alternate base, head, base, head... so that the machine's drift falls
 on both; the figure quoted is the median of a revision's round medians, and
 the ratio is head over base. Nothing here is a pass/fail test: the numbers
@@ -69,6 +71,9 @@ async def _child(backend: str, requests: int, pg_admin: str) -> dict[str, float]
             from meterql.db import writes
 
             ingest = await writes.create_token(session, demo.DEMO_ACCOUNT, ["ingest"])
+            # An account with nothing but usage (no budget, whatever the revision).
+            await writes.ensure_accounts(session, ["plain"])
+            plain = await writes.create_token(session, "plain", ["ingest"])
         app = create_app(settings, database=db, clock=lambda: NOW)
         found: dict[str, float] = {}
         transport = httpx.ASGITransport(app=app)
@@ -78,17 +83,18 @@ async def _child(backend: str, requests: int, pg_admin: str) -> dict[str, float]
                 found[page] = await _median(requests, lambda body=body: client.post(
                     "/graphql", json=body, headers={"Authorization": f"Bearer {token}"}))
             numbers = itertools.count()
-            for size in (1, 100):
+            for label, size, sender in (("ingest 1", 1, ingest), ("ingest 100", 100, ingest),
+                                        ("plain 1", 1, plain), ("plain 100", 100, plain)):
 
-                def batch(size: int = size) -> Any:
+                def batch(size: int = size, sender: str = sender) -> Any:
                     n = next(numbers)
                     events = [{"event_id": f"rev-{size}-{n}-{k}", "instance_id": "inst-bench",
                                "model": "gpt-4o", "timestamp": "2026-11-20T15:00:00Z",
                                "tokens_in": 10, "tokens_out": 5} for k in range(size)]
                     return client.post("/v1/usage/events", json=events,
-                                       headers={"Authorization": f"Bearer {ingest}"})
+                                       headers={"Authorization": f"Bearer {sender}"})
 
-                found[f"ingest {size}"] = await _median(requests, batch)
+                found[label] = await _median(requests, batch)
         return found
     finally:
         await db.dispose()
