@@ -34,12 +34,16 @@ def _batch(prefix: str, size: int, *, reverse: bool = False) -> list[dict[str, o
 async def gateways(settings: Settings, db: Database) -> AsyncIterator[list[httpx.AsyncClient]]:
     """Eight apps, each with its own engine and pool, like eight gateway processes.
 
-    Their statement timeout is raised: these tests are about counting and
-    deadlocks, and eight overlapping batches queue on each other's row locks
-    longer than the 2 s default (which would answer 503, as it should).
+    Their timeouts are raised: these tests are about counting and deadlocks,
+    and eight overlapping batches queue on each other's row locks longer than
+    the 2 s default, and eight pools opening connections at once on two busy
+    cores take longer than 1.5 s (either would answer 503, as it should).
     """
     await seed(db)
-    settings = settings.model_copy(update={"db_statement_timeout_s": 60.0})
+    settings = settings.model_copy(update={
+        "db_statement_timeout_s": 60.0, "db_connect_timeout_s": 60.0,
+        "db_pool_timeout_s": 60.0,
+    })
     async with AsyncExitStack() as stack:
         clients = []
         for _ in range(GATEWAYS):

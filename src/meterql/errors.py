@@ -115,3 +115,9 @@ HTTP_STATUS: dict[str, int] = {
 
 def http_status(error: MeterqlError | type[MeterqlError]) -> int:
     return HTTP_STATUS.get(error.code, 500)
+
+
+def said(error: BaseException) -> str:
+    """An exception as a log line names it: its message, or its type when it has none
+    (a timeout's is empty)."""
+    return str(error) or type(error).__name__

@@ -52,7 +52,7 @@ from meterql.db import webhooks as stored
 from meterql.db.budgets import AlertRow
 from meterql.db.engine import Database
 from meterql.db.webhooks import Claimed, Outgoing
-from meterql.errors import InvalidInput
+from meterql.errors import InvalidInput, said
 from meterql.windows import Clock
 
 logger = logging.getLogger("meterql.webhooks")
@@ -321,7 +321,7 @@ class Deliverer:
         except httpx.TimeoutException:
             error = "timed out"
         except httpx.HTTPError as failure:
-            error = (str(failure) or type(failure).__name__)[:300]
+            error = said(failure)[:300]
         delivered = error is None
         finished = self.clock()
         retry_at = None

@@ -36,7 +36,7 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from meterql.config import Settings
 from meterql.db.reads import Reads
 from meterql.db.staging import CREATE_BATCH_STAGE
-from meterql.errors import DatabaseUnavailable
+from meterql.errors import DatabaseUnavailable, said
 
 logger = logging.getLogger("meterql.db")
 
@@ -136,7 +136,7 @@ def _unavailable_as_503() -> Iterator[None]:
         yield
     except Exception as error:
         if is_unavailable(error):
-            logger.warning("database unavailable: %s", error)
+            logger.warning("database unavailable: %s", said(error))
             raise DatabaseUnavailable() from error
         raise
 

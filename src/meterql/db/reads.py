@@ -40,7 +40,7 @@ from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import ClauseElement
 
 from meterql.config import Settings
-from meterql.errors import DatabaseUnavailable
+from meterql.errors import DatabaseUnavailable, said
 
 logger = logging.getLogger("meterql.db")
 
@@ -242,7 +242,7 @@ class _Sqlite:
             except (sqlite3.Error, OSError) as error:
                 for connection in opened:
                     await connection.close()
-                logger.warning("database unavailable: %s", error)
+                logger.warning("database unavailable: %s", said(error))
                 raise DatabaseUnavailable() from error
             self._busy = [0] * len(opened)
             self._connections = opened
@@ -258,7 +258,7 @@ class _Sqlite:
             return list(await self._connections[n].execute_fetchall(sql, arguments))
         except sqlite3.OperationalError as error:
             # Locked past the busy timeout, or the file is gone: not a bug.
-            logger.warning("database unavailable: %s", error)
+            logger.warning("database unavailable: %s", said(error))
             raise DatabaseUnavailable() from error
         finally:
             busy[n] -= 1
@@ -373,7 +373,7 @@ class _Postgres:
             connection = await self._take()
         except (TimeoutError, OSError, asyncpg.PostgresError,
                 asyncpg.InterfaceError) as error:
-            logger.warning("database unavailable: %s", str(error) or type(error).__name__)
+            logger.warning("database unavailable: %s", said(error))
             raise DatabaseUnavailable() from error
         self.in_use += 1
         broken = True
@@ -384,7 +384,7 @@ class _Postgres:
         except (TimeoutError, OSError, asyncpg.InterfaceError,
                 asyncpg.PostgresConnectionError, asyncpg.CannotConnectNowError,
                 asyncpg.QueryCanceledError, asyncpg.AdminShutdownError) as error:
-            logger.warning("database unavailable: %s", str(error) or type(error).__name__)
+            logger.warning("database unavailable: %s", said(error))
             raise DatabaseUnavailable() from error
         except asyncpg.PostgresError:
             broken = False  # the statement failed, the connection is fine
