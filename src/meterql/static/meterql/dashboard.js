@@ -299,9 +299,18 @@
     return label;
   }
 
-  function axisValue(measure, v) {
-    if (measure === "estimatedCostUsd") return "$" + compact.format(v);
-    return compact.format(v);
+  // An axis label, with as many places as its ticks' spacing needs ($0.02,
+  // $0.04 rather than $0, $0); big values in short form (1.2M).
+  function axisValue(measure, v, step) {
+    var places = 0;
+    if (step > 0 && step < 1) {
+      places = Math.ceil(-Math.log10(step));
+      var scaled = step * Math.pow(10, places);
+      if (Math.abs(scaled - Math.round(scaled)) > 1e-9) places += 1;  // 0.025: 3 places
+      places = Math.min(4, places);
+    }
+    var shown = places ? v.toFixed(places) : compact.format(v);
+    return measure === "estimatedCostUsd" ? "$" + shown : shown;
   }
 
   function chart(usage, measure) {
@@ -334,7 +343,10 @@
           points: { show: false },
           value: function (u, v, si, i) {
             if (i == null) return "";
-            if (!layer.raw) return axisValue(measure, layer.values[i]);
+            if (!layer.raw) {  // "other": a sum of several groups' values
+              var sum = layer.values[i];
+              return measure === "estimatedCostUsd" ? "$" + sum.toFixed(4) : count(sum);
+            }
             return measure === "estimatedCostUsd" ? usd(layer.raw[i]) : count(layer.raw[i]);
           },
         });
@@ -358,8 +370,13 @@
               });
             },
           },
-          { values: function (u, splits) { return splits.map(function (v) { return axisValue(measure, v); }); },
-            size: 60 },
+          {
+            values: function (u, splits) {
+              var step = splits.length > 1 ? Math.abs(splits[1] - splits[0]) : 1;
+              return splits.map(function (v) { return axisValue(measure, v, step); });
+            },
+            size: 60,
+          },
         ],
         legend: { live: true },
         cursor: { drag: { x: false, y: false } },
