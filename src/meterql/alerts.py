@@ -16,7 +16,7 @@ nothing itself (``meterql.budgets`` has the rules).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,6 +30,7 @@ from meterql.budgets import (
     bounds,
     calendar_period,
     crossed,
+    current_period,
     watches,
 )
 from meterql.config import FreePlan
@@ -38,6 +39,7 @@ from meterql.db import budgets as stored
 from meterql.db import webhooks as stored_webhooks
 from meterql.db.budgets import AlertRow, InTransaction
 from meterql.plans import effective_plan
+from meterql.windows import EPOCH
 
 # (instant, instance id, model) of each event a batch wrote.
 Touch = tuple[datetime, str, str]
@@ -60,17 +62,16 @@ async def after_batch(
     periods: dict[str, list[LocalRange]] = {}
     for rule in rules:
         quarters = {q for q, instance, model in distinct if rule.covers(instance, model)}
-        periods[rule.budget_id] = _periods(rule, [_EPOCH + q * _QUARTER for q in quarters],
+        periods[rule.budget_id] = _periods(rule, [EPOCH + q * _QUARTER for q in quarters],
                                            billing)
     return await _record(session, account_id, rules, periods, now)
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _QUARTER = timedelta(minutes=15)
 
 
 def _quarter(at: datetime) -> int:
-    return (at - _EPOCH) // _QUARTER
+    return (at - EPOCH) // _QUARTER
 
 
 async def after_import(
@@ -97,14 +98,19 @@ async def silence_crossed(
     """Mark the thresholds the budget's current period has crossed already as silent."""
     reader = InTransaction(session)
     billing = await _billing_period(reader, account_id, [rule], now, free)
-    period = _current(rule, now, billing)
+    period = current_period(rule, now, billing)
     (spent,) = await stored.spent(reader, account_id, rule, [period])
+    await stored.record(session, account_id, _crossed(rule, period, spent, now, silent=True))
+
+
+def _crossed(
+    rule: Rule, period: LocalRange, spent: int, now: datetime, *, silent: bool
+) -> list[AlertRow]:
+    """An alert row for each threshold ``spent`` has reached in ``period``."""
     start, end = bounds(period)
-    await stored.record(session, account_id, [
-        AlertRow(alert_id(now, t), rule.budget_id, rule.revision, start, end, t, rule.measure,
-                 spent, rule.limit, True, now)
-        for t in crossed(rule, spent)
-    ])
+    return [AlertRow(alert_id(now, t), rule.budget_id, rule.revision, start, end, t,
+                     rule.measure, spent, rule.limit, silent, now)
+            for t in crossed(rule, spent)]
 
 
 async def _billing_period(
@@ -115,13 +121,6 @@ async def _billing_period(
     state = await accounts.account_state(reader, account_id)
     plan = effective_plan(state.subscriptions, free, now)
     return plan.period_start, plan.period_end
-
-
-def _current(rule: Rule, now: datetime, billing: tuple[datetime, datetime] | None) -> LocalRange:
-    if rule.period is Period.BILLING_PERIOD:
-        assert billing is not None
-        return billing_period(rule, *billing)
-    return calendar_period(rule, now)
 
 
 def _periods(
@@ -175,12 +174,7 @@ async def _record(
             continue
         for period, spent in zip(wanted, await stored.spent(reader, account_id, rule, wanted),
                                  strict=True):
-            start, end = bounds(period)
-            alerts.extend(
-                AlertRow(alert_id(now, t), rule.budget_id, rule.revision, start, end, t,
-                         rule.measure, spent, rule.limit, False, now)
-                for t in crossed(rule, spent)
-            )
+            alerts.extend(_crossed(rule, period, spent, now, silent=False))
     recorded = await stored.record(session, account_id, alerts)
     await _enqueue(session, account_id, rules, recorded, now)
     return recorded

@@ -36,11 +36,13 @@ import enum
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from datetime import datetime, timedelta
+from decimal import Decimal, InvalidOperation
 
 from meterql.buckets import LocalRange, day_start, refusal, zone
-from meterql.money import NANOS_PER_USD
+from meterql.errors import InvalidInput
+from meterql.money import format_usd, nanos_to_usd, percentage, usd_to_nanos
+from meterql.windows import EPOCH
 
 # At most this many budgets per account: each is read for every accepted batch.
 MAX_BUDGETS = 100
@@ -110,7 +112,7 @@ def new_budget_id() -> str:
 
 def alert_id(created_at: datetime, threshold: int) -> str:
     """An alert's id: its instant and threshold first, so key order is time order."""
-    micros = (created_at - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    micros = (created_at - EPOCH) // timedelta(microseconds=1)
     return f"alt_{micros:017d}_{threshold:04d}_{secrets.token_hex(4)}"
 
 
@@ -128,7 +130,7 @@ def parse_limit(measure: Measure, text: str, loc: tuple[str, ...]) -> int:
         if not amount.is_finite() or amount.as_tuple().exponent < -4:  # type: ignore[operator]
             raise refusal(loc, "A USD amount with at most 4 decimal places, e.g. '250.00'",
                           text, "decimal_parsing")
-        stored = int(amount * NANOS_PER_USD)
+        stored = usd_to_nanos(amount)
     else:
         if not value.isascii() or not value.isdigit():
             raise refusal(loc, "A whole number, e.g. '5000000'", text, "int_parsing")
@@ -161,7 +163,7 @@ def parse_name(value: str | None, loc: tuple[str, ...]) -> str:
 def check_zone(name: str, loc: tuple[str, ...]) -> str:
     try:
         zone(name)
-    except Exception:
+    except InvalidInput:
         raise refusal(loc, "Unknown time zone; expected an IANA name such as "
                       "'Europe/Berlin' or 'UTC'", name, "time_zone") from None
     return name
@@ -181,8 +183,7 @@ def read_thresholds(stored: str) -> tuple[int, ...]:
 def format_amount(measure: Measure, amount: int) -> str:
     """USD with 4 places, half-up (as every cost of the API), or a whole count."""
     if measure is Measure.COST:
-        usd = Decimal(amount).scaleb(-9).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
-        return f"{usd:f}"
+        return format_usd(nanos_to_usd(amount))
     return str(amount)
 
 
@@ -205,6 +206,17 @@ def calendar_period(rule: Rule, instant: datetime) -> LocalRange:
     raise ValueError("the billing period is the plan's, not the calendar's")
 
 
+def current_period(
+    rule: Rule, now: datetime, billing: tuple[datetime, datetime] | None
+) -> LocalRange:
+    """The budget's period now; ``billing`` is the plan's period, for a billing period budget."""
+    if rule.period is Period.BILLING_PERIOD:
+        if billing is None:
+            raise ValueError("a billing period budget needs the plan's period")
+        return billing_period(rule, *billing)
+    return calendar_period(rule, now)
+
+
 def billing_period(rule: Rule, start: datetime, end: datetime) -> LocalRange:
     """The plan's period ``[start, end)`` as the local dates it covers in the budget's zone."""
     tz = zone(rule.time_zone)
@@ -215,10 +227,9 @@ def billing_period(rule: Rule, start: datetime, end: datetime) -> LocalRange:
 
 def bounds(period: LocalRange) -> tuple[datetime, datetime]:
     """The period's first instant and the first instant after it, in UTC."""
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
     low = day_start(period.first, period.zone)
     high = day_start(period.last + timedelta(days=1), period.zone)
-    return epoch + timedelta(seconds=low), epoch + timedelta(seconds=high)
+    return EPOCH + timedelta(seconds=low), EPOCH + timedelta(seconds=high)
 
 
 def watches(rule: Rule, period: LocalRange) -> bool:
@@ -245,10 +256,7 @@ def status(rule: Rule, spent: int) -> Status:
 
 
 def percent_used(rule: Rule, spent: int) -> float:
-    value = (Decimal(spent) * 100 / Decimal(rule.limit)).quantize(
-        Decimal("0.01"), rounding=ROUND_HALF_UP
-    )
-    return float(value)
+    return percentage(spent, rule.limit)
 
 
 def forecast(spent: int, period: LocalRange, now: datetime) -> int:
@@ -256,9 +264,8 @@ def forecast(spent: int, period: LocalRange, now: datetime) -> int:
     start, end = bounds(period)
     if now >= end:
         return spent
-    epoch = datetime(1970, 1, 1, tzinfo=UTC)
-    ticks = (now - epoch) // timedelta(seconds=_QUARTER_HOUR)
-    elapsed = max(ticks * _QUARTER_HOUR - int((start - epoch).total_seconds()), _QUARTER_HOUR)
+    ticks = (now - EPOCH) // timedelta(seconds=_QUARTER_HOUR)
+    elapsed = max(ticks * _QUARTER_HOUR - int((start - EPOCH).total_seconds()), _QUARTER_HOUR)
     length = int((end - start).total_seconds())
     return spent * length // elapsed
 
@@ -272,6 +279,3 @@ def amount_of(measure: Measure, requests: int, tokens_in: int, tokens_out: int,
         return tokens_in + tokens_out
     return requests
 
-
-def dates_of(period: LocalRange) -> tuple[date, date]:
-    return period.first, period.last

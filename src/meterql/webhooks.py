@@ -53,7 +53,7 @@ from meterql.db.budgets import AlertRow
 from meterql.db.engine import Database
 from meterql.db.webhooks import Claimed, Outgoing
 from meterql.errors import InvalidInput, said
-from meterql.windows import Clock
+from meterql.windows import EPOCH, Clock
 
 logger = logging.getLogger("meterql.webhooks")
 
@@ -80,7 +80,7 @@ def new_secret() -> str:
 
 def delivery_id(now: datetime) -> str:
     """Key order is time order, so the newest deliveries list first."""
-    micros = (now - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    micros = (now - EPOCH) // timedelta(microseconds=1)
     return f"dlv_{micros:017d}_{secrets.token_hex(6)}"
 
 
@@ -153,6 +153,11 @@ def _public(address: str) -> bool:
     return ip.is_global and not ip.is_multicast
 
 
+def _all_public(addresses: Sequence[str]) -> bool:
+    """Whether a host may be called: it resolved, and to public addresses only."""
+    return bool(addresses) and all(_public(a) for a in addresses)
+
+
 async def _addresses(host: str, port: int) -> list[str]:
     loop = asyncio.get_running_loop()
     found = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
@@ -180,7 +185,7 @@ async def check_url(url: str, allow_private: bool) -> str:
             addresses = await _addresses(parsed.host, parsed.port or 443)
         except OSError:
             raise Refused(f"{parsed.host} does not resolve") from None
-        if not addresses or not all(_public(a) for a in addresses):
+        if not _all_public(addresses):
             raise Refused(f"{parsed.host} is a loopback, private or reserved address "
                           "(METERQL_WEBHOOK_ALLOW_PRIVATE=true allows those)")
     return str(parsed)
@@ -208,7 +213,7 @@ class _PublicOnly(httpcore.AsyncNetworkBackend):
             addresses = await _addresses(host, port)
         except OSError as error:
             raise httpcore.ConnectError(f"{host} does not resolve") from error
-        if not addresses or not all(_public(a) for a in addresses):
+        if not _all_public(addresses):
             raise httpcore.ConnectError(f"{host} resolves to a private address: refused")
         return await self._inner.connect_tcp(addresses[0], port, timeout, local_address,
                                              socket_options)

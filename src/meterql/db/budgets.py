@@ -20,7 +20,15 @@ from sqlalchemy.sql import Executable
 
 from meterql import buckets
 from meterql.buckets import Granularity, LocalRange
-from meterql.budgets import Measure, Period, Rule, Scope, amount_of, read_thresholds
+from meterql.budgets import (
+    Measure,
+    Period,
+    Rule,
+    Scope,
+    amount_of,
+    format_thresholds,
+    read_thresholds,
+)
 from meterql.db import series
 from meterql.db.dialect import insert
 from meterql.db.reads import Reader
@@ -84,7 +92,7 @@ def _row(account_id: str, rule: Rule) -> dict[str, Any]:
         "account_id": account_id, "budget_id": rule.budget_id, "name": rule.name,
         "scope": rule.scope.value, "scope_key": rule.scope_key, "measure": rule.measure.value,
         "limit_amount": rule.limit, "period": rule.period.value, "time_zone": rule.time_zone,
-        "thresholds": ",".join(str(t) for t in rule.thresholds), "revision": rule.revision,
+        "thresholds": format_thresholds(rule.thresholds), "revision": rule.revision,
         "created_at": rule.created_at, "watched_from": rule.watched_from,
     }
 

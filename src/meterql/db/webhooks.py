@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import BindParameter, Table, bindparam, delete, func, select, update
+from sqlalchemy import BindParameter, Table, bindparam, delete, func, select, tuple_, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db.dialect import insert
@@ -142,10 +142,11 @@ async def claim(
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(of=DELIVERIES, skip_locked=True)
     found = [Claimed(*row) for row in (await session.execute(due)).all()]
-    for item in found:
+    if found:
         await session.execute(
             update(DELIVERIES)
-            .where(D.account_id == item.account_id, D.delivery_id == item.delivery_id)
+            .where(tuple_(D.account_id, D.delivery_id).in_(
+                [(item.account_id, item.delivery_id) for item in found]))
             .values(next_attempt_at=now + lease)
         )
     return found

@@ -27,11 +27,10 @@ from meterql.budgets import (
     Rule,
     Scope,
     amount_of,
-    billing_period,
     bounds,
-    calendar_period,
     check_zone,
     crossed,
+    current_period,
     forecast,
     format_amount,
     new_budget_id,
@@ -56,7 +55,7 @@ from meterql.schema.budgets import (
     BudgetChanges,
     BudgetInput,
 )
-from meterql.schema.paging import PageInfo
+from meterql.schema.paging import page_info
 from meterql.schema.scalars import BudgetAmount, OffsetDateTime
 from meterql.windows import DaysArgument
 
@@ -81,10 +80,11 @@ def _keys(scope: Scope | None, key: str | None) -> tuple[str | None, str | None]
 
 
 async def _period(context: Context, rule: Rule) -> LocalRange:
+    billing = None
     if rule.period is Period.BILLING_PERIOD:
         plan = await plan_of(context)
-        return billing_period(rule, plan.period_start, plan.period_end)
-    return calendar_period(rule, context.now)
+        billing = plan.period_start, plan.period_end
+    return current_period(rule, context.now, billing)
 
 
 async def answer(context: Context, rule: Rule) -> Budget:
@@ -182,11 +182,7 @@ async def viewer_alerts(
                              node=_listed(r)) for r in shown]
     return BudgetAlertConnection(
         edges=edges,
-        page_info=PageInfo(
-            end_cursor=edges[-1].cursor if edges else None, has_next_page=len(rows) > size,
-            has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-        ),
+        page_info=page_info([e.cursor for e in edges], len(rows) > size, after),
         total_count=total,
     )
 

@@ -31,7 +31,7 @@ from meterql.schema.nodes import (
     ModelPrice,
     WebhostNode,
 )
-from meterql.schema.paging import PageInfo
+from meterql.schema.paging import page_info
 from meterql.schema.scalars import BigInt, ExactDecimal
 from meterql.windows import DaysArgument, whole_days_until
 
@@ -92,8 +92,7 @@ async def instances(
     start = "" if after is None else cursors.decode(after, _INSTANCES, status)
     if status is not None and not _storable(status):
         return InstanceConnection(
-            edges=[], page_info=PageInfo(end_cursor=None, has_next_page=False,
-                                         has_previous_page=after is not None, start_cursor=None),
+            edges=[], page_info=page_info([], False, after),
             status=status, known_total=0,
         )
     # One row more than the page: whether it exists is ``hasNextPage``.
@@ -108,12 +107,7 @@ async def instances(
     ]
     return InstanceConnection(
         edges=edges,
-        page_info=PageInfo(
-            end_cursor=edges[-1].cursor if edges else None,
-            has_next_page=len(rows) > size,
-            has_previous_page=after is not None,
-            start_cursor=edges[0].cursor if edges else None,
-        ),
+        page_info=page_info([e.cursor for e in edges], len(rows) > size, after),
         status=status,
     )
 

@@ -16,7 +16,7 @@ from meterql.db import webhooks as stored
 from meterql.db import writes
 from meterql.db.webhooks import NEWEST, DeliveryRow, WebhookRow
 from meterql.errors import NotFound
-from meterql.schema.paging import PageInfo
+from meterql.schema.paging import page_info
 from meterql.schema.webhooks import (
     CreatedWebhook,
     DeliveryStatus,
@@ -76,9 +76,7 @@ async def viewer_deliveries(
                                  node=_delivery(r)) for r in rows[:size]]
     return WebhookDeliveryConnection(
         edges=edges,
-        page_info=PageInfo(end_cursor=edges[-1].cursor if edges else None,
-                           has_next_page=len(rows) > size, has_previous_page=after is not None,
-                           start_cursor=edges[0].cursor if edges else None),
+        page_info=page_info([e.cursor for e in edges], len(rows) > size, after),
         total_count=count,
     )
 
