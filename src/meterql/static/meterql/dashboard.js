@@ -22,11 +22,6 @@
     billing: { operation: "BillingPage", doc: "mq-doc-billing" },
     usage: { operation: "MetricsPage", doc: "mq-doc-usage" },
   };
-  var MEASURES = {
-    estimatedCostUsd: "Cost",
-    totalTokens: "Tokens",
-    requests: "Requests",
-  };
   // Distinct for colour-blind readers (Okabe-Ito, then greys for the rest).
   var COLOURS = ["#0072B2", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00",
                  "#F0E442", "#000000", "#999999"];
