@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import text
 
 from meterql.config import Settings
-from meterql.db import writes
+from meterql.db import usage, writes
 from meterql.db.engine import Database
 from meterql.records import (
     AccountRecord,
@@ -79,6 +79,40 @@ async def test_route_statement_count_is_constant(
     response = await client.get(path, headers=auth())
     assert response.status_code == 200
     assert small == sql.count == statements, sql.statements
+
+
+# Which statement reads the billing period: the totals alone (a row a day of the
+# account's rollups) unless something asks for the split by instance.
+PERIOD_READS = [
+    ("/v1/billing", None, "totals"),
+    ("/v1/billing/usage", None, "by instance"),
+    ("/graphql", "{ billingUsage { totalTokens } }", "totals"),
+    ("/graphql", "{ billingUsage { ...split } } fragment split on BillingUsage "
+                 "{ byInstance { instanceId } }", "by instance"),
+    ("/graphql", "{ billing { usage { totalCostUsd } } "
+                 "billingUsage { byInstance { instanceId } } }", "by instance"),
+]
+
+
+@pytest.mark.parametrize(("path", "query", "read"), PERIOD_READS)
+async def test_the_billing_period_is_split_by_instance_only_when_asked(
+    client: httpx.AsyncClient, db: Database, sql: StatementCounter, path: str,
+    query: str | None, read: str,
+) -> None:
+    await seed(db)
+    sql.reset()
+    if query is None:
+        response = await client.get(path, headers=auth())
+    else:
+        response = await client.post(path, json={"query": query}, headers=auth())
+        assert "errors" not in response.json()
+    assert response.status_code == 200
+    statements = {
+        "totals": db.reads.compiled(usage._PERIOD_TOTALS).sql,
+        "by instance": db.reads.compiled(usage._PERIOD).sql,
+    }
+    # The token, then exactly one read of the period: the expected one.
+    assert sql.statements[1:] == [statements[read]], sql.statements
 
 
 async def test_whole_billing_page_in_one_graphql_query(

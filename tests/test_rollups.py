@@ -37,6 +37,7 @@ from meterql.db.tables import (
     UsageModelHour,
     UsageQuarterHour,
 )
+from meterql.db.usage import Totals
 from meterql.records import AccountRecord, InstanceRecord, UsageEventRecord
 from meterql.windows import (
     HOUR,
@@ -161,7 +162,7 @@ def _raw_period(events: list[dict[str, Any]], start: datetime, end: datetime) ->
     }
 
 
-async def test_period_usage_and_end_users_equal_the_raw_events(db: Database) -> None:
+async def test_period_usage_totals_and_end_users_equal_the_raw_events(db: Database) -> None:
     rng = random.Random(7)
     await seed(db)  # prices for gpt-4o and gpt-4o-mini
     await _record(db, _events(rng, 400, "a"))
@@ -194,6 +195,13 @@ async def test_period_usage_and_end_users_equal_the_raw_events(db: Database) -> 
         # Ranges ending in the past (events after them) take the counting path,
         # those ending after the last event the last-seen path: both exact.
         assert got.end_users == expected["end_users"]
+        # The totals alone (the account's own rollups, instances probed): the same.
+        totals = await usage.period_totals(db.reads, ACCOUNT, start, end)
+        assert totals.totals == Totals(
+            *(sum(v[n] for v in expected["per"].values()) for n in range(4)),
+            instances=len(expected["per"]),
+        ), (start, end)
+        assert totals.end_users == expected["end_users"]
 
 
 async def test_a_late_event_moves_last_seen_only_forward(db: Database) -> None:

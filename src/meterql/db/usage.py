@@ -24,6 +24,7 @@ from sqlalchemy import (
     case,
     distinct,
     func,
+    or_,
     select,
     union_all,
 )
@@ -40,6 +41,7 @@ from meterql.db.tables import (
     UsageInstanceDay,
     UsageInstanceHour,
     UsageModelDay,
+    UsageQuarterHour,
 )
 from meterql.money import NANOS_PER_USD
 from meterql.windows import EPOCH, DayWindow, split_range
@@ -51,6 +53,7 @@ DAYS = UsageDay.__table__.c
 INSTANCE_DAYS = UsageInstanceDay.__table__.c
 MODEL_DAYS = UsageModelDay.__table__.c
 INSTANCE_HOURS = UsageInstanceHour.__table__.c
+QUARTERS = UsageQuarterHour.__table__.c
 END_USERS = EndUser.__table__.c
 SEEN_DAYS = EndUsersLastSeenDay.__table__.c
 SEEN_HOURS = EndUsersLastSeenHour.__table__.c
@@ -110,6 +113,14 @@ class PeriodUsage:
 
     by_instance: list[InstanceTotals]
     totals: Totals
+    end_users: int  # distinct non-empty end users
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodTotals:
+    """Usage in an arbitrary ``[start, end)``, without its split by instance."""
+
+    totals: Totals  # ``instances``: those with usage in the period
     end_users: int  # distinct non-empty end users
 
 
@@ -459,4 +470,87 @@ async def period_usage(
             cost_nanos=sum(r.cost_nanos for r in rows),
             instances=sum(1 for r in rows if r.requests),
         ),
+    )
+
+
+def _instant_sums(n: int) -> Select[Any]:
+    """The five sums of the events in instant slot ``n``, as the rollups keep them."""
+    return select(
+        func.count(),
+        _sum(E.tokens_in),
+        _sum(E.tokens_out),
+        # The rollups' two cost parts, taken event by event.
+        _sum(E.cost_nanos // NANOS_PER_USD),
+        _sum(E.cost_nanos % NANOS_PER_USD),
+    ).where(*_instants(n))
+
+
+def _instants(n: int) -> tuple[ColumnElement[bool], ...]:
+    """The account's events in instant slot ``n``: ``[:from_n, :to_n)``."""
+    return (
+        E.account_id == _ACCOUNT,
+        E.occurred_at >= bindparam(f"from_{n}", type_=E.occurred_at.type),
+        E.occurred_at < bindparam(f"to_{n}", type_=E.occurred_at.type),
+    )
+
+
+def _period_totals() -> Select[Any]:
+    """The account's sums over ``[start, end)``, the instances with usage in it, its end users.
+
+    The sums come from the account's own rollups: a whole day is one row of
+    ``usage_days`` (not one per instance), an edge hour four quarter hours.
+    The instances with usage are counted by probing each one's key ranges,
+    which stops at its first row. What the billing route and the billing
+    page show; :func:`period_usage` is the split by instance, for the routes
+    that list it.
+    """
+    Q = QUARTERS
+    H = INSTANCE_HOURS
+    sources: list[Select[Any]] = [select(*_sums(DAYS)).where(*_in_window(DAYS))]
+    used: list[Any] = [_used_in_window(INSTANCES.instance_id).exists()]
+    for n in range(_HOUR_SLOTS):
+        hour_from, hour_to = bindparam(f"hour_from_{n}"), bindparam(f"hour_to_{n}")
+        # Quarter hours of whole hours: ``[4 * from, 4 * to)``.
+        sources.append(select(*_sums(Q)).where(
+            Q.account_id == _ACCOUNT, Q.quarter >= hour_from * 4, Q.quarter < hour_to * 4,
+        ))
+        used.append(select(H.requests).where(
+            H.account_id == _ACCOUNT, H.instance_id == INSTANCES.instance_id,
+            H.hour >= hour_from, H.hour < hour_to,
+        ).exists())
+    edges = []
+    for n in range(_INSTANT_SLOTS):
+        sources.append(_instant_sums(n))
+        edges.append(select(E.instance_id).where(*_instants(n)))
+    # The events of the leftover minutes are few: their instances, once.
+    used.append(INSTANCES.instance_id.in_(union_all(*edges)))
+    combined = union_all(*sources).subquery()
+    instances = (
+        select(func.count())
+        .select_from(Instance.__table__)
+        .where(INSTANCES.account_id == _ACCOUNT, or_(*used))
+        .scalar_subquery()
+    )
+    return select(*(_sum(column) for column in combined.c), instances, _end_users())
+
+
+_PERIOD_TOTALS = _period_totals()
+
+
+async def period_totals(
+    reader: Reader, account_id: str, start: datetime, end: datetime
+) -> PeriodTotals:
+    """:func:`period_usage`'s totals and end users, without reading each instance's sums."""
+    ((requests, tokens_in, tokens_out, usd, nanos, instances, end_users),) = await reader.fetch(
+        _PERIOD_TOTALS, _period_params(account_id, start, end)
+    )
+    return PeriodTotals(
+        totals=Totals(
+            requests=int(requests),
+            tokens_in=int(tokens_in),
+            tokens_out=int(tokens_out),
+            cost_nanos=_cost(usd, nanos),
+            instances=int(instances),
+        ),
+        end_users=int(end_users),
     )

@@ -28,7 +28,7 @@ from meterql.db import accounts, graph, series, usage
 from meterql.db import budgets as stored_budgets
 from meterql.db.accounts import AccountState, TierRow
 from meterql.db.series import Amounts, GroupBy, GroupCounts, Series
-from meterql.db.usage import PeriodUsage
+from meterql.db.usage import PeriodTotals, PeriodUsage
 from meterql.errors import InvalidInput
 from meterql.plans import EffectivePlan, effective_plan
 
@@ -67,14 +67,21 @@ async def plan_of(context: Context) -> EffectivePlan:
 
 
 async def period_usages(
-    context: Context, periods: list[tuple[datetime, datetime]]
-) -> list[PeriodUsage]:
-    """The account's usage in each ``[start, end)``: what billing and billingUsage share."""
-    found = {
-        period: await usage.period_usage(context.reader, context.account_id, *period)
-        for period in dict.fromkeys(periods)
-    }
-    return [found[period] for period in periods]
+    context: Context, keys: list[tuple[datetime, datetime, bool]]
+) -> list[PeriodUsage | PeriodTotals]:
+    """The account's usage in each ``(start, end, by_instance)``: what billing fields share.
+
+    One statement per period: its split by instance if any field of the
+    batch asks for it (its totals then serve the others too), else the
+    totals alone, which read a row a day rather than one per instance and day.
+    """
+    split = {(start, end) for start, end, by_instance in keys if by_instance}
+    found: dict[tuple[datetime, datetime], PeriodUsage | PeriodTotals] = {}
+    for start, end, _ in keys:
+        if (start, end) not in found:
+            read = usage.period_usage if (start, end) in split else usage.period_totals
+            found[start, end] = await read(context.reader, context.account_id, start, end)
+    return [found[start, end] for start, end, _ in keys]
 
 
 async def group_counts(context: Context, spans: list[tuple[date, date]]) -> list[GroupCounts]:

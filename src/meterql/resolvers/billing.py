@@ -14,6 +14,7 @@ from meterql.money import cents_to_usd, nanos_to_usd, percentage
 from meterql.plans import EffectivePlan, effective_plan, subscribed_tier_ids
 from meterql.records import is_valid_id
 from meterql.resolvers.batches import period_usages, plan_of, state_of
+from meterql.resolvers.selection import selects
 from meterql.schema.billing import (
     Billing,
     BillingPeriodUsage,
@@ -57,15 +58,18 @@ class _Period:
 
     state: AccountState
     plan: EffectivePlan
-    usage: usage.PeriodUsage
+    usage: usage.PeriodUsage | usage.PeriodTotals
 
 
-async def _billing_period(context: Context) -> _Period:
+async def _billing_period(context: Context, *, by_instance: bool = False) -> _Period:
     # The subscriptions came with the token: one statement, the period's usage
-    # (one for all the fields of the request that ask for it).
+    # (one for all the fields of the request that ask for it), split by
+    # instance only if one of them asks for that.
     state = await state_of(context)
     plan = effective_plan(state.subscriptions, context.settings.free_plan, context.now)
-    period = await context.loaders.load(period_usages, (plan.period_start, plan.period_end))
+    period = await context.loaders.load(
+        period_usages, (plan.period_start, plan.period_end, by_instance)
+    )
     return _Period(state, plan, period)
 
 
@@ -112,11 +116,14 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
     context = info.context.require("read")
-    period = await _billing_period(context)
+    by_instance = selects(info._raw_info, "byInstance")
+    period = await _billing_period(context, by_instance=by_instance)
     plan, totals = period.plan, period.usage.totals
     tier = plan.tier
     platform_cost = cents_to_usd(tier.price_cents)
     total_tokens = totals.tokens_in + totals.tokens_out
+    # Not asked for, not read (and never shown).
+    rows = period.usage.by_instance if isinstance(period.usage, usage.PeriodUsage) else []
     return BillingUsage(
         by_instance=[
             InstanceBilling(
@@ -126,7 +133,7 @@ async def billing_usage(info: Info[Context, None]) -> BillingUsage:
                 requests=BigInt(row.requests),
                 tokens=BigInt(row.tokens_in + row.tokens_out),
             )
-            for row in period.usage.by_instance
+            for row in rows
         ],
         period_end=plan.period_end,
         period_start=plan.period_start,

@@ -21,14 +21,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Annotated, Any, TypeAlias
 
 import strawberry
-from graphql import (
-    FieldNode,
-    FragmentDefinitionNode,
-    FragmentSpreadNode,
-    GraphQLResolveInfo,
-    InlineFragmentNode,
-    SelectionSetNode,
-)
+from graphql import GraphQLResolveInfo
 from strawberry import Info
 
 from meterql import buckets
@@ -44,6 +37,7 @@ from meterql.resolvers.batches import (
     usage_by_model,
     usage_of_account,
 )
+from meterql.resolvers.selection import selects
 from meterql.schema.usage import DateRange, Usage
 
 # The arguments of every ``usage`` field (root, viewer, instance, model).
@@ -146,32 +140,8 @@ def shows_series(info: GraphQLResolveInfo[Context]) -> bool:
     key = tuple(path)
     known = info.context.series_selected.get(key)
     if known is None:
-        known = info.context.series_selected[key] = any(
-            _selects(field.selection_set, info.fragments, "series", set())
-            for field in info.field_nodes
-        )
+        known = info.context.series_selected[key] = selects(info, "series")
     return known
-
-
-def _selects(
-    selection_set: SelectionSetNode | None,
-    fragments: Mapping[str, FragmentDefinitionNode],
-    name: str,
-    seen: set[str],
-) -> bool:
-    for selection in selection_set.selections if selection_set else ():
-        if isinstance(selection, FieldNode):
-            if selection.name.value == name:
-                return True
-        elif isinstance(selection, InlineFragmentNode):
-            if _selects(selection.selection_set, fragments, name, seen):
-                return True
-        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
-            seen.add(selection.name.value)
-            fragment = fragments.get(selection.name.value)
-            if fragment is not None and _selects(fragment.selection_set, fragments, name, seen):
-                return True
-    return False
 
 
 async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -> None:
