@@ -509,7 +509,8 @@ def _period_totals() -> Select[Any]:
     sources: list[Select[Any]] = [select(*_sums(DAYS)).where(*_in_window(DAYS))]
     used: list[Any] = [_used_in_window(INSTANCES.instance_id).exists()]
     for n in range(_HOUR_SLOTS):
-        hour_from, hour_to = bindparam(f"hour_from_{n}"), bindparam(f"hour_to_{n}")
+        hour_from: BindParameter[int] = bindparam(f"hour_from_{n}")
+        hour_to: BindParameter[int] = bindparam(f"hour_to_{n}")
         # Quarter hours of whole hours: ``[4 * from, 4 * to)``.
         sources.append(select(*_sums(Q)).where(
             Q.account_id == _ACCOUNT, Q.quarter >= hour_from * 4, Q.quarter < hour_to * 4,

@@ -10,6 +10,7 @@ selected: the answer is then only slower, never wrong.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 from graphql import (
     FieldNode,
@@ -21,7 +22,7 @@ from graphql import (
 )
 
 
-def selects(info: GraphQLResolveInfo, name: str) -> bool:
+def selects(info: GraphQLResolveInfo[Any], name: str) -> bool:
     """Whether the resolved field's selection has a field ``name``, through fragments."""
     return any(
         _selects(field.selection_set, info.fragments, name, set()) for field in info.field_nodes
