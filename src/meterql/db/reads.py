@@ -64,9 +64,13 @@ class Compiled:
     """A statement as its dialect runs it: SQL text, where each value goes, how it converts."""
 
     sql: str
-    # For each positional parameter: its bind name, its default (a literal the
-    # statement holds itself), and the column type's bind processor.
+    # For each bind name, once: its default (a literal the statement holds
+    # itself) and the column type's bind processor.
     params: tuple[tuple[str, Any, Processor], ...]
+    # For each positional parameter, the index of its bind name in ``params``:
+    # a name a statement uses in several places (the account, a range's
+    # ends) is converted once per call, not once per place.
+    positions: tuple[int, ...]
     # One result processor per column (None: the driver's value as is).
     results: tuple[Processor, ...]
 
@@ -79,23 +83,25 @@ class Compiled:
             # bind a list as one parameter instead (``db/dialect.py``).
             raise ValueError("a read statement takes no expanding parameter")
         binds = compiled.binds
+        names = list(dict.fromkeys(compiled.positiontup or ()))
         params = tuple(
             (name, binds[name].effective_value,
              binds[name].type._cached_bind_processor(dialect))
-            for name in compiled.positiontup or ()
+            for name in names
         )
+        positions = tuple(names.index(name) for name in compiled.positiontup or ())
         columns = getattr(statement, "selected_columns", ())
         results = tuple(
             column.type._cached_result_processor(dialect, None) for column in columns
         )
-        return cls(compiled.string, params, results)
+        return cls(compiled.string, params, positions, results)
 
     def arguments(self, values: Mapping[str, Any]) -> list[Any]:
-        arguments = []
+        converted = []
         for name, default, process in self.params:
             value = values.get(name, default)
-            arguments.append(value if process is None or value is None else process(value))
-        return arguments
+            converted.append(value if process is None or value is None else process(value))
+        return [converted[n] for n in self.positions]
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
         """The driver's rows, with the columns that need it converted (only those)."""
