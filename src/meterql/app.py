@@ -26,9 +26,8 @@ from meterql.rest_compat.openapi import openapi_document
 from meterql.rest_compat.routes import ROUTES
 from meterql.schema import build_schema
 from meterql.schema.limits import GraphQLLimits
-from meterql.web.access import AccessMiddleware
 from meterql.web.assets import asset_endpoint
-from meterql.web.compression import CompressionMiddleware
+from meterql.web.edge import EdgeMiddleware
 from meterql.web.etags import ETags
 from meterql.web.graphql_view import GraphQLView
 from meterql.web.health import alive, ready_endpoint
@@ -39,7 +38,7 @@ from meterql.web.instruments import (
     operation_names,
 )
 from meterql.web.pages import api_docs_page, dashboard_page
-from meterql.web.request_ids import HEADER, RequestIdMiddleware, request_id
+from meterql.web.request_ids import HEADER, request_id
 from meterql.web.responses import internal_error_response
 from meterql.webhooks import Deliverer
 from meterql.windows import Clock, system_clock
@@ -127,13 +126,8 @@ def create_app(
         routes=routes,
         lifespan=lifespan,
         exception_handlers={HTTPException: _http_error, Exception: _unexpected},
-        # The request id first, so the access line can name it; compression
-        # last, so the access line counts the bytes that were sent.
-        middleware=[
-            Middleware(RequestIdMiddleware),
-            Middleware(AccessMiddleware, instruments=instruments),
-            Middleware(CompressionMiddleware),
-        ],
+        # One layer: request id, compression, access line (``web/edge.py``).
+        middleware=[Middleware(EdgeMiddleware, instruments=instruments)],
     )
     app.state.services = services
     app.state.instruments = instruments

@@ -8,13 +8,13 @@ Two kinds of answer are compressed, each the way it pays:
   over a second on the biggest file), and served from memory after that
   (``web/assets.py``).
 - **Answers** (``/v1`` JSON, GraphQL, the OpenAPI document, the pages) are
-  compressed by :class:`CompressionMiddleware` as they leave, at fast
+  compressed by :class:`Compressing` as they leave (``web/edge.py``), at fast
   settings, when their whole body is at least :data:`MIN_SIZE` bytes: below
   about one packet, compressing costs time and saves nothing on the wire. A
   streamed answer (the CSV export) passes as it is.
 
 A request whose ``Accept-Encoding`` names neither encoding costs one header
-lookup: the middleware does not wrap it at all.
+lookup: its answer is not wrapped at all.
 """
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ import gzip
 from collections.abc import Callable
 
 import brotli
-from starlette.datastructures import Headers, MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.datastructures import MutableHeaders
+from starlette.types import Message, Scope, Send
 
 BROTLI, GZIP = "br", "gzip"
 # Preferred first, when a client accepts both equally.
@@ -82,24 +82,15 @@ def compressible(content_type: str | None) -> bool:
     return content_type is not None and content_type.startswith(_COMPRESSIBLE)
 
 
-class CompressionMiddleware:
-    """Compress whole answers of a compressible type and at least :data:`MIN_SIZE` bytes."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        encoding = accepted(Headers(scope=scope).get("accept-encoding"))
-        if encoding is None:
-            await self.app(scope, receive, send)
-            return
-        await self.app(scope, receive, _Compressing(send, encoding))
+def encoding_for(scope: Scope) -> str | None:
+    """The encoding to compress this request's answer in, or None: see :func:`accepted`."""
+    for key, value in scope["headers"]:
+        if key == b"accept-encoding":
+            return accepted(value.decode("latin-1"))
+    return None
 
 
-class _Compressing:
+class Compressing:
     """The ``send`` of one answer: holds its start until its first body part is seen."""
 
     def __init__(self, send: Send, encoding: str) -> None:

@@ -153,6 +153,10 @@ class Instruments:
             "Ingest batches: stored, or the code of the error that refused them.",
             ["outcome"], registry=registry,
         )
+        # Each answered request's two series, by (route, method, status): a
+        # bounded set (route templates, known methods, statuses), and the
+        # client library's label lookup costs more than the counting.
+        self._answered: dict[tuple[str, str, int], tuple[Counter, Histogram]] = {}
         # Present from the start, so rates are defined before the first event.
         for result in ("accepted", "duplicate"):
             self.ingest_events.labels(result)
@@ -171,8 +175,14 @@ class Instruments:
     ) -> None:
         """Count one answered request and what it did."""
         method = method_label(method)
-        self.requests.labels(route, method, str(status)).inc()
-        self.latency.labels(route, method, f"{status // 100}xx").observe(duration_s)
+        series = self._answered.get((route, method, status))
+        if series is None:
+            series = self._answered[route, method, status] = (
+                self.requests.labels(route, method, str(status)),
+                self.latency.labels(route, method, f"{status // 100}xx"),
+            )
+        series[0].inc()
+        series[1].observe(duration_s)
         if facts.operation_type is not None:
             operation = self.operation_names.label(facts.operation_name)
             outcome = "error" if facts.graphql_errors or status >= 400 else "ok"

@@ -1,4 +1,4 @@
-"""Request ids: taken from ``X-Request-ID`` or made, kept in the scope, echoed.
+"""Request ids: taken from ``X-Request-ID`` or made, kept in the scope, echoed (``web/edge.py``).
 
 A client (or the proxy in front of us) that sends an id gets answers and log
 lines under that id, so one request can be followed across services. An id
@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 import uuid
 
-from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Scope
 
 HEADER = "x-request-id"
 MAX_LENGTH = 128
 _PLAIN = re.compile(rf"[A-Za-z0-9._:-]{{1,{MAX_LENGTH}}}")
+_HEADER_BYTES = HEADER.encode()
 _SCOPE_KEY = "meterql_request_id"
 
 
@@ -38,23 +38,9 @@ def _accepted(raw: bytes | None) -> str | None:
     return text if _PLAIN.fullmatch(text) else None
 
 
-class RequestIdMiddleware:
-    """Pure ASGI, so streaming answers stay streaming."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        sent = next((v for k, v in scope["headers"] if k == HEADER.encode()), None)
-        rid = _accepted(sent) or uuid.uuid4().hex
-        scope.setdefault("state", {})[_SCOPE_KEY] = rid
-
-        async def send_with_id(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                MutableHeaders(scope=message)[HEADER] = rid
-            await send(message)
-
-        await self.app(scope, receive, send_with_id)
+def assign(scope: Scope) -> str:
+    """The request's id: the one it was sent with if plain enough, else a new one; kept in scope."""
+    sent = next((v for k, v in scope["headers"] if k == _HEADER_BYTES), None)
+    rid = _accepted(sent) or uuid.uuid4().hex
+    scope.setdefault("state", {})[_SCOPE_KEY] = rid
+    return rid
