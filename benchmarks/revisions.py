@@ -1,6 +1,7 @@
 """Two revisions side by side, in-process: what a change costs the page queries and ingest.
 
     python benchmarks/revisions.py --base REV [--backend sqlite,postgresql] [--rounds 3]
+        [--events N]
 
 The base revision is checked out into a temporary git worktree; the working
 tree is the head. For each backend, each revision runs in a process of its
@@ -9,7 +10,11 @@ made at a fixed instant: the page queries of ``src/meterql/queries/`` (the
 revision's own documents, defaults) and batches of 1 and of 100 events over
 ``POST /v1/usage/events``, ``--requests`` each, medians after a warm-up: to
 the demo account (``ingest``; whatever budgets the revision's demo makes) and
-to an account with nothing but usage (``plain``).
+to an account with nothing but usage (``plain``). With ``--events N``,
+the database holds the benchmark tenant of ``benchmarks/dataset.py`` instead
+(N events over 90 days, 50 instances, 20 models), written once and loaded
+by each process with ``meterql load``, and the ``/v1`` GET routes are timed
+too (``ingest`` is then the tenant's account, without budgets).
 Rounds alternate base, head, base, head... so that the machine's drift falls
 on both; the figure quoted is the median of a revision's round medians, and
 the ratio is head over base. Nothing here is a pass/fail test: the numbers
@@ -38,11 +43,24 @@ NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
 PG_ADMIN = "postgresql://postgres@127.0.0.1:5432/test"
 
 
-async def _child(backend: str, requests: int, pg_admin: str) -> dict[str, float]:
-    """Run in the revision's own process: its code, a fresh database, its measures."""
+# The /v1 GET routes timed on a tenant (``--events``).
+ROUTES = (
+    "/v1/metrics/summary?days=90", "/v1/metrics/instances?days=90",
+    "/v1/metrics/models?days=90", "/v1/metrics/usage?days=90", "/v1/billing",
+    "/v1/billing/trial-status", "/v1/billing/usage", "/v1/billing/usage/chart?days=30",
+)
+
+
+async def _child(
+    backend: str, requests: int, pg_admin: str, tenant: list[str] | None = None
+) -> dict[str, float]:
+    """Run in the revision's own process: its code, a fresh database, its measures.
+
+    ``tenant``: the file to load, its read token and its ingest token.
+    """
     import httpx
 
-    from meterql import demo
+    from meterql import demo, importer
     from meterql.app import create_app
     from meterql.config import Settings
     from meterql.db.engine import Database
@@ -65,12 +83,17 @@ async def _child(backend: str, requests: int, pg_admin: str) -> dict[str, float]
     db = Database.from_settings(settings)
     try:
         await upgrade(db.engine)
-        await demo.fill(db, now=NOW)
-        token = await demo.read_token(db)
+        if tenant is None:
+            await demo.fill(db, now=NOW)
+            token = await demo.read_token(db)
+        else:
+            await importer.load(db, Path(tenant[0]), now=NOW)
+            token = tenant[1]
         async with db.write() as session, session.begin():
             from meterql.db import writes
 
-            ingest = await writes.create_token(session, demo.DEMO_ACCOUNT, ["ingest"])
+            ingest = (await writes.create_token(session, demo.DEMO_ACCOUNT, ["ingest"])
+                      if tenant is None else tenant[2])
             # An account with nothing but usage (no budget, whatever the revision).
             await writes.ensure_accounts(session, ["plain"])
             plain = await writes.create_token(session, "plain", ["ingest"])
@@ -78,6 +101,9 @@ async def _child(backend: str, requests: int, pg_admin: str) -> dict[str, float]
         found: dict[str, float] = {}
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://bench") as client:
+            for route in ROUTES if tenant is not None else ():
+                found[route] = await _median(requests, lambda route=route: client.get(
+                    route, headers={"Authorization": f"Bearer {token}"}))
             for page in ("billing-page", "metrics-page"):
                 body = {"query": page_query(page)}
                 found[page] = await _median(requests, lambda body=body: client.post(
@@ -119,11 +145,14 @@ async def _median(requests: int, call: Any, warmup: int = 10) -> float:
     return statistics.median(times)
 
 
-def _run(tree: Path, backend: str, requests: int, pg_admin: str) -> dict[str, float]:
+def _run(
+    tree: Path, backend: str, requests: int, pg_admin: str, tenant: list[str] | None
+) -> dict[str, float]:
     env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
     done = subprocess.run(
         [sys.executable, str(Path(__file__).resolve()), "--child", "--backend", backend,
-         "--requests", str(requests), "--pg-admin", pg_admin],
+         "--requests", str(requests), "--pg-admin", pg_admin,
+         *(["--tenant", *tenant] if tenant else [])],
         env=env, cwd=tree, check=False, capture_output=True, text=True,
     )
     if done.returncode != 0:
@@ -139,14 +168,26 @@ def main() -> int:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--pg-admin", default=PG_ADMIN)
+    parser.add_argument("--events", type=int, default=0,
+                        help="load the benchmark tenant of this many events instead of the "
+                        "demo data, and time the /v1 routes too")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tenant", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(_child(args.backend, args.requests, args.pg_admin))))
+        print(json.dumps(asyncio.run(
+            _child(args.backend, args.requests, args.pg_admin, args.tenant))))
         return 0
     if not args.base:
         parser.error("--base is required")
     with tempfile.TemporaryDirectory() as scratch:
+        tenant = None
+        if args.events:
+            sys.path.insert(0, str(ROOT / "benchmarks"))
+            from dataset import write_tenant
+
+            made = write_tenant(Path(scratch) / "tenant.json", args.events, 7, NOW)
+            tenant = [str(made.path), made.read_token, made.ingest_token]
         base = Path(scratch) / "base"
         subprocess.run(["git", "worktree", "add", "--detach", "-q", str(base), args.base],
                        cwd=ROOT, check=True)
@@ -155,13 +196,14 @@ def main() -> int:
                 rounds: dict[str, list[dict[str, float]]] = {"base": [], "head": []}
                 for _ in range(args.rounds):
                     for name, tree in (("base", base), ("head", ROOT)):
-                        rounds[name].append(_run(tree, backend, args.requests, args.pg_admin))
+                        rounds[name].append(
+                            _run(tree, backend, args.requests, args.pg_admin, tenant))
                 print(f"{backend} (medians of {args.rounds} rounds of {args.requests} "
                       "requests, ms)")
                 for measure in rounds["base"][0]:
                     old = statistics.median(r[measure] for r in rounds["base"])
                     new = statistics.median(r[measure] for r in rounds["head"])
-                    print(f"  {measure:14} base {old:7.2f}   head {new:7.2f}   "
+                    print(f"  {measure:32} base {old:7.2f}   head {new:7.2f}   "
                           f"head/base {new / old:.2f}")
         finally:
             subprocess.run(["git", "worktree", "remove", "--force", str(base)], cwd=ROOT,
