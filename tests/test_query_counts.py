@@ -7,14 +7,22 @@ its account's plan and hosting, then the route's own statement.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
+import asyncpg
 import httpx
 import pytest
 from sqlalchemy import text
+from sqlalchemy.engine import make_url
 
+from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db import usage, writes
 from meterql.db.engine import Database
@@ -284,3 +292,84 @@ async def test_batch_statement_count_is_constant(db: Database, sql: StatementCou
         result = await writes.record_events(session, _batch("b1000", 1_000), "acme")
     assert (result.accepted, result.duplicates) == (0, 1_000)
     assert sql.count < counts[2], sql.statements
+
+
+# --- thread hops on SQLite: the token's lookup runs in the event loop's thread ---------------
+
+
+@pytest.mark.parametrize(("path", "statements"), COSTS.items(), ids=list(COSTS))
+async def test_one_thread_hop_per_route_on_sqlite(
+    client: httpx.AsyncClient, db: Database, monkeypatch: pytest.MonkeyPatch, path: str,
+    statements: int,
+) -> None:
+    """SQLite: the token is looked up without a hop, so a route makes one (its statement).
+
+    PostgreSQL: every statement, the lookup too, is a call on a pooled connection.
+    """
+    await seed(db)
+    calls = []
+    driver_call = (aiosqlite.Connection.execute_fetchall if db.dialect == "sqlite"
+                   else asyncpg.Connection.fetch)
+
+    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls.append(args[0])
+        return await driver_call(self, *args, **kwargs)
+
+    owner = aiosqlite.Connection if db.dialect == "sqlite" else asyncpg.Connection
+    monkeypatch.setattr(owner, driver_call.__name__, counted)
+    assert (await client.get(path, headers=auth())).status_code == 200
+    assert len(calls) == (statements - 1 if db.dialect == "sqlite" else statements), calls
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_locked_database_never_stalls_the_event_loop(
+    settings: Settings, database_url: str
+) -> None:
+    """A lookup that cannot read at once takes the threads' way: it waits there, not here.
+
+    Another process holds the file exclusively: the request still waits its
+    busy timeout and answers 503, while the event loop goes on serving
+    (a ticker measures its longest stall); released, the next request reads.
+    """
+    settings = settings.model_copy(update={"sqlite_busy_timeout_ms": 400})
+    seeding = Database.from_settings(settings)
+    await seed(seeding)
+    await seeding.dispose()
+    # Exclusive in WAL mode: no other connection of the file may be open yet.
+    holder = sqlite3.connect(make_url(database_url).database or "", isolation_level=None)
+    holder.execute("PRAGMA locking_mode=EXCLUSIVE")
+    holder.execute("BEGIN EXCLUSIVE")
+    holder.execute("UPDATE accounts SET data_version = data_version")
+    db = Database.from_settings(settings)
+    try:
+        app = create_app(settings, database=db, clock=lambda: NOW)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://locked") as client:
+            path = "/v1/billing/trial-status"
+            stalls: list[float] = []
+            done = asyncio.Event()
+
+            async def tick() -> None:
+                while not done.is_set():
+                    started = time.perf_counter()
+                    await asyncio.sleep(0.005)
+                    stalls.append(time.perf_counter() - started - 0.005)
+
+            ticker = asyncio.ensure_future(tick())
+            await asyncio.sleep(0)  # the ticker is asleep before the request starts
+            try:
+                started = time.perf_counter()
+                locked = await client.get(path, headers=auth())
+                waited = time.perf_counter() - started
+            finally:
+                done.set()
+                await ticker
+                holder.rollback()
+                holder.close()
+            assert locked.status_code == 503
+            assert waited >= 0.4  # the busy timeout, waited in a thread
+            assert max(stalls) < 0.2, max(stalls)  # not here
+            assert (await client.get(path, headers=auth())).status_code == 200
+    finally:
+        holder.close()
+        await db.dispose()
