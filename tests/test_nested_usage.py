@@ -320,3 +320,98 @@ async def test_every_node_spends_the_request_points(settings: Settings, db: Data
     assert "errors" not in await ask(48 * len(edges))
     refused = await ask(48 * len(edges) - 1)
     assert [e["extensions"]["code"] for e in refused["errors"]] == ["BAD_USER_INPUT"]
+
+
+# --- read ahead: a list answers its nodes' usage together, exactly as node by node ------------
+
+# {usage} is replaced by a node's usage selection; the second form reaches the
+# same fields through an inline fragment, which is never read ahead.
+AHEAD_FORMS = (
+    "{ viewer { instances(first: 50) { edges { node { id {usage} } } } models { name {usage} } } }",
+    "{ viewer { instances(first: 50) { edges { node { ... on Instance { id {usage} } } } } "
+    "models { ... on Model { name {usage} } } } }",
+)
+def _located_nowhere(body: dict[str, Any]) -> dict[str, Any]:
+    """The answer with its errors' messages and codes alone.
+
+    Their places in the query text differ by form; and which of several
+    refused nodes is reported first (its path) is the order in which the
+    lists happened to resolve, node by node as well.
+    """
+    errors = body.pop("errors", None)
+    if errors is not None:
+        body["errors"] = sorted((e["message"], e["extensions"]["code"]) for e in errors)
+    return body
+
+
+# A node's usage selection, and how many node fields answer on their own when
+# read ahead and node by node (12 instances and 4 models: 16 nodes).
+AHEAD_USAGES = {
+    "days, zone, series": ('usage(days: 30, tz: "Asia/Kolkata") { totals { requests '
+                           "estimatedCostUsd } series { label requests } }", 0, 16),
+    "totals only": ('usage(days: 40, tz: "Europe/Berlin") { totals { totalTokens } }', 0, 16),
+    # Instances grouped by model need the groups' counts first: node by node.
+    "hours, grouped by model": ("usage(days: 2, granularity: HOUR, groupBy: MODEL) "
+                                "{ groups { key requests } }", 12, 16),
+    # One response key: graphql-core resolves it once a node, with both selections.
+    "same key twice, series in the second": ("usage(days: 7) { totals { requests } } "
+                                             "usage(days: 7) { series { requests } }", 0, 16),
+    "two ranges": ("a: usage(days: 3) { totals { requests } } "
+                   "b: usage(days: 30, granularity: WEEK) { series { label requests } }", 0, 32),
+    "a zone refused": ('usage(days: 3, tz: "Mars/Olympus") { totals { requests } }', None, None),
+}
+
+
+@pytest.mark.parametrize(("usage", "ahead", "by_node"), AHEAD_USAGES.values(),
+                         ids=list(AHEAD_USAGES))
+async def test_reading_ahead_answers_as_node_by_node(
+    client: httpx.AsyncClient, db: Database, monkeypatch: pytest.MonkeyPatch, usage: str,
+    ahead: int | None, by_node: int | None,
+) -> None:
+    from meterql.resolvers import usage as usage_resolvers
+
+    token = await busy_account(db, "busy", instances=12, models=4)
+    answer = usage_resolvers.answer
+    calls: list[int] = []
+
+    def counted(*args: Any) -> Any:
+        calls[-1] += 1
+        return answer(*args)
+
+    monkeypatch.setattr(usage_resolvers, "answer", counted)
+    bodies = []
+    for form in AHEAD_FORMS:
+        calls.append(0)
+        response = await client.post("/graphql", json={"query": form.replace("{usage}", usage)},
+                                     headers=auth(token))
+        bodies.append(_located_nowhere(response.json()))
+    assert bodies[0] == bodies[1]
+    if ahead is None:
+        # Refused: nodes answer (and are refused) on their own, both ways,
+        # until the first refusal nulls the answer.
+        assert "errors" in bodies[0] and calls[0] > 0 and calls[1] > 0
+    else:
+        assert "errors" not in bodies[0], bodies[0]
+        assert calls == [ahead, by_node]
+
+
+@pytest.mark.parametrize("spare", [0, -1])
+async def test_reading_ahead_spends_and_refuses_points_as_node_by_node(
+    settings: Settings, db: Database, spare: int
+) -> None:
+    from meterql.app import create_app
+
+    token = await busy_account(db, "busy", instances=6, models=2)
+    usage = "usage(days: 2, granularity: HOUR) { series { requests } }"
+    bodies = []
+    for form in AHEAD_FORMS:
+        app = create_app(settings.model_copy(
+            update={"graphql_max_series_points": 48 * 8 + spare}), database=db, clock=lambda: NOW)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://meterql.test") as client:
+            response = await client.post(
+                "/graphql", json={"query": form.replace("{usage}", usage)}, headers=auth(token))
+        bodies.append(_located_nowhere(response.json()))
+    assert bodies[0] == bodies[1]
+    # 48 points a node, 8 nodes: exactly enough answers, one point less refuses.
+    assert ("errors" in bodies[0]) is (spare < 0)

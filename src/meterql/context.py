@@ -70,6 +70,9 @@ class Context:
     series_selected: dict[tuple[object, ...], bool] = field(
         init=False, repr=False, compare=False
     )
+    # ``usage`` answers read ahead with their list, by (field node id, node
+    # key), each taken by its node's resolver (``resolvers/usage.py``).
+    read_ahead: dict[tuple[int, str], object] = field(init=False, repr=False, compare=False)
 
     @property
     def event_horizon(self) -> datetime | None:
@@ -83,6 +86,7 @@ class Context:
         )
         object.__setattr__(self, "_plans", {})
         object.__setattr__(self, "series_selected", {})
+        object.__setattr__(self, "read_ahead", {})
 
     def bucket_plan(self, local: LocalRange, granularity: Granularity | None) -> BucketPlan:
         """The range cut into buckets (``None``: one bucket, the whole range), once per

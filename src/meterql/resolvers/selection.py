@@ -29,6 +29,15 @@ def selects(info: GraphQLResolveInfo[Any], name: str) -> bool:
     )
 
 
+def selection_has(
+    selection_set: SelectionSetNode | None,
+    fragments: Mapping[str, FragmentDefinitionNode],
+    name: str,
+) -> bool:
+    """Whether ``selection_set`` has a field ``name``, through fragments."""
+    return _selects(selection_set, fragments, name, set())
+
+
 def _selects(
     selection_set: SelectionSetNode | None,
     fragments: Mapping[str, FragmentDefinitionNode],

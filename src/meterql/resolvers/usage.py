@@ -17,11 +17,20 @@ arguments, and reach the same ``answer``.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
-from typing import Annotated, Any, TypeAlias
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Annotated, Any, TypeAlias, cast
 
 import strawberry
-from graphql import GraphQLResolveInfo
+from graphql import (
+    FieldNode,
+    GraphQLError,
+    GraphQLObjectType,
+    GraphQLResolveInfo,
+    SelectionSetNode,
+    get_argument_values,
+)
+from graphql.execution.values import VariableValues
 from strawberry import Info
 
 from meterql import buckets
@@ -29,6 +38,7 @@ from meterql.buckets import BucketPlan, Granularity
 from meterql.context import Context
 from meterql.db import series
 from meterql.db.series import GroupBy, Series
+from meterql.errors import MeterqlError
 from meterql.loaders import BatchFn
 from meterql.resolvers.batches import (
     UsageArgs,
@@ -37,7 +47,7 @@ from meterql.resolvers.batches import (
     usage_by_model,
     usage_of_account,
 )
-from meterql.resolvers.selection import selects
+from meterql.resolvers.selection import selection_has, selects
 from meterql.schema.usage import DateRange, Usage
 
 # The arguments of every ``usage`` field (root, viewer, instance, model).
@@ -100,15 +110,128 @@ async def answer(
 
 def graphql_resolver(
     node_of: Callable[[Any], tuple[Node, str]] | None,
-) -> Callable[..., Awaitable[Usage]]:
-    """A ``usage`` field's resolver for graphql-core; ``node_of(source)`` names its node."""
+) -> Callable[..., Usage | Awaitable[Usage]]:
+    """A ``usage`` field's resolver for graphql-core; ``node_of(source)`` names its node.
 
-    async def resolve_usage(
+    A node whose answer was read ahead with its list's (:func:`read_ahead`)
+    takes it, without a coroutine: graphql-core completes it at once.
+    """
+
+    def resolve_usage(
         source: Any, info: GraphQLResolveInfo[Context], **arguments: Any
-    ) -> Usage:
-        return await answer(info, None if node_of is None else node_of(source), arguments)
+    ) -> Usage | Awaitable[Usage]:
+        node = None if node_of is None else node_of(source)
+        if node is not None:
+            ahead = info.context.read_ahead.pop((id(info.field_nodes[0]), node[1]), None)
+            if isinstance(ahead, Usage):
+                return ahead
+        return answer(info, node, arguments)
 
     return resolve_usage
+
+
+async def read_ahead(
+    info: GraphQLResolveInfo[Context], node_type: str, node: Node, keys: Sequence[str],
+    path: Sequence[str],
+) -> None:
+    """Answer the ``usage`` fields of a list's nodes together, before the list is returned.
+
+    Left to graphql-core, each node's ``usage`` is resolved on its own (its
+    arguments, a loader's future, a task, completion after the batch): about
+    100 µs a node, more than the one statement they all share. Here the
+    list's resolver (``path``: the field names from the list field to its
+    nodes, e.g. ``edges``, ``node``) computes each distinct ``usage`` field's
+    answer for all ``keys`` at once, with the same arguments, charge, batch
+    and answer the nodes' own resolvers would give, and each node's resolver
+    takes its own (:func:`graphql_resolver`).
+
+    Only a plain selection is read ahead: no fragment and no directive on
+    the way, nor on the ``usage`` field. Anything else (a grouping that needs
+    counts first, an argument refused, points that would not cover every
+    node) leaves each node to its own resolver, which answers or refuses as
+    it always does: reading ahead changes no answer and no error.
+    """
+    context = info.context
+    if not keys or len(info.field_nodes) != 1 or "read" not in context.grant.scopes:
+        return
+    fields = _plain_fields(info.field_nodes[0], path)
+    if not fields:
+        return
+    graphql_type = info.schema.type_map[node_type]
+    assert isinstance(graphql_type, GraphQLObjectType)
+    field_def = graphql_type.fields["usage"]
+    # Strawberry hands resolvers the coerced variables alone; graphql-core
+    # reads arguments from them (their sources only matter to variables
+    # inside fragments, which are not read ahead).
+    variables = VariableValues({}, cast(dict[str, Any], info.variable_values))
+    (batch, kind) = node
+    for same_key in fields:
+        field = same_key[0]  # graphql-core resolves a response key with its first node
+        try:
+            arguments = get_argument_values(field_def, field, variables)
+            date_range = arguments.get("range")
+            group_by: GroupBy | None = arguments.get("groupBy")
+            local = buckets.local_range(
+                arguments.get("tz", buckets.DEFAULT_ZONE), context.now,
+                first=None if date_range is None else date_range["from"],
+                last=None if date_range is None else date_range["to"],
+                days=arguments.get("days"),
+            )
+        except (GraphQLError, MeterqlError):
+            continue  # each node's resolver refuses it, as ever
+        own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
+        if group_by is not None and not own:
+            continue  # its charge needs the groups' counts first: node by node
+        whole = not any(selection_has(f.selection_set, info.fragments, "series")
+                        for f in same_key)
+        args = UsageArgs(local, arguments.get("granularity", Granularity.DAY), group_by,
+                         whole=whole)
+        plan = context.bucket_plan(args.range, args.granularity)
+        if context.points.refused or plan.count * len(keys) > context.points.left:
+            continue  # node by node: the one that runs out is refused, as ever
+        for _ in keys:
+            context.points.charge(plan.count)
+        try:
+            found = await asyncio.gather(*(context.loaders.load(batch, (args, key))
+                                           for key in keys))
+        except Exception:
+            context.points.left += plan.count * len(keys)  # the nodes charge again
+            raise
+        for key, series_of_key in zip(keys, found, strict=True):
+            context.read_ahead[id(field), key] = Usage.of(plan, group_by, series_of_key)
+
+
+def _plain_fields(list_field: FieldNode, path: Sequence[str]) -> list[list[FieldNode]]:
+    """The ``usage`` fields of a list's nodes, by response key; [] if not plain."""
+    at = list_field
+    for name in path:
+        found = _plain_selections(at.selection_set)
+        if found is None:
+            return []
+        steps = [f for f in found if f.name.value == name]
+        if len(steps) != 1 or steps[0].alias is not None:
+            return []
+        at = steps[0]
+    found = _plain_selections(at.selection_set)
+    if found is None:
+        return []
+    by_key: dict[str, list[FieldNode]] = {}
+    for field in found:
+        if field.name.value == "usage":
+            by_key.setdefault((field.alias or field.name).value, []).append(field)
+    return list(by_key.values())
+
+
+def _plain_selections(selection_set: SelectionSetNode | None) -> list[FieldNode] | None:
+    """The fields of a selection set without fragments or directives; None if it has any."""
+    if selection_set is None:
+        return None
+    fields = []
+    for selection in selection_set.selections:
+        if not isinstance(selection, FieldNode) or selection.directives:
+            return None
+        fields.append(selection)
+    return fields
 
 
 def arguments_of(

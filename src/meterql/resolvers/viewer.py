@@ -21,6 +21,7 @@ from meterql.money import nanos_to_usd
 from meterql.records import LIVE_STATUSES
 from meterql.resolvers.batches import plan_of
 from meterql.resolvers.billing import to_plan
+from meterql.resolvers.usage import INSTANCE_NODE, MODEL_NODE, raw, read_ahead
 from meterql.schema.billing import Plan
 from meterql.schema.nodes import (
     AccountSubscription,
@@ -105,6 +106,8 @@ async def instances(
         )
         for row in rows[:size]
     ]
+    await read_ahead(raw(info), "Instance", INSTANCE_NODE,
+                     [str(edge.node.id) for edge in edges], ("edges", "node"))
     return InstanceConnection(
         edges=edges,
         page_info=page_info([e.cursor for e in edges], len(rows) > size, after),
@@ -115,7 +118,7 @@ async def instances(
 async def models(info: Info[Context, None]) -> list[Model]:
     context = info.context
     rows = await graph.used_models(context.reader, context.account_id)
-    return [
+    found = [
         Model(
             name=row.model,
             price=None
@@ -128,6 +131,8 @@ async def models(info: Info[Context, None]) -> list[Model]:
         )
         for row in rows
     ]
+    await read_ahead(raw(info), "Model", MODEL_NODE, [model.name for model in found], ())
+    return found
 
 
 async def webhost_nodes(info: Info[Context, None]) -> list[WebhostNode]:
