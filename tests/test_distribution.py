@@ -93,9 +93,9 @@ async def test_every_read_of_the_routes_and_pages_filters_by_account(
     captured: list[Any] = []
     fetch = Reads.fetch
 
-    async def capture(self: Reads, statement: Any, params: Any) -> Any:
+    async def capture(self: Reads, statement: Any, params: Any, **kwargs: Any) -> Any:
         captured.append(statement)
-        return await fetch(self, statement, params)
+        return await fetch(self, statement, params, **kwargs)
 
     monkeypatch.setattr(Reads, "fetch", capture)
     paths = {route.path for route in ROUTES if route.method == "GET"} | set(COSTS)
