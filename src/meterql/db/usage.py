@@ -217,15 +217,14 @@ _TOTALS = select(
 async def totals(reader: Reader, account_id: str, window: DayWindow) -> Totals:
     """Totals of a ``days=N`` window, with the models and instances that had usage in it."""
     (row,) = await reader.fetch(_TOTALS, _window(account_id, window))
-    requests, tokens_in, tokens_out, usd, nanos, model_count, instance_count = tuple(row)
-    return Totals(
-        requests=int(requests),
-        tokens_in=int(tokens_in),
-        tokens_out=int(tokens_out),
-        cost_nanos=_cost(usd, nanos),
-        models=int(model_count),
-        instances=int(instance_count),
-    )
+    return _totals_of(row[:5], models=row[5], instances=row[6])
+
+
+def _totals_of(sums: Sequence[Any], *, models: Any = 0, instances: Any = 0) -> Totals:
+    """``Totals`` from a row's five sums (``_sums``) and its counts."""
+    requests, tokens_in, tokens_out, usd, nanos = sums
+    return Totals(int(requests), int(tokens_in), int(tokens_out), _cost(usd, nanos),
+                  int(models), int(instances))
 
 
 _PER_INSTANCE = _per_registered_instance(
@@ -542,16 +541,5 @@ async def period_totals(
     reader: Reader, account_id: str, start: datetime, end: datetime
 ) -> PeriodTotals:
     """:func:`period_usage`'s totals and end users, without reading each instance's sums."""
-    ((requests, tokens_in, tokens_out, usd, nanos, instances, end_users),) = await reader.fetch(
-        _PERIOD_TOTALS, _period_params(account_id, start, end)
-    )
-    return PeriodTotals(
-        totals=Totals(
-            requests=int(requests),
-            tokens_in=int(tokens_in),
-            tokens_out=int(tokens_out),
-            cost_nanos=_cost(usd, nanos),
-            instances=int(instances),
-        ),
-        end_users=int(end_users),
-    )
+    (row,) = await reader.fetch(_PERIOD_TOTALS, _period_params(account_id, start, end))
+    return PeriodTotals(totals=_totals_of(row[:5], instances=row[5]), end_users=int(row[6]))

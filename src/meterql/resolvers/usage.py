@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Annotated, Any, TypeAlias, cast
 
 import strawberry
@@ -34,7 +35,7 @@ from graphql.execution.values import VariableValues
 from strawberry import Info
 
 from meterql import buckets
-from meterql.buckets import BucketPlan, Granularity
+from meterql.buckets import BucketPlan, Granularity, LocalRange
 from meterql.context import Context
 from meterql.db import series
 from meterql.db.series import GroupBy, Series
@@ -86,15 +87,9 @@ async def answer(
     group is itself.
     """
     context = info.context.require("read")
-    date_range = arguments.get("range")
     group_by: GroupBy | None = arguments.get("groupBy")
-    local = buckets.local_range(
-        arguments.get("tz", buckets.DEFAULT_ZONE), context.now,
-        first=None if date_range is None else date_range["from"],
-        last=None if date_range is None else date_range["to"],
-        days=arguments.get("days"),
-    )
-    args = UsageArgs(local, arguments.get("granularity", Granularity.DAY), group_by,
+    args = UsageArgs(_range_of(arguments, context.now),
+                     arguments.get("granularity", Granularity.DAY), group_by,
                      whole=not shows_series(info))
     plan = context.bucket_plan(args.range, args.granularity)
     if node is None:
@@ -102,10 +97,25 @@ async def answer(
         found = await context.loaders.load(usage_of_account, args)
     else:
         (batch, kind), key = node
-        own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
-        await charge(context, plan, None if own else group_by)
+        await charge(context, plan, None if _own(group_by, kind) else group_by)
         found = await context.loaders.load(batch, (args, key))
     return Usage.of(plan, group_by, found)
+
+
+def _range_of(arguments: Mapping[str, Any], now: datetime) -> LocalRange:
+    """The local dates a ``usage`` field's arguments ask for; refused if they are bad."""
+    date_range = arguments.get("range")
+    return buckets.local_range(
+        arguments.get("tz", buckets.DEFAULT_ZONE), now,
+        first=None if date_range is None else date_range["from"],
+        last=None if date_range is None else date_range["to"],
+        days=arguments.get("days"),
+    )
+
+
+def _own(group_by: GroupBy | None, kind: GroupBy) -> bool:
+    """Whether a node of ``kind`` grouped so is its own one group (a model by provider too)."""
+    return group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
 
 
 def graphql_resolver(
@@ -169,18 +179,11 @@ async def read_ahead(
         field = same_key[0]  # graphql-core resolves a response key with its first node
         try:
             arguments = get_argument_values(field_def, field, variables)
-            date_range = arguments.get("range")
-            group_by: GroupBy | None = arguments.get("groupBy")
-            local = buckets.local_range(
-                arguments.get("tz", buckets.DEFAULT_ZONE), context.now,
-                first=None if date_range is None else date_range["from"],
-                last=None if date_range is None else date_range["to"],
-                days=arguments.get("days"),
-            )
+            local = _range_of(arguments, context.now)
         except (GraphQLError, MeterqlError):
             continue  # each node's resolver refuses it, as ever
-        own = group_by is kind or (kind is GroupBy.MODEL and group_by is GroupBy.PROVIDER)
-        if group_by is not None and not own:
+        group_by: GroupBy | None = arguments.get("groupBy")
+        if group_by is not None and not _own(group_by, kind):
             continue  # its charge needs the groups' counts first: node by node
         whole = not any(selection_has(f.selection_set, info.fragments, "series")
                         for f in same_key)
