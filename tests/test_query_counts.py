@@ -373,3 +373,16 @@ async def test_a_locked_database_never_stalls_the_event_loop(
     finally:
         holder.close()
         await db.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_lookup_answers_from_another_event_loop_thread(db: Database) -> None:
+    """The app's event loop may move to another thread (a test client's portal does)."""
+    from meterql.db import accounts
+    from tests.golden import ACME_TOKEN
+
+    await seed(db)
+    here = await accounts.session(db.reads, ACME_TOKEN)
+    there = await asyncio.to_thread(asyncio.run, accounts.session(db.reads, ACME_TOKEN))
+    assert here is not None and there is not None
+    assert here.grant == there.grant

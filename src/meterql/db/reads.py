@@ -250,7 +250,11 @@ class _Sqlite:
         try:
             if self._inline is None:
                 # ``timeout=0``: a lock is reported at once, never waited for.
-                inline = sqlite3.connect(self._path, isolation_level=None, timeout=0)
+                # Any thread may use it: only the event loop's does, one lookup
+                # at a time, but that thread may change under one app (a test
+                # client's portal), and SQLite serializes calls anyway.
+                inline = sqlite3.connect(self._path, isolation_level=None, timeout=0,
+                                         check_same_thread=False)
                 inline.execute("PRAGMA query_only=ON")
                 self._inline = inline
             return self._inline.execute(sql, arguments).fetchall()
