@@ -158,8 +158,9 @@ async def read_ahead(
     Only a plain selection is read ahead: no fragment and no directive on
     the way, nor on the ``usage`` field. Anything else (a grouping that needs
     counts first, an argument refused, points that would not cover every
-    node) leaves each node to its own resolver, which answers or refuses as
-    it always does: reading ahead changes no answer and no error.
+    node, a batch that failed) leaves each node to its own resolver, which
+    answers or refuses as it always does: reading ahead changes no answer and
+    no error.
     """
     context = info.context
     if not keys or len(info.field_nodes) != 1 or "read" not in context.grant.scopes:
@@ -198,8 +199,10 @@ async def read_ahead(
             found = await asyncio.gather(*(context.loaders.load(batch, (args, key))
                                            for key in keys))
         except Exception:
-            context.points.left += plan.count * len(keys)  # the nodes charge again
-            raise
+            # The nodes charge again, and fail on their own as they always would
+            # (their loads are the same failed ones).
+            context.points.left += plan.count * len(keys)
+            continue
         for key, series_of_key in zip(keys, found, strict=True):
             context.read_ahead[id(field), key] = Usage.of(plan, group_by, series_of_key)
 
