@@ -308,15 +308,15 @@ async def test_one_thread_hop_per_route_on_sqlite(
     """
     await seed(db)
     calls = []
-    driver_call = (aiosqlite.Connection.execute_fetchall if db.dialect == "sqlite"
-                   else asyncpg.Connection.fetch)
+    owner, name = ((aiosqlite.Connection, "execute_fetchall") if db.dialect == "sqlite"
+                   else (asyncpg.Connection, "fetch"))
+    driver_call = getattr(owner, name)
 
     async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
         calls.append(args[0])
         return await driver_call(self, *args, **kwargs)
 
-    owner = aiosqlite.Connection if db.dialect == "sqlite" else asyncpg.Connection
-    monkeypatch.setattr(owner, driver_call.__name__, counted)
+    monkeypatch.setattr(owner, name, counted)
     assert (await client.get(path, headers=auth())).status_code == 200
     assert len(calls) == (statements - 1 if db.dialect == "sqlite" else statements), calls
 

@@ -376,6 +376,37 @@ def _end_users() -> Any:
     return case((latest < _END, last_seen), else_=counted)
 
 
+def _event_sums() -> tuple[ColumnElement[Any], ...]:
+    """The five sums of events, as the rollups keep them (``_sums``)."""
+    return (
+        func.count(),
+        _sum(E.tokens_in),
+        _sum(E.tokens_out),
+        # The rollups' two cost parts, taken event by event.
+        _sum(E.cost_nanos // NANOS_PER_USD),
+        _sum(E.cost_nanos % NANOS_PER_USD),
+    )
+
+
+def _instants(n: int) -> tuple[ColumnElement[bool], ...]:
+    """The account's events in instant slot ``n``: ``[:from_n, :to_n)``."""
+    return (
+        E.account_id == _ACCOUNT,
+        E.occurred_at >= bindparam(f"from_{n}", type_=E.occurred_at.type),
+        E.occurred_at < bindparam(f"to_{n}", type_=E.occurred_at.type),
+    )
+
+
+def _instance_hours(n: int) -> tuple[ColumnElement[bool], ...]:
+    """The account's instance-hour rows in hour slot ``n``: ``[:hour_from_n, :hour_to_n)``."""
+    H = INSTANCE_HOURS
+    return (
+        H.account_id == _ACCOUNT,
+        H.hour >= bindparam(f"hour_from_{n}"),
+        H.hour < bindparam(f"hour_to_{n}"),
+    )
+
+
 def _period() -> Select[Any]:
     """Per instance: sums over ``[start, end)`` cut into days, hours and instants.
 
@@ -391,29 +422,13 @@ def _period() -> Select[Any]:
     for n in range(_HOUR_SLOTS):
         sources.append(
             select(H.instance_id.label("key"), *_sums(H))
-            .where(
-                H.account_id == _ACCOUNT,
-                H.hour >= bindparam(f"hour_from_{n}"),
-                H.hour < bindparam(f"hour_to_{n}"),
-            )
+            .where(*_instance_hours(n))
             .group_by(H.instance_id)
         )
     for n in range(_INSTANT_SLOTS):
         sources.append(
-            select(
-                E.instance_id.label("key"),
-                func.count(),
-                _sum(E.tokens_in),
-                _sum(E.tokens_out),
-                # The rollups' two cost parts, taken event by event.
-                _sum(E.cost_nanos // NANOS_PER_USD),
-                _sum(E.cost_nanos % NANOS_PER_USD),
-            )
-            .where(
-                E.account_id == _ACCOUNT,
-                E.occurred_at >= bindparam(f"from_{n}", type_=E.occurred_at.type),
-                E.occurred_at < bindparam(f"to_{n}", type_=E.occurred_at.type),
-            )
+            select(E.instance_id.label("key"), *_event_sums())
+            .where(*_instants(n))
             .group_by(E.instance_id)
         )
     combined = union_all(*sources).subquery()
@@ -472,27 +487,6 @@ async def period_usage(
     )
 
 
-def _instant_sums(n: int) -> Select[Any]:
-    """The five sums of the events in instant slot ``n``, as the rollups keep them."""
-    return select(
-        func.count(),
-        _sum(E.tokens_in),
-        _sum(E.tokens_out),
-        # The rollups' two cost parts, taken event by event.
-        _sum(E.cost_nanos // NANOS_PER_USD),
-        _sum(E.cost_nanos % NANOS_PER_USD),
-    ).where(*_instants(n))
-
-
-def _instants(n: int) -> tuple[ColumnElement[bool], ...]:
-    """The account's events in instant slot ``n``: ``[:from_n, :to_n)``."""
-    return (
-        E.account_id == _ACCOUNT,
-        E.occurred_at >= bindparam(f"from_{n}", type_=E.occurred_at.type),
-        E.occurred_at < bindparam(f"to_{n}", type_=E.occurred_at.type),
-    )
-
-
 def _period_totals() -> Select[Any]:
     """The account's sums over ``[start, end)``, the instances with usage in it, its end users.
 
@@ -515,12 +509,11 @@ def _period_totals() -> Select[Any]:
             Q.account_id == _ACCOUNT, Q.quarter >= hour_from * 4, Q.quarter < hour_to * 4,
         ))
         used.append(select(H.requests).where(
-            H.account_id == _ACCOUNT, H.instance_id == INSTANCES.instance_id,
-            H.hour >= hour_from, H.hour < hour_to,
+            *_instance_hours(n), H.instance_id == INSTANCES.instance_id,
         ).exists())
     edges = []
     for n in range(_INSTANT_SLOTS):
-        sources.append(_instant_sums(n))
+        sources.append(select(*_event_sums()).where(*_instants(n)))
         edges.append(select(E.instance_id).where(*_instants(n)))
     # The events of the leftover minutes are few: their instances, once.
     used.append(INSTANCES.instance_id.in_(union_all(*edges)))

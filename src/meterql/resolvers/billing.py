@@ -14,7 +14,7 @@ from meterql.money import cents_to_usd, nanos_to_usd, percentage
 from meterql.plans import EffectivePlan, effective_plan, subscribed_tier_ids
 from meterql.records import is_valid_id
 from meterql.resolvers.batches import period_usages, plan_of, state_of
-from meterql.resolvers.selection import selects
+from meterql.resolvers.selection import raw, selects
 from meterql.schema.billing import (
     Billing,
     BillingPeriodUsage,
@@ -116,7 +116,7 @@ async def trial_status(info: Info[Context, None]) -> TrialStatus:
 
 async def billing_usage(info: Info[Context, None]) -> BillingUsage:
     context = info.context.require("read")
-    by_instance = selects(info._raw_info, "byInstance")
+    by_instance = selects(raw(info), "byInstance")
     period = await _billing_period(context, by_instance=by_instance)
     plan, totals = period.plan, period.usage.totals
     tier = plan.tier

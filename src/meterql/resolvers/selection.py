@@ -9,7 +9,7 @@ selected: the answer is then only slower, never wrong.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from graphql import (
@@ -20,22 +20,27 @@ from graphql import (
     InlineFragmentNode,
     SelectionSetNode,
 )
+from strawberry import Info
+
+from meterql.context import Context
+
+
+def raw(info: Info[Context, Any]) -> GraphQLResolveInfo[Context]:
+    """graphql-core's info behind Strawberry's (what the helpers here, and ``answer``, read)."""
+    found: GraphQLResolveInfo[Context] = info._raw_info
+    return found
 
 
 def selects(info: GraphQLResolveInfo[Any], name: str) -> bool:
     """Whether the resolved field's selection has a field ``name``, through fragments."""
-    return any(
-        _selects(field.selection_set, info.fragments, name, set()) for field in info.field_nodes
-    )
+    return selects_in(info.field_nodes, info.fragments, name)
 
 
-def selection_has(
-    selection_set: SelectionSetNode | None,
-    fragments: Mapping[str, FragmentDefinitionNode],
-    name: str,
+def selects_in(
+    fields: Sequence[FieldNode], fragments: Mapping[str, FragmentDefinitionNode], name: str
 ) -> bool:
-    """Whether ``selection_set`` has a field ``name``, through fragments."""
-    return _selects(selection_set, fragments, name, set())
+    """Whether the selection of any of ``fields`` (one response key's) has a field ``name``."""
+    return any(_selects(field.selection_set, fragments, name, set()) for field in fields)
 
 
 def _selects(

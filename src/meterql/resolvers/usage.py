@@ -35,7 +35,7 @@ from graphql.execution.values import VariableValues
 from strawberry import Info
 
 from meterql import buckets
-from meterql.buckets import BucketPlan, Granularity, LocalRange
+from meterql.buckets import BucketPlan, Granularity
 from meterql.context import Context
 from meterql.db import series
 from meterql.db.series import GroupBy, Series
@@ -48,7 +48,7 @@ from meterql.resolvers.batches import (
     usage_by_model,
     usage_of_account,
 )
-from meterql.resolvers.selection import selection_has, selects
+from meterql.resolvers.selection import raw, selects, selects_in
 from meterql.schema.usage import DateRange, Usage
 
 # The arguments of every ``usage`` field (root, viewer, instance, model).
@@ -87,10 +87,8 @@ async def answer(
     group is itself.
     """
     context = info.context.require("read")
-    group_by: GroupBy | None = arguments.get("groupBy")
-    args = UsageArgs(_range_of(arguments, context.now),
-                     arguments.get("granularity", Granularity.DAY), group_by,
-                     whole=not shows_series(info))
+    args = _usage_args(arguments, context.now, whole=not shows_series(info))
+    group_by = args.group_by
     plan = context.bucket_plan(args.range, args.granularity)
     if node is None:
         await charge(context, plan, group_by)
@@ -102,15 +100,17 @@ async def answer(
     return Usage.of(plan, group_by, found)
 
 
-def _range_of(arguments: Mapping[str, Any], now: datetime) -> LocalRange:
-    """The local dates a ``usage`` field's arguments ask for; refused if they are bad."""
+def _usage_args(arguments: Mapping[str, Any], now: datetime, *, whole: bool) -> UsageArgs:
+    """A ``usage`` field's arguments as graphql-core coerced them, resolved; refused if bad."""
     date_range = arguments.get("range")
-    return buckets.local_range(
+    local = buckets.local_range(
         arguments.get("tz", buckets.DEFAULT_ZONE), now,
         first=None if date_range is None else date_range["from"],
         last=None if date_range is None else date_range["to"],
         days=arguments.get("days"),
     )
+    return UsageArgs(local, arguments.get("granularity", Granularity.DAY),
+                     arguments.get("groupBy"), whole=whole)
 
 
 def _own(group_by: GroupBy | None, kind: GroupBy) -> bool:
@@ -179,22 +179,18 @@ async def read_ahead(
     for same_key in fields:
         field = same_key[0]  # graphql-core resolves a response key with its first node
         try:
-            arguments = get_argument_values(field_def, field, variables)
-            local = _range_of(arguments, context.now)
+            args = _usage_args(get_argument_values(field_def, field, variables), context.now,
+                               whole=not selects_in(same_key, info.fragments, "series"))
         except (GraphQLError, MeterqlError):
             continue  # each node's resolver refuses it, as ever
-        group_by: GroupBy | None = arguments.get("groupBy")
+        group_by = args.group_by
         if group_by is not None and not _own(group_by, kind):
             continue  # its charge needs the groups' counts first: node by node
-        whole = not any(selection_has(f.selection_set, info.fragments, "series")
-                        for f in same_key)
-        args = UsageArgs(local, arguments.get("granularity", Granularity.DAY), group_by,
-                         whole=whole)
         plan = context.bucket_plan(args.range, args.granularity)
         if context.points.refused or plan.count * len(keys) > context.points.left:
             continue  # node by node: the one that runs out is refused, as ever
-        for _ in keys:
-            context.points.charge(plan.count)
+        # Each node's charge at once (checked just above: never a refusal).
+        context.points.charge(plan.count * len(keys))
         try:
             found = await asyncio.gather(*(context.loaders.load(batch, (args, key))
                                            for key in keys))
@@ -287,12 +283,6 @@ async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -
         counts = await context.loaders.load(group_counts, series.utc_days(plan))
         most *= max(1, counts.most(group_by))
     context.points.charge(most)
-
-
-def raw(info: Info[Context, None]) -> GraphQLResolveInfo[Context]:
-    """graphql-core's info behind Strawberry's (what ``answer`` reads)."""
-    found: GraphQLResolveInfo[Context] = info._raw_info
-    return found
 
 
 async def usage(

@@ -21,7 +21,8 @@ from meterql.money import nanos_to_usd
 from meterql.records import LIVE_STATUSES
 from meterql.resolvers.batches import plan_of
 from meterql.resolvers.billing import to_plan
-from meterql.resolvers.usage import INSTANCE_NODE, MODEL_NODE, raw, read_ahead
+from meterql.resolvers.selection import raw
+from meterql.resolvers.usage import INSTANCE_NODE, MODEL_NODE, read_ahead
 from meterql.schema.billing import Plan
 from meterql.schema.nodes import (
     AccountSubscription,

@@ -25,6 +25,7 @@ from meterql.resolvers.batches import (
     tiers_by_id,
 )
 from meterql.resolvers.budgets import instance_budgets, model_budgets
+from meterql.resolvers.selection import raw
 from meterql.resolvers.usage import (
     INSTANCE_NODE,
     MODEL_NODE,
@@ -33,7 +34,6 @@ from meterql.resolvers.usage import (
     UsageZone,
     answer,
     arguments_of,
-    raw,
 )
 from meterql.schema.budgets import Budget
 from meterql.schema.catalogue import Tier

@@ -1,10 +1,11 @@
 """The one middleware every HTTP request passes through: its id, compression, access line.
 
 Three concerns, one layer. Each layer of ASGI middleware costs every
-request a coroutine and a wrapped ``send`` for each message; as three
+request a coroutine and a wrapped ``send`` for each message: as three
 layers, these cost the summary route a fifth of its requests per second
-under load, as one about half that (``docs/performance.md``). Each
-concern's rules stay in its own module; this puts them in order:
+under load; as one, its event-loop time in-process went from 0.50 to
+0.46 ms (``docs/performance.md``). Each concern's rules stay in its own
+module; this puts them in order:
 
 1. the request id is taken or made (``request_ids``), and a record of what
    the request turns out to be is started (``request_facts``), so that
