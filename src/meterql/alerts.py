@@ -16,7 +16,7 @@ nothing itself (``meterql.budgets`` has the rules).
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,7 +39,7 @@ from meterql.db import budgets as stored
 from meterql.db import webhooks as stored_webhooks
 from meterql.db.budgets import AlertRow, InTransaction
 from meterql.plans import effective_plan
-from meterql.windows import EPOCH
+from meterql.windows import EPOCH, QUARTER, epoch_quarter
 
 # (instant, instance id, model) of each event a batch wrote.
 Touch = tuple[datetime, str, str]
@@ -58,20 +58,13 @@ async def after_batch(
     # Every zone's day turns on a quarter hour, so two instants of one UTC
     # quarter hour are in the same period of any budget: a batch's distinct
     # quarters (with instance and model) stand for all its events.
-    distinct = {(_quarter(at), instance, model) for at, instance, model in touched}
+    distinct = {(epoch_quarter(at), instance, model) for at, instance, model in touched}
     periods: dict[str, list[LocalRange]] = {}
     for rule in rules:
         quarters = {q for q, instance, model in distinct if rule.covers(instance, model)}
-        periods[rule.budget_id] = _periods(rule, [EPOCH + q * _QUARTER for q in quarters],
+        periods[rule.budget_id] = _periods(rule, [EPOCH + q * QUARTER for q in quarters],
                                            billing)
     return await _record(session, account_id, rules, periods, now)
-
-
-_QUARTER = timedelta(minutes=15)
-
-
-def _quarter(at: datetime) -> int:
-    return (at - EPOCH) // _QUARTER
 
 
 async def after_import(
