@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
-from datetime import datetime
+from datetime import UTC, datetime
+from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import event, func, select, text
 
+from meterql import importer
 from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db.engine import Database
@@ -185,6 +188,112 @@ async def test_end_users_seen_by_many_gateways_at_once_are_counted_once(
             )
         )
     assert usage["unique_end_users"] == stored >= 150
+
+
+def _table_written(statement: str) -> str | None:
+    """The table an INSERT, UPDATE, DELETE or locking SELECT writes or locks."""
+    words = statement.split()
+    if words[:2] == ["INSERT", "INTO"] or words[:2] == ["DELETE", "FROM"]:
+        return words[2]
+    if words[:1] == ["UPDATE"]:
+        return words[1]
+    if words[:1] == ["SELECT"] and "FOR UPDATE" in statement:
+        return words[words.index("FROM") + 1]
+    if words[:1] == ["WITH"]:
+        return words[words.index("INTO") + 1]
+    return None
+
+
+ROLLUP_TABLES = {"usage_days", "usage_instance_days", "usage_instance_hours", "usage_model_days",
+                 "usage_instance_model_hours", "usage_quarter_hours", "usage_model_hours"}
+END_USER_TABLES = {"end_users", "end_users_last_seen_days", "end_users_last_seen_hours"}
+
+
+async def test_every_writer_takes_end_users_before_the_rollups(
+    db: Database, client: httpx.AsyncClient, tmp_path: Path
+) -> None:
+    """Live batches and imports write the tables in one order, the rollups last.
+
+    One order keeps concurrent writers from deadlocking; the rollups last
+    keeps the rows every batch of an account shares held for the shortest
+    time (the account's next batch waits for them).
+    """
+    await seed(db)
+    written: list[str] = []
+
+    def on_execute(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        table = _table_written(" ".join(statement.split()))
+        if table in ROLLUP_TABLES or table in END_USER_TABLES:
+            written.append(table)
+
+    def rollups_come_last() -> None:
+        first_rollup = min(n for n, t in enumerate(written) if t in ROLLUP_TABLES)
+        last_end_user = max(n for n, t in enumerate(written) if t in END_USER_TABLES)
+        assert last_end_user < first_rollup, written
+        assert set(written[first_rollup:]) == ROLLUP_TABLES
+
+    events = [{**e, "end_user_id": f"order-{n % 3}"} for n, e in enumerate(_batch("order", 9))]
+    file = tmp_path / "import.json"
+    file.write_text(json.dumps({"usage_events": [
+        {**e, "event_id": f"file-{e['event_id']}", "account_id": "acme",
+         "end_user_id": f"file-{e['end_user_id']}"} for e in events]}))
+    event.listen(db.engine.sync_engine, "before_cursor_execute", on_execute)
+    try:
+        response = await client.post("/v1/usage/events", json=events,
+                                     headers=auth(ACME_INGEST_TOKEN))
+        assert response.json() == {"accepted": 9, "duplicates": 0}
+        rollups_come_last()
+        written.clear()
+        report = await importer.load(db, file)
+        assert report.events_accepted == 9
+        rollups_come_last()
+    finally:
+        event.remove(db.engine.sync_engine, "before_cursor_execute", on_execute)
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_an_end_user_seen_later_already_is_neither_locked_nor_written(
+    db: Database, client: httpx.AsyncClient
+) -> None:
+    """A batch locks and moves only the end users whose stored instant is earlier.
+
+    Most end users of a busy account were seen later already by the time a
+    batch reaches them; locking each one anyway is a write per user, and
+    the account's batches would queue on them.
+    """
+    await seed(db)
+
+    def one(event_id: str, user: str, timestamp: str) -> dict[str, object]:
+        return {"event_id": event_id, "instance_id": "inst-a", "model": "gpt-4o",
+                "timestamp": timestamp, "tokens_in": 1, "tokens_out": 1, "end_user_id": user}
+
+    async def versions() -> dict[str, tuple[str, str, datetime]]:
+        async with db.write() as session:
+            rows = await session.execute(text(
+                "SELECT end_user_id, xmin::text, xmax::text, last_seen_at FROM end_users "
+                "WHERE account_id = 'acme' AND end_user_id LIKE 'seen-%'"))
+            return {user: (xmin, xmax, seen) for user, xmin, xmax, seen in rows}
+
+    async def send(*events: dict[str, object]) -> None:
+        response = await client.post("/v1/usage/events", json=list(events),
+                                     headers=auth(ACME_INGEST_TOKEN))
+        assert response.status_code == 200, response.text
+
+    await send(one("s-1", "seen-later", "2026-11-20T12:00:00Z"),
+               one("s-2", "seen-earlier", "2026-11-20T09:00:00Z"))
+    before = await versions()
+    await send(one("s-3", "seen-later", "2026-11-20T11:00:00Z"),
+               one("s-4", "seen-earlier", "2026-11-20T10:00:00Z"),
+               one("s-5", "seen-new", "2026-11-20T08:00:00Z"))
+    after = await versions()
+    assert after["seen-later"] == before["seen-later"]  # same version, never locked
+    assert after["seen-later"][1] == "0"
+    assert after["seen-earlier"][0] != before["seen-earlier"][0]
+    assert after["seen-earlier"][2] == datetime(2026, 11, 20, 10, tzinfo=UTC)
+    assert after["seen-new"][2] == datetime(2026, 11, 20, 8, tzinfo=UTC)
+    from tests.test_rollups import assert_last_seen_counts_match
+
+    await assert_last_seen_counts_match(db)
 
 
 async def test_one_process_queues_its_writers_in_order(

@@ -1,16 +1,19 @@
-"""Pure functions: money, windows, plan choice, parameter coercion. No database."""
+"""Pure functions: money, windows, plan choice, parameter coercion, validation. No database."""
 
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from typing import Any
 
 import pytest
+from pydantic import ValidationError
 from starlette.datastructures import QueryParams
 
 from meterql.config import FreePlan
 from meterql.db.accounts import SubscriptionRow, TierRow
 from meterql.errors import InvalidInput
+from meterql.ingest import _BATCH, _plausible, validate_batch
 from meterql.money import (
     PrecisionError,
     charged_nanos,
@@ -227,3 +230,49 @@ def test_an_events_charge(
     cost_usd: Decimal | None, price: tuple[int, int] | None, nanos: int | None
 ) -> None:
     assert charged_nanos(cost_usd, 2000, 1000, price) == nanos
+
+
+def _event(event_id: str, ts: str = "2026-11-20T14:00:00Z", **extra: object) -> dict[str, object]:
+    return {"event_id": event_id, "instance_id": "inst-a", "model": "gpt-4o", "timestamp": ts,
+            "tokens_in": 2000, "tokens_out": 1000, **extra}
+
+
+# Batches for the plain path of validation, and whether it may take them:
+# it takes a batch only when every event is plainly valid; any other goes
+# through the full validation, which gives the errors.
+_HORIZON = "2026-10-01T00:00:00Z"
+_NOW = datetime(2026, 11, 20, 15, 30, tzinfo=UTC)
+PLAUSIBLE = {
+    "plain": ([_event("p1"), _event("p2", ts="2026-11-20T10:00:00-05:00")], True),
+    "with-every-field": ([_event("p", end_user_id="u", conversation_id="c", cost_usd="0.25")], True),
+    "at-the-skew": ([_event("p", ts="2026-11-20T15:35:00Z")], True),
+    "at-the-horizon": ([_event("p", ts=_HORIZON)], True),
+    "empty": ([], True),
+    "past-the-skew": ([_event("p1"), _event("p2", ts="2026-11-20T15:35:00.000001Z")], False),
+    "before-the-horizon": ([_event("p", ts="2026-09-30T23:59:59.999999Z")], False),
+    "numeric-timestamp": ([{**_event("p"), "timestamp": 1_763_650_000}], False),
+    "naive-timestamp": ([_event("p", ts="2026-11-20T12:00:00")], False),
+    "year-one-in-utc": ([_event("p", ts="0001-01-01T00:30:00+01:00")], False),
+    "negative-tokens": ([{**_event("p"), "tokens_in": -1}], False),
+    "unknown-field": ([{**_event("p"), "colour": "red"}], False),
+    "not-an-event": (["p"], False),
+    "not-a-list": ({"event_id": "p"}, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(PLAUSIBLE))
+def test_the_plain_path_of_validation_agrees_with_the_full_one(case: str) -> None:
+    items, plain = PLAUSIBLE[case]
+    horizon = datetime.fromisoformat(_HORIZON)
+    assert (_plausible(items, _NOW, horizon) is not None) is plain
+    context = {"now": _NOW, "horizon": horizon}
+    try:
+        expected: Any = [r.model_dump() for r in _BATCH.validate_python(items, context=context)]
+    except ValidationError as error:
+        expected = [(("body", *e["loc"]), e["type"]) for e in error.errors()]
+    try:
+        found: Any = [r.model_dump() for r in validate_batch(items, _NOW, ("body",), horizon)]
+    except InvalidInput as error:
+        found = [(tuple(e["loc"]), e["type"]) for e in error.errors]
+    assert found == expected
+    assert found != [] or not plain or items == []

@@ -240,6 +240,22 @@ _PLAUSIBLE_FROM = datetime(1, 1, 3, tzinfo=UTC)
 _PLAUSIBLE_TO = datetime(9999, 12, 29, tzinfo=UTC)
 
 
+# A timestamp checked by pydantic-core alone: see PlausibleEventRecord.
+PlausibleTimestamp = Annotated[AwareDatetime, Field(ge=_PLAUSIBLE_FROM, le=_PLAUSIBLE_TO)]
+
+
+class PlausibleUsageEventRecord(UsageEventRecord):
+    """:class:`UsageEventRecord` checked by pydantic-core alone, for live ingest's speed.
+
+    As :class:`PlausibleEventRecord` is to :class:`EventRecord`: what it
+    accepts, :class:`UsageEventRecord` accepts as the same values, once the
+    caller has also checked that each timestamp was text and falls within
+    the skew and horizon of :class:`UsageEventRecord`'s context.
+    """
+
+    timestamp: PlausibleTimestamp
+
+
 class PlausibleEventRecord(EventRecord):
     """:class:`EventRecord` checked by pydantic-core alone, for bulk import's speed.
 
@@ -252,7 +268,7 @@ class PlausibleEventRecord(EventRecord):
     an event whose timestamp is not text to :class:`EventRecord` instead.
     """
 
-    timestamp: Annotated[AwareDatetime, Field(ge=_PLAUSIBLE_FROM, le=_PLAUSIBLE_TO)]
+    timestamp: PlausibleTimestamp
 
 
 def json_path(prefix: str, loc: Sequence[int | str]) -> str:

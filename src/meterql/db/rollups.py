@@ -23,12 +23,14 @@ from typing import Any
 from sqlalchemy import (
     String,
     Table,
-    any_,
+    and_,
     bindparam,
     delete,
+    exists,
+    func,
     select,
 )
-from sqlalchemy.dialects import postgresql as postgresql_types
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from meterql.db.bulk import BulkInsert, by_account, pages
@@ -111,6 +113,9 @@ async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
     """Add newly inserted event rows (``usage_events`` column dicts) to every rollup."""
     if not rows:
         return
+    # End users first and the rollups last, as every writer takes them
+    # (``db/staging.py``).
+    await see_end_users(session, rows)
     for statement, key_of in _ROLLUPS:
         sums: dict[tuple[Hashable, ...], Sums] = {}
         for row in rows:
@@ -122,7 +127,6 @@ async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
                 for key in sorted(sums)
             ],
         )
-    await see_end_users(session, rows)
 
 
 def _keeping_the_latest() -> BulkInsert:
@@ -156,12 +160,6 @@ def _counting(model: type[Any], bucket: str) -> BulkInsert:
 
 _SEEN_DAYS = _counting(EndUsersLastSeenDay, "day")
 _SEEN_HOURS = _counting(EndUsersLastSeenHour, "hour")
-_CLAIM_NEW_USERS = BulkInsert(
-    _table(EndUser),
-    ("account_id", "end_user_id", "last_seen_at"),
-    lambda stmt: stmt.on_conflict_do_nothing(index_elements=["account_id", "end_user_id"]),
-    returning=("account_id", "end_user_id"),
-)
 _USERS = _table(EndUser).c
 
 
@@ -188,32 +186,34 @@ async def see_latest(session: AsyncSession, latest: Mapping[tuple[str, str], dat
     if not latest:
         return
     keys = sorted(latest)
-    postgresql = session.get_bind().dialect.name == "postgresql"
-    before = await _last_seen(session, keys, lock=postgresql)
-    claimed: set[tuple[str, str]] = set()
-    if postgresql:
-        # Another gateway may be adding the same new end user: whoever
-        # inserts it counts it; the others wait for that one to commit and
-        # then read (and lock) the instant it wrote, as for any known user.
-        new = [k for k in keys if k not in before]
-        claimed = {
-            (a, u)
-            for a, u in await _CLAIM_NEW_USERS.run(session, [_user_row(k, latest) for k in new])
-        }
-        before.update(await _last_seen(session, [k for k in new if k not in claimed], lock=True))
+    if session.get_bind().dialect.name == "postgresql":
+        # Whoever inserts a new end user counts it; another gateway adding
+        # the same one meanwhile makes the claim wait for it to commit, and
+        # the user is then one of those below. Of the others, only the users
+        # whose stored instant is earlier are locked and moved: most end
+        # users of a busy account were seen later already, and locking each
+        # one every batch (a write per row) was most of a batch's time.
+        claimed = await _claim_new(session, keys, latest)
+        earlier = await _seen_earlier(session, [k for k in keys if k not in claimed], latest)
+        new, written = claimed, claimed
+    else:
+        # The one writer: every stored instant is read, and nobody else moves it.
+        earlier = await _last_seen(session, keys)
+        new, written = set(keys) - earlier.keys(), set()
     days: Counter[tuple[str, date]] = Counter()
     hours: Counter[tuple[str, int]] = Counter()
     to_write = []
     for key in keys:
-        account, seen, previous = key[0], latest[key], before.get(key)
-        if previous is not None:
-            if seen <= previous:
+        account, seen = key[0], latest[key]
+        if key not in new:
+            previous = earlier.get(key)
+            if previous is None or seen <= previous:
                 continue  # seen again, but not later: nothing moves
             days[(account, previous.date())] -= 1
             hours[(account, epoch_hour(previous))] -= 1
         days[(account, seen.date())] += 1
         hours[(account, epoch_hour(seen))] += 1
-        if key not in claimed:  # a claim already wrote its row
+        if key not in written:
             to_write.append(_user_row(key, latest))
     await _LAST_SEEN.run(session, to_write)
     await _SEEN_DAYS.run(session, _counts(days, "day"))
@@ -250,30 +250,105 @@ def _user_row(key: tuple[str, str], latest: Mapping[tuple[str, str], datetime]) 
 
 
 async def _last_seen(
-    session: AsyncSession, keys: Sequence[tuple[str, str]], *, lock: bool
+    session: AsyncSession, keys: Sequence[tuple[str, str]]
 ) -> dict[tuple[str, str], datetime]:
-    """The stored last-seen instants of these end users; with ``lock``, held until commit."""
+    """SQLite: the stored last-seen instants of these end users."""
     found: dict[tuple[str, str], datetime] = {}
-    postgresql = session.get_bind().dialect.name == "postgresql"
     for account, users in by_account(keys):
-        # PostgreSQL takes the users as one array: one statement text
-        # whatever their number, where an IN list is compiled anew per call.
-        wanted = _USERS.end_user_id == any_(_USER_IDS) if postgresql else (
-            _USERS.end_user_id.in_(users)
-        )
         stmt = (
             select(_USERS.end_user_id, _USERS.last_seen_at)
-            .where(_USERS.account_id == account, wanted)
-            .order_by(_USERS.end_user_id)  # rows are locked in key order
+            .where(_USERS.account_id == account, _USERS.end_user_id.in_(users))
         )
-        if lock:
-            stmt = stmt.with_for_update()
-        for user, seen in await session.execute(stmt, {"user_ids": users} if postgresql else {}):
+        for user, seen in await session.execute(stmt):
             found[(account, user)] = seen
     return found
 
 
-_USER_IDS = bindparam("user_ids", type_=postgresql_types.ARRAY(String))
+async def _seen_earlier(
+    session: AsyncSession, keys: Sequence[tuple[str, str]],
+    latest: Mapping[tuple[str, str], datetime],
+) -> dict[tuple[str, str], datetime]:
+    """PostgreSQL: the stored instants earlier than ``latest``'s, locked until commit.
+
+    Rows are locked in key order. A row another batch moves past ours while
+    this one waits for it no longer qualifies once the wait is over, and is
+    left alone (PostgreSQL checks the condition again on the row's newest
+    version).
+    """
+    found: dict[tuple[str, str], datetime] = {}
+    for account, users in by_account(keys):
+        # The users and their instants as two arrays: one statement text
+        # whatever their number, where an IN list is compiled anew per call.
+        parameters = {"account_id": account, "user_ids": users,
+                      "instants": [latest[(account, user)] for user in users]}
+        for user, seen in await session.execute(_SEEN_EARLIER, parameters):
+            found[(account, user)] = seen
+    return found
+
+
+async def _claim_new(
+    session: AsyncSession, keys: Sequence[tuple[str, str]],
+    latest: Mapping[tuple[str, str], datetime],
+) -> set[tuple[str, str]]:
+    """PostgreSQL: insert the end users not stored yet; the ones this batch inserted.
+
+    Users already stored are left out before the insert, so a claim never
+    waits for a batch that is moving one of them; only a user another batch
+    is inserting at this moment makes it wait (and then it is not ours).
+    """
+    claimed: set[tuple[str, str]] = set()
+    for account, users in by_account(keys):
+        parameters = {"account_id": account, "user_ids": users,
+                      "instants": [latest[(account, user)] for user in users]}
+        for (user,) in await session.execute(_CLAIM_NEW, parameters):
+            claimed.add((account, user))
+    return claimed
+
+
+def _wanted() -> Any:
+    """The users of one account and their instants, as two arrays."""
+    return select(
+        func.unnest(bindparam("user_ids", type_=postgresql.ARRAY(String))).label("user_id"),
+        func.unnest(
+            bindparam("instants", type_=postgresql.ARRAY(_USERS.last_seen_at.type))
+        ).label("instant"),
+    ).subquery("wanted")
+
+
+def _claim_new_statement() -> Any:
+    wanted = _wanted()
+    account = bindparam("account_id", type_=String)
+    rows = (
+        select(account.label("account_id"), wanted.c.user_id, wanted.c.instant)
+        .where(~exists().where(_USERS.account_id == account,
+                               _USERS.end_user_id == wanted.c.user_id))
+        .order_by(wanted.c.user_id)  # rows are written in key order
+    )
+    return (
+        postgresql.insert(_table(EndUser))
+        .from_select(["account_id", "end_user_id", "last_seen_at"], rows)
+        .on_conflict_do_nothing(index_elements=["account_id", "end_user_id"])
+        .returning(_USERS.end_user_id)
+    )
+
+
+def _seen_earlier_statement() -> Any:
+    wanted = _wanted()
+    return (
+        select(_USERS.end_user_id, _USERS.last_seen_at)
+        .join_from(
+            _table(EndUser), wanted,
+            and_(_USERS.account_id == bindparam("account_id"),
+                 _USERS.end_user_id == wanted.c.user_id),
+        )
+        .where(_USERS.last_seen_at < wanted.c.instant)
+        .order_by(_USERS.end_user_id)  # rows are locked in key order
+        .with_for_update(of=_table(EndUser))
+    )
+
+
+_SEEN_EARLIER = _seen_earlier_statement()
+_CLAIM_NEW = _claim_new_statement()
 
 
 # Every table this module keeps from the events (and `rebuild` recomputes).

@@ -11,10 +11,10 @@ statements finish it:
 2. the instances that new events name are registered;
 3. their keys are claimed in key order, whatever was stored before leaves
    the stage, and the rest are inserted;
-4. one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per
+4. end users move forward in chunks, each once with its latest instant;
+5. one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per
    rollup adds the stage's sums: each rollup row is written once per import,
-   not once per batch, so a load leaves no trail of dead row versions;
-5. end users move forward in chunks, each once with its latest instant.
+   not once per batch, so a load leaves no trail of dead row versions.
 
 On PostgreSQL a live batch (:func:`write_batch`) takes the same way through
 a stage its connection keeps, steps 2 to 5: its events are distinct already,
@@ -29,7 +29,10 @@ events already stored leave the stage first, then the rest are claimed.
 
 Rows are written in key order everywhere, table after table in one order,
 so an import and live gateways lock shared rows in the same order and cannot
-deadlock.
+deadlock. The rollups come last: every batch of an account adds to its day,
+its quarter hours and most of its hours, so a batch holding them makes the
+account's next batch wait until it commits, and the less work comes after
+them, the shorter that wait (``docs/decisions.md``, "Writes").
 """
 
 from __future__ import annotations
@@ -211,10 +214,10 @@ async def write_batch(
     accepted, unpriced = (await session.execute(statements.counts)).one()
     if accepted:
         await session.execute(statements.insert_events)
-        for statement in statements.rollups:
-            await session.execute(statement)
         seen = await session.execute(statements.latest_seen)
         await rollups.see_latest(session, {(a, u): at for a, u, at in seen})
+        for statement in statements.rollups:
+            await session.execute(statement)
     return accepted, unpriced
 
 
@@ -286,7 +289,7 @@ class StagedEvents:
             await connection.exec_driver_sql(_SQLITE_STAGE_INSERT, rows)
 
     async def _write(self) -> None:
-        """Steps 1 to 4: the new events and their sums."""
+        """Steps 1 to 3: the new events, and their end users into ``_SEEN``."""
         session, statements = self.session, self.statements
         if self.postgresql:
             for name, value in _POSTGRESQL_SETTINGS.items():
@@ -307,8 +310,6 @@ class StagedEvents:
         if self.postgresql:
             await self._make_months(_month_starts(self._months))
         await session.execute(statements.insert_events)
-        for statement in statements.rollups:
-            await session.execute(statement)
         await session.execute(statements.keep_seen)
 
     async def finish(self) -> tuple[int, int]:
@@ -325,6 +326,9 @@ class StagedEvents:
             # Each end user once, with its latest instant: exactly what the
             # ingest code concludes from every one of its events.
             await rollups.see_end_users(session, users)
+        if self.accepted:
+            for statement in self.statements.rollups:
+                await session.execute(statement)
         if not self.postgresql:
             connection = await session.connection()
             await connection.run_sync(_METADATA.drop_all, tables=[_STAGE, _SEEN])
