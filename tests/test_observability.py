@@ -513,3 +513,13 @@ def test_metrics_add_up_across_worker_processes(served_workers: str) -> None:
     # Per worker, SQLite's write pool of 5 and the read path's 4 connections,
     # open once the worker has read (its /readyz probe at least).
     assert value(samples, "meterql_db_pool_size") in (10 + 4, 10 + 8)
+
+
+async def test_starting_the_app_freezes_what_it_built(app: Starlette) -> None:
+    """The objects that live as long as the process are kept from the cyclic collector."""
+    import gc
+
+    gc.unfreeze()
+    assert gc.get_freeze_count() == 0
+    async with app.router.lifespan_context(app):
+        assert gc.get_freeze_count() > 10_000
