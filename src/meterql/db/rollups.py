@@ -276,9 +276,7 @@ async def _seen_earlier(
     version).
     """
     found: dict[tuple[str, str], datetime] = {}
-    for account, users in by_account(keys):
-        # The users and their instants as two arrays: one statement text
-        # whatever their number, where an IN list is compiled anew per call.
+    for account, users in by_account(keys, _ARRAY_CHUNK):
         parameters = {"account_id": account, "user_ids": users,
                       "instants": [latest[(account, user)] for user in users]}
         for user, seen in await session.execute(_SEEN_EARLIER, parameters):
@@ -297,12 +295,18 @@ async def _claim_new(
     is inserting at this moment makes it wait (and then it is not ours).
     """
     claimed: set[tuple[str, str]] = set()
-    for account, users in by_account(keys):
+    for account, users in by_account(keys, _ARRAY_CHUNK):
         parameters = {"account_id": account, "user_ids": users,
                       "instants": [latest[(account, user)] for user in users]}
         for (user,) in await session.execute(_CLAIM_NEW, parameters):
             claimed.add((account, user))
     return claimed
+
+
+# PostgreSQL takes a batch's users and their instants as two arrays: one
+# statement text whatever their number (an IN list is compiled anew per
+# call), and an import's chunk of end users in one round trip.
+_ARRAY_CHUNK = 10_000
 
 
 def _wanted() -> Any:
