@@ -48,7 +48,6 @@ def validate_batch(
         raise invalid_input(error, loc) from None
 
 
-
 def _plausible(
     items: object, now: datetime, horizon: datetime | None
 ) -> list[UsageEventRecord] | None:

@@ -275,13 +275,8 @@ async def _seen_earlier(
     left alone (PostgreSQL checks the condition again on the row's newest
     version).
     """
-    found: dict[tuple[str, str], datetime] = {}
-    for account, users in by_account(keys, _ARRAY_CHUNK):
-        parameters = {"account_id": account, "user_ids": users,
-                      "instants": [latest[(account, user)] for user in users]}
-        for user, seen in await session.execute(_SEEN_EARLIER, parameters):
-            found[(account, user)] = seen
-    return found
+    return {(account, user): seen
+            for account, (user, seen) in await _per_account(session, _SEEN_EARLIER, keys, latest)}
 
 
 async def _claim_new(
@@ -294,19 +289,31 @@ async def _claim_new(
     waits for a batch that is moving one of them; only a user another batch
     is inserting at this moment makes it wait (and then it is not ours).
     """
-    claimed: set[tuple[str, str]] = set()
-    for account, users in by_account(keys, _ARRAY_CHUNK):
-        parameters = {"account_id": account, "user_ids": users,
-                      "instants": [latest[(account, user)] for user in users]}
-        for (user,) in await session.execute(_CLAIM_NEW, parameters):
-            claimed.add((account, user))
-    return claimed
+    return {(account, user)
+            for account, (user,) in await _per_account(session, _CLAIM_NEW, keys, latest)}
 
 
 # PostgreSQL takes a batch's users and their instants as two arrays: one
 # statement text whatever their number (an IN list is compiled anew per
 # call), and an import's chunk of end users in one round trip.
 _ARRAY_CHUNK = 10_000
+
+
+async def _per_account(
+    session: AsyncSession, statement: Any, keys: Sequence[tuple[str, str]],
+    latest: Mapping[tuple[str, str], datetime],
+) -> list[tuple[str, Any]]:
+    """``statement``'s rows for these end users, each with its account.
+
+    It runs once per account (and chunk), on the users and their instants
+    (``_wanted``).
+    """
+    found: list[tuple[str, Any]] = []
+    for account, users in by_account(keys, _ARRAY_CHUNK):
+        parameters = {"account_id": account, "user_ids": users,
+                      "instants": [latest[(account, user)] for user in users]}
+        found.extend((account, row) for row in await session.execute(statement, parameters))
+    return found
 
 
 def _wanted() -> Any:
