@@ -66,7 +66,6 @@ from sqlalchemy import (
     bindparam,
     cast,
     column,
-    distinct,
     func,
     literal,
     select,
@@ -92,6 +91,7 @@ from meterql.db.tables import (
     UsageQuarterHour,
 )
 from meterql.db.types import sqlite_instant
+from meterql.db.usage import models_used
 from meterql.money import NANOS_PER_USD
 from meterql.windows import EPOCH
 
@@ -609,10 +609,7 @@ _GROUP_COUNTS = select(
         ).exists(),
     )
     .scalar_subquery(),
-    select(func.count(distinct(_MODEL_DAYS.model)))
-    .where(_MODEL_DAYS.account_id == _ACCOUNT, _MODEL_DAYS.day >= _FIRST_DAY,
-           _MODEL_DAYS.day <= _LAST_DAY)
-    .scalar_subquery(),
+    models_used(_ACCOUNT, _FIRST_DAY, _LAST_DAY),
 )
 
 
