@@ -294,38 +294,118 @@ async def test_batch_statement_count_is_constant(db: Database, sql: StatementCou
     assert sql.count < counts[2], sql.statements
 
 
-# --- thread hops on SQLite: the token's lookup runs in the event loop's thread ---------------
+# --- thread hops on SQLite: reads within the budget run in the event loop's thread -----------
 
 
 @pytest.mark.parametrize(("path", "statements"), COSTS.items(), ids=list(COSTS))
-async def test_one_thread_hop_per_route_on_sqlite(
-    client: httpx.AsyncClient, db: Database, monkeypatch: pytest.MonkeyPatch, path: str,
-    statements: int,
+@pytest.mark.parametrize(("budget_ms", "inline"), [(0, False), (60_000, True)],
+                         ids=["no budget", "ample budget"])
+async def test_thread_hops_per_route(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, path: str, statements: int,
+    budget_ms: float, inline: bool,
 ) -> None:
-    """SQLite: the token is looked up without a hop, so a route makes one (its statement).
+    """SQLite: each statement within the budget runs in the event loop's thread, no hop.
 
-    PostgreSQL: every statement, the lookup too, is a call on a pooled connection.
+    Without a budget every statement is a hop to a connection's thread; with
+    an ample one, none is. PostgreSQL: every statement is a call on a pooled
+    connection, whatever the budget.
     """
-    await seed(db)
-    calls = []
-    owner, name = ((aiosqlite.Connection, "execute_fetchall") if db.dialect == "sqlite"
-                   else (asyncpg.Connection, "fetch"))
-    driver_call = getattr(owner, name)
+    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": budget_ms}))
+    try:
+        await seed(db)
+        calls = []
+        owner, name = ((aiosqlite.Connection, "execute_fetchall") if db.dialect == "sqlite"
+                       else (asyncpg.Connection, "fetch"))
+        driver_call = getattr(owner, name)
 
-    async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
-        calls.append(args[0])
-        return await driver_call(self, *args, **kwargs)
+        async def counted(self: Any, *args: Any, **kwargs: Any) -> Any:
+            calls.append(args[0])
+            return await driver_call(self, *args, **kwargs)
 
-    monkeypatch.setattr(owner, name, counted)
-    assert (await client.get(path, headers=auth())).status_code == 200
-    assert len(calls) == (statements - 1 if db.dialect == "sqlite" else statements), calls
+        monkeypatch.setattr(owner, name, counted)
+        app = create_app(settings, database=db, clock=lambda: NOW)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://hops") as client:
+            assert (await client.get(path, headers=auth())).status_code == 200
+        hops = 0 if inline and db.dialect == "sqlite" else statements
+        assert len(calls) == hops, calls
+    finally:
+        await db.dispose()
+
+
+# A statement that counts to 200,000 one row at a time: some 20 ms of SQLite,
+# far past any budget below; and one that answers before SQLite's progress
+# handler is ever called.
+_SLOW = text("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c WHERE n < 200000)"
+             " SELECT count(*) FROM c")
+_QUICK = text("SELECT 41 + 1")
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_statement_over_the_budget_is_answered_by_a_thread(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the budget, SQLite interrupts the statement and a connection's thread answers it.
+
+    The statement then goes straight to the threads for its next calls (8,
+    then 16 after its next overrun), while a quick one keeps running in the
+    event loop's thread; the event loop's run of the slow one stops near the
+    budget, far short of the statement's own time.
+    """
+    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": 2}))
+    try:
+        await seed(db)
+        hops: list[str] = []
+        driver_call = aiosqlite.Connection.execute_fetchall
+
+        async def counted(self: Any, sql: str, *args: Any) -> Any:
+            hops.append("slow" if "RECURSIVE" in sql else "quick")
+            return await driver_call(self, sql, *args)
+
+        monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", counted)
+        assert await db.reads.fetch(_QUICK, {}) == [(42,)]
+        assert hops == []
+        assert await db.reads.fetch(_SLOW, {}) == [(200_000,)]
+        assert (hops, db.reads.overruns) == (["slow"], 1)
+        # The next 8 calls of the slow statement skip the event loop's thread.
+        for _ in range(8):
+            assert await db.reads.fetch(_SLOW, {}) == [(200_000,)]
+            assert await db.reads.fetch(_QUICK, {}) == [(42,)]
+        assert (hops, db.reads.overruns) == (["slow"] * 9, 1)
+        # The 10th tries the event loop's thread again, overruns, and is skipped 16 times.
+        inline_started = time.perf_counter()
+        loop_blocked = 0.0
+
+        async def tick() -> None:
+            nonlocal loop_blocked
+            while True:
+                before = time.perf_counter()
+                await asyncio.sleep(0)
+                loop_blocked = max(loop_blocked, time.perf_counter() - before)
+
+        ticker = asyncio.ensure_future(tick())
+        await asyncio.sleep(0)
+        assert await db.reads.fetch(_SLOW, {}) == [(200_000,)]
+        ticker.cancel()
+        assert (hops, db.reads.overruns) == (["slow"] * 10, 2)
+        for _ in range(16):
+            assert await db.reads.fetch(_SLOW, {}) == [(200_000,)]
+        assert (hops, db.reads.overruns) == (["slow"] * 26, 2)
+        # Then it tries here again: its 27th call overruns once more.
+        assert await db.reads.fetch(_SLOW, {}) == [(200_000,)]
+        assert (hops, db.reads.overruns) == (["slow"] * 27, 3)
+        # The statement itself takes far longer than the stall it caused here.
+        slow_alone = (time.perf_counter() - inline_started) / 18
+        assert loop_blocked < slow_alone, (loop_blocked, slow_alone)
+    finally:
+        await db.dispose()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_locked_database_never_stalls_the_event_loop(
     settings: Settings, database_url: str
 ) -> None:
-    """A lookup that cannot read at once takes the threads' way: it waits there, not here.
+    """A read that cannot run at once here takes the threads' way: it waits there, not here.
 
     Another process holds the file exclusively: the request still waits its
     busy timeout and answers 503, while the event loop goes on serving

@@ -68,6 +68,9 @@ class Settings(BaseSettings):
     free_plan: FreePlan = Field(default_factory=FreePlan)
     # SQLite waits this long for a competing writer before giving up.
     sqlite_busy_timeout_ms: int = Field(default=5_000, ge=0)
+    # A SQLite read runs in the event loop's thread for at most this much CPU
+    # time, then again in a thread of its own (meterql.db.reads); 0: always there.
+    sqlite_inline_budget_ms: float = Field(default=0.5, ge=0)
     # Connection pool for server databases (ignored by SQLite).
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)

@@ -167,7 +167,7 @@ def _grant(account_id: str, scopes: str, token_hash: str) -> TokenGrant:
 async def session(reader: Reader, token: str) -> Session | None:
     """The token's grant and its account's state; ``None`` if unknown or revoked."""
     token_hash = hash_token(token)
-    rows = await reader.fetch(_SESSION, {"token_hash": token_hash}, lookup=True)
+    rows = await reader.fetch(_SESSION, {"token_hash": token_hash})
     if not rows:
         return None
     account_id, scopes = rows[0][-2:]
@@ -176,7 +176,7 @@ async def session(reader: Reader, token: str) -> Session | None:
 
 async def grant_for_hash(reader: Reader, token_hash: str) -> TokenGrant | None:
     """The grant of a token known by its hash (a grant's, checked again): ``None`` if revoked."""
-    rows = await reader.fetch(_GRANT, {"token_hash": token_hash}, lookup=True)
+    rows = await reader.fetch(_GRANT, {"token_hash": token_hash})
     return _grant(rows[0][0], rows[0][1], token_hash) if rows else None
 
 

@@ -46,9 +46,8 @@ class InTransaction:
         return self._session.get_bind().dialect.name
 
     async def fetch(
-        self, statement: Executable, params: Mapping[str, Any], *, lookup: bool = False
+        self, statement: Executable, params: Mapping[str, Any]
     ) -> Sequence[Sequence[Any]]:
-        # In the transaction, a lookup is a statement like any other.
         result = await self._session.execute(statement, dict(params))
         return result.all()
 

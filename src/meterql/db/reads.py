@@ -9,9 +9,10 @@ is compiled once per dialect to its SQL text and parameter order, with the
 bind and result processors of its column types, and each read is one call
 on the driver:
 
-- SQLite: ``aiosqlite``'s ``execute_fetchall``, one hop to the thread of one
-  of a few read-only connections (WAL lets them read beside the writer);
-  each statement reads its own snapshot, as on PostgreSQL.
+- SQLite: ``sqlite3`` in the event loop's own thread, under a time budget,
+  else ``aiosqlite``'s ``execute_fetchall``, one hop to the thread of one of
+  a few read-only connections (WAL lets them read beside the writer); each
+  statement reads its own snapshot, as on PostgreSQL.
 - PostgreSQL: ``asyncpg``'s ``fetch``, a prepared statement (asyncpg keeps
   them per connection) on a connection of a small pool this module owns,
   taken for one statement and given back at once: a request holds no
@@ -27,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sqlite3
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,7 +57,7 @@ class Reader(Protocol):
     def dialect(self) -> str: ...
 
     async def fetch(
-        self, statement: Executable, params: Mapping[str, Any], *, lookup: bool = False
+        self, statement: Executable, params: Mapping[str, Any]
     ) -> Sequence[Sequence[Any]]: ...
 
 
@@ -128,9 +130,10 @@ class _Driver(Protocol):
     @property
     def size(self) -> int: ...
 
-    async def fetch(
-        self, sql: str, arguments: list[Any], *, lookup: bool = False
-    ) -> Sequence[Sequence[Any]]: ...
+    @property
+    def overruns(self) -> int: ...
+
+    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]: ...
 
     async def close(self) -> None: ...
 
@@ -174,19 +177,15 @@ class Reads:
         return found[1]
 
     async def fetch(
-        self, statement: Executable, params: Mapping[str, Any], *, lookup: bool = False
+        self, statement: Executable, params: Mapping[str, Any]
     ) -> Sequence[Sequence[Any]]:
-        """The statement's rows (tuples, or the driver's records: index them).
-
-        ``lookup``: the statement reads a few rows by a unique key (a token),
-        which SQLite answers in microseconds: it may run in the calling thread.
-        """
+        """The statement's rows (tuples, or the driver's records: index them)."""
         assert isinstance(statement, ClauseElement)
         compiled = self.compiled(statement)
         self.trips += 1
         for listener in self.listeners:
             listener(compiled.sql)
-        rows = await self._driver.fetch(compiled.sql, compiled.arguments(params), lookup=lookup)
+        rows = await self._driver.fetch(compiled.sql, compiled.arguments(params))
         return compiled.rows(rows)
 
     async def ping(self) -> None:
@@ -203,31 +202,56 @@ class Reads:
         """Connections open now."""
         return self._driver.size
 
+    @property
+    def overruns(self) -> int:
+        """SQLite: statements stopped at the event loop's budget (a thread then ran them)."""
+        return self._driver.overruns
+
     async def close(self) -> None:
         await self._driver.close()
 
 
-# --- SQLite: a few aiosqlite connections, each its own thread --------------------------------
+# --- SQLite: in the event loop's thread within a budget, else a connection's thread ----------
 
 
 class _Sqlite:
-    """Read-only aiosqlite connections, opened on first use; each statement on the least busy.
+    """Read-only SQLite connections: one in the event loop's thread, a few in their own.
 
-    ``query_only`` makes a read connection refuse to write, whatever it is
+    A statement first runs in the event loop's own thread, on a connection
+    that never waits for a lock, within a budget of CPU time
+    (``sqlite_inline_budget_ms``, 0.5 ms): SQLite's progress handler stops it
+    past that. Most reads of a request fit: the token's lookup takes about
+    15 µs, a ``days=N`` summary or a billing period's totals 0.1–0.3 ms (a
+    day rollup's rows, a few index probes). Handing each to a thread and back
+    cost a request more than that: one worker's requests per second on
+    ``/v1/billing`` rose by a quarter to a half when it stopped (SQLite,
+    ``wrk -c16``), although its main thread now runs the statement itself.
+    The budget counts the thread's CPU time, not the clock's: waiting for the
+    GIL or for a core is not the statement's cost, and counting it made
+    statements well within the budget overrun on a busy machine.
+
+    A statement that overruns, or cannot read at once (locked, or the file
+    is away), runs again on the least busy of a few aiosqlite connections,
+    each its own thread, where it may take as long as it needs and waits for
+    locks as every read does. So the event loop never runs one statement for
+    much longer than the budget. An overrun statement (by its SQL text) then
+    goes straight to the threads for its next few calls, twice as many after
+    each overrun in a row, up to a thousand: the lists summing thousands of
+    rollup rows, the local-time series and the pages' larger statements cost
+    the loop a budget now and then, not on every call.
+
+    ``query_only`` makes each connection refuse to write, whatever it is
     given. WAL (set by the writer's connections) lets all of them read beside
-    one writer.
-
-    A lookup (the token, by its hash) runs in the event loop's own thread on
-    one more read-only connection, which never waits for a lock: a B-tree
-    descent of a few cached pages takes about 15 µs, and handing it to a
-    connection's thread and back cost every request a second thread hop
-    (one worker's requests per second on the summary route: +21% without
-    it). If that connection cannot answer at once (locked, or the file is
-    away), the lookup takes the threads' way, which waits as every read does
-    and says why it failed. So a request makes one hop: its own statement.
+    one writer; each statement reads its own snapshot.
     """
 
     CONNECTIONS = 4
+    # SQLite calls the progress handler every this many virtual machine
+    # instructions: some 20 µs of a typical read here.
+    STEPS = 1_000
+    # Calls of an overrun statement sent straight to the threads: first, and at most.
+    FIRST_SKIP = 8
+    MOST_SKIP = 1_024
 
     def __init__(self, settings: Settings) -> None:
         from sqlalchemy.dialects.sqlite.aiosqlite import dialect
@@ -235,32 +259,58 @@ class _Sqlite:
         self.dialect: Dialect = dialect()
         self._path = make_url(settings.database_url).database or ""
         self._busy_timeout_ms = settings.sqlite_busy_timeout_ms
+        self._budget = settings.sqlite_inline_budget_ms / 1000
         self._connections: list[aiosqlite.Connection] = []
         self._busy: list[int] = []
         self._opening: asyncio.Lock | None = None
         self._inline: sqlite3.Connection | None = None
+        self._deadline = 0.0
+        # SQL text of an overrun statement: (calls left to send to the threads,
+        # how many to send after its next overrun).
+        self._skips: dict[str, tuple[int, int]] = {}
         self.in_use = 0
+        self.overruns = 0
 
     @property
     def size(self) -> int:
-        return len(self._connections)
+        return len(self._connections) + (self._inline is not None)
 
-    def _look_up(self, sql: str, arguments: list[Any]) -> list[Any] | None:
-        """A lookup's rows, read in this thread; None if they cannot be read at once."""
+    def _overran(self) -> bool:
+        return time.thread_time() > self._deadline
+
+    def _run_inline(self, sql: str, arguments: list[Any]) -> list[Any] | None:
+        """The statement's rows, read in this thread; None if not within the budget."""
+        skip = self._skips.get(sql)
+        if skip is not None and skip[0] > 0:
+            self._skips[sql] = (skip[0] - 1, skip[1])
+            return None
         try:
             if self._inline is None:
                 # ``timeout=0``: a lock is reported at once, never waited for.
-                # Any thread may use it: only the event loop's does, one lookup
-                # at a time, but that thread may change under one app (a test
-                # client's portal), and SQLite serializes calls anyway.
+                # Any thread may use it: only the event loop's does, one
+                # statement at a time, but that thread may change under one
+                # app (a test client's portal), and SQLite serializes calls.
                 inline = sqlite3.connect(self._path, isolation_level=None, timeout=0,
                                          check_same_thread=False)
                 inline.execute("PRAGMA query_only=ON")
+                inline.set_progress_handler(self._overran, self.STEPS)
                 self._inline = inline
-            return self._inline.execute(sql, arguments).fetchall()
+            self._deadline = time.thread_time() + self._budget
+            rows = self._inline.execute(sql, arguments).fetchall()
+        except sqlite3.OperationalError as error:
+            if str(error) != "interrupted":
+                self._close_inline()
+                return None
+            self.overruns += 1
+            penalty = self.FIRST_SKIP if skip is None else min(skip[1] * 2, self.MOST_SKIP)
+            self._skips[sql] = (penalty, penalty)
+            return None
         except sqlite3.Error:
             self._close_inline()
             return None
+        if skip is not None:
+            del self._skips[sql]
+        return rows
 
     def _close_inline(self) -> None:
         inline, self._inline = self._inline, None
@@ -291,11 +341,9 @@ class _Sqlite:
             self._busy = [0] * len(opened)
             self._connections = opened
 
-    async def fetch(
-        self, sql: str, arguments: list[Any], *, lookup: bool = False
-    ) -> Sequence[Sequence[Any]]:
-        if lookup:
-            found = self._look_up(sql, arguments)
+    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+        if self._budget > 0:
+            found = self._run_inline(sql, arguments)
             if found is not None:
                 return found
         if not self._connections:
@@ -380,6 +428,7 @@ class _Postgres:
         self._open = 0
         self._freed = asyncio.Condition()
         self.in_use = 0
+        self.overruns = 0  # (a SQLite measure: never here)
 
     @property
     def size(self) -> int:
@@ -419,10 +468,7 @@ class _Postgres:
         async with self._freed:
             self._freed.notify()
 
-    async def fetch(
-        self, sql: str, arguments: list[Any], *, lookup: bool = False
-    ) -> Sequence[Sequence[Any]]:
-        # A lookup is a round trip to the server like any statement.
+    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
         try:
             connection = await self._take()
         except (TimeoutError, OSError, asyncpg.PostgresError,
