@@ -22,7 +22,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from sqlalchemy import select
 
-from meterql.db import rollups, usage, writes
+from meterql.db import rollups, series, usage, writes
 from meterql.db.engine import Database
 from meterql.db.migrate import alembic_config, upgrade
 from meterql.db.tables import (
@@ -274,6 +274,27 @@ async def test_days_window_reads_match_the_period_reader(db: Database) -> None:
     assert [(i.instance_id, i.requests) for i in instances if i.requests] == [
         (i.instance_id, i.requests) for i in period.by_instance
     ]
+
+
+async def test_models_used_in_a_window_are_those_with_an_event_in_it(db: Database) -> None:
+    """Models with events only before or after a window are not counted in it.
+
+    Each model has events on days of its own (an unpriced one among them), so
+    every window below starts or ends between two models' days.
+    """
+    days = {"a-model": [0, 1], "b-model": [3], "c-unpriced": [5, 9], "d-model": [7]}
+    await _record(db, [
+        UsageEventRecord(event_id=f"{model}-{day}", instance_id="i0", model=model,
+                         timestamp=BASE + timedelta(days=day, hours=12), tokens_in=1, tokens_out=1)
+        for model, used in days.items() for day in used
+    ])
+    for first, last in itertools.combinations_with_replacement(range(11), 2):
+        window = DayWindow(first_day=BASE.date() + timedelta(days=first),
+                           last_day=BASE.date() + timedelta(days=last))
+        expected = sum(any(first <= day <= last for day in used) for used in days.values())
+        totals = await usage.totals(db.reads, ACCOUNT, window)
+        counts = await series.group_counts(db.reads, ACCOUNT, window.first_day, window.last_day)
+        assert (totals.models, counts.models) == (expected, expected), (first, last)
 
 
 def test_rollup_statements_name_every_column_of_their_tables() -> None:

@@ -595,22 +595,25 @@ _LAST_DAY: BindParameter[date] = bindparam("last_day", type_=Date)
 _INSTANCE_DAYS = UsageInstanceDay.__table__.c
 _MODEL_DAYS = UsageModelDay.__table__.c
 # Per registered instance one probe of its key range of days (the rollup is
-# keyed instance first); the models' day rows of the span, a few per day.
-_GROUP_COUNTS = select(
-    select(func.count())
-    .select_from(Instance.__table__)
-    .where(
-        INSTANCES.account_id == _ACCOUNT,
-        select(_INSTANCE_DAYS.day).where(
-            _INSTANCE_DAYS.account_id == _ACCOUNT,
-            _INSTANCE_DAYS.instance_id == INSTANCES.instance_id,
-            _INSTANCE_DAYS.day >= _FIRST_DAY,
-            _INSTANCE_DAYS.day <= _LAST_DAY,
-        ).exists(),
+# keyed instance first); the models used in the span (``models_used``), per dialect.
+_GROUP_COUNTS = {
+    dialect: select(
+        select(func.count())
+        .select_from(Instance.__table__)
+        .where(
+            INSTANCES.account_id == _ACCOUNT,
+            select(_INSTANCE_DAYS.day).where(
+                _INSTANCE_DAYS.account_id == _ACCOUNT,
+                _INSTANCE_DAYS.instance_id == INSTANCES.instance_id,
+                _INSTANCE_DAYS.day >= _FIRST_DAY,
+                _INSTANCE_DAYS.day <= _LAST_DAY,
+            ).exists(),
+        )
+        .scalar_subquery(),
+        models_used(dialect, _ACCOUNT, _FIRST_DAY, _LAST_DAY),
     )
-    .scalar_subquery(),
-    models_used(_ACCOUNT, _FIRST_DAY, _LAST_DAY),
-)
+    for dialect in ("sqlite", "postgresql")
+}
 
 
 def utc_days(plan: BucketPlan) -> tuple[date, date]:
@@ -623,7 +626,8 @@ async def group_counts(
 ) -> GroupCounts:
     """Instances and models with usage on the UTC days ``first_day``..``last_day``."""
     ((instances, models),) = await reader.fetch(
-        _GROUP_COUNTS, {"account": account_id, "first_day": first_day, "last_day": last_day}
+        _GROUP_COUNTS[reader.dialect],
+        {"account": account_id, "first_day": first_day, "last_day": last_day},
     )
     return GroupCounts(instances=int(instances), models=int(models))
 

@@ -239,10 +239,10 @@ class UsageModelDay(_Sums, Base):
 
     __tablename__ = "usage_model_days"
     __table_args__ = (
-        # The models an account used in a window, found by probing each model it
-        # ever used (a few index seeks each) instead of counting distinct models
-        # over every day row of the window. A row is inserted once per model and
-        # day and then only updated, so the index costs writes next to nothing.
+        # SQLite counts the models an account used in a window by probing each
+        # model it ever used (two seeks each), not by sorting the window's rows
+        # (``usage.models_used``). A row is inserted once per model and day and
+        # then only updated, so the index costs writes next to nothing.
         Index("ix_usage_model_days_model", "account_id", "model", "day"),
         _CLUSTERED,
     )

@@ -203,17 +203,25 @@ def _per_registered_instance(*columns: Any, idle: bool) -> Select[Any]:
     )
 
 
-def models_used(account: Any, first: Any, last: Any) -> ScalarSelect[int]:
+def models_used(dialect: str, account: Any, first: Any, last: Any) -> ScalarSelect[int]:
     """How many models ``account`` used from day ``first`` to ``last`` (inclusive).
 
-    A loose index scan over ``ix_usage_model_days_model``: each model the
-    account ever used is found from the one before it (the least greater
-    model, one seek) and counted if it has a row in the window (one more).
-    Counting distinct models over the window's rows instead reads every model
-    and day of it and sorts them: 0.32 ms against 0.06 ms for 90 days of 20
-    models on SQLite, on every summary.
+    On SQLite, a loose index scan over ``ix_usage_model_days_model``: each
+    model the account ever used is found from the one before it (the least
+    greater model, one seek) and counted if it has a row in the window (one
+    more). Counting distinct models over the window's rows sorts them in a
+    temporary B-tree instead: 0.37 ms against 0.11 ms for 90 days of 20
+    models, the summary's whole statement. PostgreSQL hashes those rows
+    faster than it starts forty index scans (1.45 against 1.60 ms, the same
+    statement): there it counts them.
     """
     M = MODEL_DAYS
+    if dialect != "sqlite":
+        return (
+            select(func.count(distinct(M.model)))
+            .where(M.account_id == account, M.day >= first, M.day <= last)
+            .scalar_subquery()
+        )
     seen = (
         select(func.min(M.model).label("model"))
         .where(M.account_id == account)
@@ -232,19 +240,23 @@ def models_used(account: Any, first: Any, last: Any) -> ScalarSelect[int]:
     return select(func.count()).select_from(seen).where(in_window.exists()).scalar_subquery()
 
 
-_TOTALS = select(
-    *_sums(DAYS),
-    models_used(_ACCOUNT, _FIRST, _LAST),
-    select(func.count())
-    .select_from(Instance.__table__)
-    .where(INSTANCES.account_id == _ACCOUNT, _used_in_window(INSTANCES.instance_id).exists())
-    .scalar_subquery(),
-).where(*_in_window(DAYS))
+# Per dialect (``models_used``).
+_TOTALS = {
+    dialect: select(
+        *_sums(DAYS),
+        models_used(dialect, _ACCOUNT, _FIRST, _LAST),
+        select(func.count())
+        .select_from(Instance.__table__)
+        .where(INSTANCES.account_id == _ACCOUNT, _used_in_window(INSTANCES.instance_id).exists())
+        .scalar_subquery(),
+    ).where(*_in_window(DAYS))
+    for dialect in ("sqlite", "postgresql")
+}
 
 
 async def totals(reader: Reader, account_id: str, window: DayWindow) -> Totals:
     """Totals of a ``days=N`` window, with the models and instances that had usage in it."""
-    (row,) = await reader.fetch(_TOTALS, _window(account_id, window))
+    (row,) = await reader.fetch(_TOTALS[reader.dialect], _window(account_id, window))
     return _totals_of(row[:5], models=row[5], instances=row[6])
 
 

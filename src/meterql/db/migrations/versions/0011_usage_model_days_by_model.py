@@ -5,11 +5,13 @@ Revises: 0010
 Create Date: 2026-12-06
 
 Counting the models an account used in a window walked every day row of the
-window and sorted their models (a few hundred microseconds for 90 days of 20
-models, on every summary). With this index it probes each model the account
-ever used instead: the next model after the last one, then whether it has a
-row in the window. Rows of this rollup are inserted once per model and day
-and then only updated, so the index adds next to nothing to a write.
+window and sorted their models on SQLite (a few hundred microseconds for 90
+days of 20 models, on every summary). With this index SQLite probes each
+model the account ever used instead: the next model after the last one, then
+whether it has a row in the window. (PostgreSQL hashes the rows faster than
+it starts those index scans, and keeps counting them.) Rows of this rollup
+are inserted once per model and day and then only updated, so the index adds
+next to nothing to a write.
 """
 
 from __future__ import annotations
