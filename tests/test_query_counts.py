@@ -455,6 +455,63 @@ async def test_a_locked_database_never_stalls_the_event_loop(
         await db.dispose()
 
 
+def _vm_steps(path: str, statement: Any, params: dict[str, Any]) -> int:
+    """SQLite virtual machine instructions one run of ``statement`` takes."""
+    from sqlalchemy.dialects.sqlite.aiosqlite import dialect
+
+    from meterql.db.reads import Compiled
+
+    compiled = Compiled.of(statement, dialect())
+    connection = sqlite3.connect(path)
+    steps = 0
+
+    def step() -> int:
+        nonlocal steps
+        steps += 1
+        return 0
+
+    connection.set_progress_handler(step, 1)
+    try:
+        connection.execute(compiled.sql, compiled.arguments(params)).fetchall()
+    finally:
+        connection.close()
+    return steps
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_token_lookup_costs_the_same_whatever_other_accounts_hold(
+    db: Database, database_url: str
+) -> None:
+    """Every request's first statement reads its own account's rows, never all accounts'.
+
+    Counted in SQLite's virtual machine instructions, which do not depend on
+    the machine: 300 more accounts, each with a subscription, add none.
+    (Joined the other way, SQLite built every account's subscriptions
+    before picking this one's: 25 ms a request at 20,000 accounts.)
+    """
+    from meterql.db import accounts
+    from meterql.db.writes import hash_token
+    from tests.golden import ACME_TOKEN, TIERS
+
+    await seed(db)
+    path = make_url(database_url).database or ""
+    lookups = [(accounts._SESSION, {"token_hash": hash_token(ACME_TOKEN)}),
+               (accounts._STATE, {"account": "acme"})]
+    before = [_vm_steps(path, statement, params) for statement, params in lookups]
+    async with db.write() as session, session.begin():
+        for n in range(300):
+            await writes.upsert_account(session, AccountRecord(
+                account_id=f"other-{n:03}",
+                tokens=[TokenRecord(token=f"other-token-{n:03}-0001")],
+                subscriptions=[SubscriptionRecord(
+                    tier_id=TIERS[n % len(TIERS)].tier_id, status="active",
+                    current_period_start=NOW - timedelta(days=3),
+                    current_period_end=NOW + timedelta(days=27))],
+            ))
+    after = [_vm_steps(path, statement, params) for statement, params in lookups]
+    assert after == before
+
+
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 async def test_a_lookup_answers_from_another_event_loop_thread(db: Database) -> None:
     """The app's event loop may move to another thread (a test client's portal does)."""

@@ -119,10 +119,14 @@ def _with_state(base: FromClause, account: Any) -> Select[Any]:
     # Its own name for the table: ``base`` may be ``accounts`` itself.
     owner = Account.__table__.alias("owner")
     version = select(owner.c.data_version).where(owner.c.account_id == account)
+    # Two outer joins, not one to the join of subscriptions and tiers: SQLite
+    # builds such a parenthesised join whole, every subscription of every
+    # account, before it looks for this one's (25 ms a request with 20,000
+    # accounts, against 15 µs). A subscription's tier always exists (a foreign
+    # key), so the answer is the same.
     subscribed = base.outerjoin(
-        Subscription.__table__.join(Tier.__table__, TIERS.tier_id == SUBSCRIPTIONS.tier_id),
-        SUBSCRIPTIONS.account_id == account,
-    )
+        Subscription.__table__, SUBSCRIPTIONS.account_id == account
+    ).outerjoin(Tier.__table__, TIERS.tier_id == SUBSCRIPTIONS.tier_id)
     return select(
         nodes.scalar_subquery(),
         sites.scalar_subquery(),
