@@ -224,8 +224,8 @@ class _Sqlite:
     15 µs, a ``days=N`` summary or a billing period's totals 0.1–0.3 ms (a
     day rollup's rows, a few index probes). Handing each to a thread and back
     cost a request more than that: one worker's requests per second on
-    ``/v1/billing`` rose by a quarter to a half when it stopped (SQLite,
-    ``wrk -c16``), although its main thread now runs the statement itself.
+    ``/v1/billing`` rose by 30–40% when it stopped (SQLite, ``wrk -c16``),
+    although its main thread now runs the statement itself.
     The budget counts the thread's CPU time, not the clock's: waiting for the
     GIL or for a core is not the statement's cost, and counting it made
     statements well within the budget overrun on a busy machine.
