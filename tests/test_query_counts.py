@@ -26,6 +26,7 @@ from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db import usage, writes
 from meterql.db.engine import Database
+from meterql.errors import DatabaseUnavailable
 from meterql.records import (
     AccountRecord,
     InstanceRecord,
@@ -397,6 +398,35 @@ async def test_a_statement_over_the_budget_is_answered_by_a_thread(
         # The statement itself takes far longer than the stall it caused here.
         slow_alone = (time.perf_counter() - inline_started) / 18
         assert loop_blocked < slow_alone, (loop_blocked, slow_alone)
+    finally:
+        await db.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_a_statement_that_waits_is_stopped_by_the_clock(settings: Settings) -> None:
+    """Waiting (for the disk, say) uses no CPU time: the clock stops it at four budgets.
+
+    The wait is a function that sleeps 30 ms on every 2,000th of 20,000 rows,
+    registered on the connection of the event loop's thread: 0.3 s of
+    waiting and a few ms of CPU, against a budget of 20 ms (80 ms of the
+    clock). SQLite asks whether to stop every few hundred rows.
+    """
+    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": 20}))
+    try:
+        await seed(db)
+        assert await db.reads.fetch(_QUICK, {}) == [(42,)]  # opens that connection
+        inline = db.reads._driver._inline  # type: ignore[attr-defined]
+        inline.create_function("wait_ms", 1, lambda ms: time.sleep(ms / 1000) or ms)
+        waits = text("WITH RECURSIVE c(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM c"
+                     " WHERE n < 20000) SELECT count(*) FROM c"
+                     " WHERE CASE WHEN n % 2000 = 0 THEN wait_ms(30) ELSE 1 END > 0")
+        started = time.perf_counter()
+        with pytest.raises(DatabaseUnavailable):
+            # The threads' connections know no such function: they fail, so
+            # the statement must have been stopped here and sent there.
+            await db.reads.fetch(waits, {})
+        assert db.reads.overruns == 1
+        assert time.perf_counter() - started < 0.25
     finally:
         await db.dispose()
 

@@ -228,7 +228,9 @@ class _Sqlite:
     although its main thread now runs the statement itself.
     The budget counts the thread's CPU time, not the clock's: waiting for the
     GIL or for a core is not the statement's cost, and counting it made
-    statements well within the budget overrun on a busy machine.
+    statements well within the budget overrun on a busy machine. The clock
+    still stops a statement at four budgets, for what CPU time does not
+    count: waiting for the disk.
 
     A statement that overruns, or cannot read at once (locked, or the file
     is away), runs again on the least busy of a few aiosqlite connections,
@@ -249,6 +251,10 @@ class _Sqlite:
     # SQLite calls the progress handler every this many virtual machine
     # instructions: some 0.1 ms of a typical read here.
     STEPS = 4_000
+    # The clock may run this many budgets before a statement is stopped: time
+    # spent waiting (for the disk, a cold page cache) is not CPU time, and the
+    # event loop must not wait on it either.
+    WALL_FACTOR = 4
     # Calls of an overrun statement sent straight to the threads: first, and at most.
     FIRST_SKIP = 8
     MOST_SKIP = 1_024
@@ -265,6 +271,7 @@ class _Sqlite:
         self._opening: asyncio.Lock | None = None
         self._inline: sqlite3.Connection | None = None
         self._deadline = 0.0
+        self._wall_deadline = 0.0
         # SQL text of an overrun statement: (calls left to send to the threads,
         # how many to send after its next overrun).
         self._skips: dict[str, tuple[int, int]] = {}
@@ -276,7 +283,8 @@ class _Sqlite:
         return len(self._connections) + (self._inline is not None)
 
     def _overran(self) -> bool:
-        return time.thread_time() > self._deadline
+        return (time.thread_time() > self._deadline
+                or time.perf_counter() > self._wall_deadline)
 
     def _run_inline(self, sql: str, arguments: list[Any]) -> list[Any] | None:
         """The statement's rows, read in this thread; None if not within the budget."""
@@ -296,6 +304,7 @@ class _Sqlite:
                 inline.set_progress_handler(self._overran, self.STEPS)
                 self._inline = inline
             self._deadline = time.thread_time() + self._budget
+            self._wall_deadline = time.perf_counter() + self._budget * self.WALL_FACTOR
             rows = self._inline.execute(sql, arguments).fetchall()
         except sqlite3.OperationalError as error:
             if str(error) != "interrupted":
