@@ -213,15 +213,19 @@ def models_used(dialect: str, account: Any, first: Any, last: Any) -> ScalarSele
     temporary B-tree instead: 0.37 ms against 0.11 ms for 90 days of 20
     models, the summary's whole statement. PostgreSQL hashes those rows
     faster than it starts forty index scans (1.45 against 1.60 ms, the same
-    statement): there it counts them.
+    statement): there it groups and counts them.
     """
     M = MODEL_DAYS
     if dialect != "sqlite":
-        return (
-            select(func.count(distinct(M.model)))
+        # Grouped, then counted: PostgreSQL hashes the groups, where
+        # ``COUNT(DISTINCT)`` sorts the rows (0.48 against 0.58 ms alone).
+        used = (
+            select(M.model)
             .where(M.account_id == account, M.day >= first, M.day <= last)
-            .scalar_subquery()
+            .group_by(M.model)
+            .subquery()
         )
+        return select(func.count()).select_from(used).scalar_subquery()
     seen = (
         select(func.min(M.model).label("model"))
         .where(M.account_id == account)
