@@ -226,6 +226,7 @@ class _Sqlite:
     cost a request more than that: one worker's requests per second on
     ``/v1/billing`` rose by 30–40% when it stopped (SQLite, ``wrk -c16``),
     although its main thread now runs the statement itself.
+
     The budget counts the thread's CPU time, not the clock's: waiting for the
     GIL or for a core is not the statement's cost, and counting it made
     statements well within the budget overrun on a busy machine. The clock
@@ -307,7 +308,7 @@ class _Sqlite:
             self._wall_deadline = time.perf_counter() + self._budget * self.WALL_FACTOR
             rows = self._inline.execute(sql, arguments).fetchall()
         except sqlite3.OperationalError as error:
-            if str(error) != "interrupted":
+            if error.sqlite_errorcode != sqlite3.SQLITE_INTERRUPT:
                 self._close_inline()
                 return None
             self.overruns += 1
