@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
+from collections.abc import Sequence
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -485,13 +486,8 @@ async def test_a_locked_database_never_stalls_the_event_loop(
         await db.dispose()
 
 
-def _vm_steps(path: str, statement: Any, params: dict[str, Any]) -> int:
-    """SQLite virtual machine instructions one run of ``statement`` takes."""
-    from sqlalchemy.dialects.sqlite.aiosqlite import dialect
-
-    from meterql.db.reads import Compiled
-
-    compiled = Compiled.of(statement, dialect())
+def _vm_steps(path: str, sql: str, arguments: Sequence[Any]) -> int:
+    """SQLite virtual machine instructions one run of a statement takes."""
     connection = sqlite3.connect(path)
     steps = 0
 
@@ -502,10 +498,44 @@ def _vm_steps(path: str, statement: Any, params: dict[str, Any]) -> int:
 
     connection.set_progress_handler(step, 1)
     try:
-        connection.execute(compiled.sql, compiled.arguments(params)).fetchall()
+        connection.execute(sql, arguments).fetchall()
     finally:
         connection.close()
     return steps
+
+
+def _compiled(statement: Any, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    from sqlalchemy.dialects.sqlite.aiosqlite import dialect
+
+    from meterql.db.reads import Compiled
+
+    compiled = Compiled.of(statement, dialect())
+    return compiled.sql, compiled.arguments(params)
+
+
+async def _other_accounts(db: Database, count: int) -> None:
+    """``count`` more accounts like acme: a token, instances, a subscription, usage."""
+    from tests.golden import TIERS
+
+    async with db.write() as session, session.begin():
+        for n in range(count):
+            account = f"other-{n:03}"
+            await writes.upsert_account(session, AccountRecord(
+                account_id=account,
+                tokens=[TokenRecord(token=f"other-token-{n:03}-0001")],
+                instances=[InstanceRecord(instance_id=f"inst-{i}") for i in "ab"],
+                subscriptions=[SubscriptionRecord(
+                    tier_id=TIERS[n % len(TIERS)].tier_id, status="active",
+                    current_period_start=NOW - timedelta(days=3),
+                    current_period_end=NOW + timedelta(days=27))],
+                webhost_nodes=[NodeRecord(node_id="node-1", hosted_sites=2)],
+            ))
+            await writes.record_events(session, [
+                UsageEventRecord(event_id=f"{account}-{d}", instance_id=f"inst-{'ab'[d % 2]}",
+                                 model="gpt-4o", timestamp=NOW - timedelta(days=d, minutes=7 * n),
+                                 tokens_in=10, tokens_out=5, end_user_id=f"u{d}")
+                for d in range(3)
+            ], account_id=account)
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -521,25 +551,62 @@ async def test_a_token_lookup_costs_the_same_whatever_other_accounts_hold(
     """
     from meterql.db import accounts
     from meterql.db.writes import hash_token
-    from tests.golden import ACME_TOKEN, TIERS
+    from tests.golden import ACME_TOKEN
 
     await seed(db)
     path = make_url(database_url).database or ""
-    lookups = [(accounts._SESSION, {"token_hash": hash_token(ACME_TOKEN)}),
-               (accounts._STATE, {"account": "acme"})]
-    before = [_vm_steps(path, statement, params) for statement, params in lookups]
-    async with db.write() as session, session.begin():
-        for n in range(300):
-            await writes.upsert_account(session, AccountRecord(
-                account_id=f"other-{n:03}",
-                tokens=[TokenRecord(token=f"other-token-{n:03}-0001")],
-                subscriptions=[SubscriptionRecord(
-                    tier_id=TIERS[n % len(TIERS)].tier_id, status="active",
-                    current_period_start=NOW - timedelta(days=3),
-                    current_period_end=NOW + timedelta(days=27))],
-            ))
-    after = [_vm_steps(path, statement, params) for statement, params in lookups]
+    lookups = [_compiled(accounts._SESSION, {"token_hash": hash_token(ACME_TOKEN)}),
+               _compiled(accounts._STATE, {"account": "acme"})]
+    before = [_vm_steps(path, sql, arguments) for sql, arguments in lookups]
+    await _other_accounts(db, 300)
+    after = [_vm_steps(path, sql, arguments) for sql, arguments in lookups]
     assert after == before
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+async def test_every_read_costs_the_same_whatever_other_accounts_hold(
+    settings: Settings, database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each statement of every ``/v1`` route and page reads the account's rows only.
+
+    Every statement the routes and the two pages run for acme, with its
+    arguments, is counted in SQLite's virtual machine instructions before and
+    after 200 more accounts with tokens, instances, subscriptions, nodes and
+    usage on the same days: the same counts. A statement that walked another
+    account's rows (a join built whole, a scan filtered late) would grow.
+    """
+    from importlib import resources
+
+    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": 0}))
+    try:
+        await seed(db)
+        ran: dict[str, list[Any]] = {}
+        driver_call = aiosqlite.Connection.execute_fetchall
+
+        async def recorded(self: Any, sql: str, arguments: Any = None) -> Any:
+            ran.setdefault(sql, list(arguments or ()))
+            return await driver_call(self, sql, arguments)
+
+        monkeypatch.setattr(aiosqlite.Connection, "execute_fetchall", recorded)
+        app = create_app(settings, database=db, clock=lambda: NOW)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://cost") as client:
+            for path in COSTS:
+                assert (await client.get(path, headers=auth())).status_code == 200, path
+            for page in ("billing-page.graphql", "metrics-page.graphql"):
+                document = (resources.files("meterql.queries") / page).read_text("utf-8")
+                answer = await client.post("/graphql", json={"query": document},
+                                           headers=auth())
+                assert answer.status_code == 200 and "errors" not in answer.json(), page
+        assert len(ran) >= 10
+        path = make_url(database_url).database or ""
+        before = {sql: _vm_steps(path, sql, arguments) for sql, arguments in ran.items()}
+        await _other_accounts(db, 200)
+        after = {sql: _vm_steps(path, sql, arguments) for sql, arguments in ran.items()}
+        grown = {sql[:120]: (before[sql], after[sql]) for sql in ran if after[sql] != before[sql]}
+        assert grown == {}
+    finally:
+        await db.dispose()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
