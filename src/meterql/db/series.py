@@ -91,7 +91,7 @@ from meterql.db.tables import (
     UsageQuarterHour,
 )
 from meterql.db.types import sqlite_instant
-from meterql.db.usage import models_used
+from meterql.db.usage import instances_used, models_used
 from meterql.money import NANOS_PER_USD
 from meterql.windows import EPOCH
 
@@ -592,24 +592,11 @@ class GroupCounts:
 
 _FIRST_DAY: BindParameter[date] = bindparam("first_day", type_=Date)
 _LAST_DAY: BindParameter[date] = bindparam("last_day", type_=Date)
-_INSTANCE_DAYS = UsageInstanceDay.__table__.c
-_MODEL_DAYS = UsageModelDay.__table__.c
-# Per registered instance one probe of its key range of days (the rollup is
-# keyed instance first); the models used in the span (``models_used``), per dialect.
+# The instances and the models used in the span, each counted by its own
+# index walk (``instances_used``, ``models_used``).
 _GROUP_COUNTS = {
     dialect: select(
-        select(func.count())
-        .select_from(Instance.__table__)
-        .where(
-            INSTANCES.account_id == _ACCOUNT,
-            select(_INSTANCE_DAYS.day).where(
-                _INSTANCE_DAYS.account_id == _ACCOUNT,
-                _INSTANCE_DAYS.instance_id == INSTANCES.instance_id,
-                _INSTANCE_DAYS.day >= _FIRST_DAY,
-                _INSTANCE_DAYS.day <= _LAST_DAY,
-            ).exists(),
-        )
-        .scalar_subquery(),
+        instances_used(_ACCOUNT, _FIRST_DAY, _LAST_DAY),
         models_used(dialect, _ACCOUNT, _FIRST_DAY, _LAST_DAY),
     )
     for dialect in ("sqlite", "postgresql")

@@ -172,11 +172,13 @@ def _instance_rows(rows: Any) -> list[InstanceTotals]:
     return found
 
 
-def _used_in_window(instance_id: Any) -> Select[Any]:
+def _used_in_window(
+    instance_id: Any, account: Any = _ACCOUNT, first: Any = _FIRST, last: Any = _LAST
+) -> Select[Any]:
     """The instance's day rows in the window: one key range of ``usage_instance_days``."""
     D = INSTANCE_DAYS
     return select(D.requests).where(
-        D.account_id == _ACCOUNT, D.instance_id == instance_id, D.day >= _FIRST, D.day <= _LAST
+        D.account_id == account, D.instance_id == instance_id, D.day >= first, D.day <= last
     )
 
 
@@ -244,15 +246,29 @@ def models_used(dialect: str, account: Any, first: Any, last: Any) -> ScalarSele
     return select(func.count()).select_from(seen).where(in_window.exists()).scalar_subquery()
 
 
+def instances_used(account: Any, first: Any, last: Any) -> ScalarSelect[int]:
+    """How many of ``account``'s instances have usage from day ``first`` to ``last``.
+
+    Walks the account's registered instances and probes each one's key range
+    of days (the rollup is keyed instance first), which stops at its first row.
+    """
+    return (
+        select(func.count())
+        .select_from(Instance.__table__)
+        .where(
+            INSTANCES.account_id == account,
+            _used_in_window(INSTANCES.instance_id, account, first, last).exists(),
+        )
+        .scalar_subquery()
+    )
+
+
 # Per dialect (``models_used``).
 _TOTALS = {
     dialect: select(
         *_sums(DAYS),
         models_used(dialect, _ACCOUNT, _FIRST, _LAST),
-        select(func.count())
-        .select_from(Instance.__table__)
-        .where(INSTANCES.account_id == _ACCOUNT, _used_in_window(INSTANCES.instance_id).exists())
-        .scalar_subquery(),
+        instances_used(_ACCOUNT, _FIRST, _LAST),
     ).where(*_in_window(DAYS))
     for dialect in ("sqlite", "postgresql")
 }
