@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -299,6 +300,17 @@ async def test_batch_statement_count_is_constant(db: Database, sql: StatementCou
 # --- thread hops on SQLite: reads within the budget run in the event loop's thread -----------
 
 
+@asynccontextmanager
+async def _seeded(settings: Settings, budget_ms: float) -> AsyncIterator[Database]:
+    """The golden data in a database of its own, read with this inline budget."""
+    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": budget_ms}))
+    try:
+        await seed(db)
+        yield db
+    finally:
+        await db.dispose()
+
+
 @pytest.mark.parametrize(("path", "statements"), COSTS.items(), ids=list(COSTS))
 @pytest.mark.parametrize(("budget_ms", "inline"), [(0, False), (60_000, True)],
                          ids=["no budget", "ample budget"])
@@ -312,9 +324,7 @@ async def test_thread_hops_per_route(
     an ample one, none is. PostgreSQL: every statement is a call on a pooled
     connection, whatever the budget.
     """
-    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": budget_ms}))
-    try:
-        await seed(db)
+    async with _seeded(settings, budget_ms) as db:
         calls = []
         owner, name = ((aiosqlite.Connection, "execute_fetchall") if db.dialect == "sqlite"
                        else (asyncpg.Connection, "fetch"))
@@ -331,8 +341,6 @@ async def test_thread_hops_per_route(
             assert (await client.get(path, headers=auth())).status_code == 200
         hops = 0 if inline and db.dialect == "sqlite" else statements
         assert len(calls) == hops, calls
-    finally:
-        await db.dispose()
 
 
 # A statement that counts to 200,000 one row at a time: some 20 ms of SQLite,
@@ -354,9 +362,7 @@ async def test_a_statement_over_the_budget_is_answered_by_a_thread(
     event loop's thread; the event loop's run of the slow one stops near the
     budget, far short of the statement's own time.
     """
-    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": 2}))
-    try:
-        await seed(db)
+    async with _seeded(settings, 2) as db:
         hops: list[str] = []
         driver_call = aiosqlite.Connection.execute_fetchall
 
@@ -399,8 +405,6 @@ async def test_a_statement_over_the_budget_is_answered_by_a_thread(
         # The statement itself takes far longer than the stall it caused here.
         slow_alone = (time.perf_counter() - inline_started) / 18
         assert loop_blocked < slow_alone, (loop_blocked, slow_alone)
-    finally:
-        await db.dispose()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -412,9 +416,7 @@ async def test_a_statement_that_waits_is_stopped_by_the_clock(settings: Settings
     waiting and a few ms of CPU, against a budget of 20 ms (80 ms of the
     clock). SQLite asks whether to stop every few hundred rows.
     """
-    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": 20}))
-    try:
-        await seed(db)
+    async with _seeded(settings, 20) as db:
         assert await db.reads.fetch(_QUICK, {}) == [(42,)]  # opens that connection
         inline = db.reads._driver._inline  # type: ignore[attr-defined]
         inline.create_function("wait_ms", 1, lambda ms: time.sleep(ms / 1000) or ms)
@@ -428,8 +430,6 @@ async def test_a_statement_that_waits_is_stopped_by_the_clock(settings: Settings
             await db.reads.fetch(waits, {})
         assert db.reads.overruns == 1
         assert time.perf_counter() - started < 0.25
-    finally:
-        await db.dispose()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
@@ -559,9 +559,7 @@ async def test_every_read_costs_the_same_whatever_other_accounts_hold(
     from meterql.db.writes import hash_token
     from tests.golden import ACME_TOKEN
 
-    db = Database.from_settings(settings.model_copy(update={"sqlite_inline_budget_ms": 0}))
-    try:
-        await seed(db)
+    async with _seeded(settings, 0) as db:
         ran: dict[str, list[Any]] = dict([
             _compiled(accounts._SESSION, {"token_hash": hash_token(ACME_TOKEN)}),
             _compiled(accounts._STATE, {"account": "acme"}),
@@ -590,8 +588,6 @@ async def test_every_read_costs_the_same_whatever_other_accounts_hold(
         after = {sql: _vm_steps(path, sql, arguments) for sql, arguments in ran.items()}
         grown = {sql[:120]: (before[sql], after[sql]) for sql in ran if after[sql] != before[sql]}
         assert grown == {}
-    finally:
-        await db.dispose()
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
