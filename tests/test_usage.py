@@ -291,6 +291,41 @@ async def test_storage_sums_are_exact_to_the_nano_dollar_with_filters(db: Databa
 
 
 @pytest.mark.parametrize(
+    ("zone", "first", "last", "whole_days"),
+    [
+        # Every local midnight's nearest UTC midnight is a day after the last
+        # one's: the day rollup's rows are read as they are, one a bucket.
+        ("Europe/Berlin", date(2026, 3, 20), date(2026, 4, 10), True),
+        ("Pacific/Chatham", date(2026, 9, 20), date(2026, 10, 5), True),
+        ("Pacific/Auckland", date(2026, 4, 10), date(2026, 4, 30), True),
+        # Auckland's midnight is at noon UTC in winter, 11:00 in summer: the
+        # nearest UTC midnight jumps two days when its clocks go back (5
+        # April) and stays put when they go forward (27 September), so the
+        # days are joined to the buckets' spans and summed.
+        ("Pacific/Auckland", date(2026, 3, 25), date(2026, 4, 15), False),
+        ("Pacific/Auckland", date(2026, 9, 20), date(2026, 10, 5), False),
+    ],
+)
+async def test_daily_buckets_read_day_rows_or_spans_and_both_equal_the_events(
+    db: Database, zone: str, first: date, last: date, whole_days: bool
+) -> None:
+    rng = random.Random(11)
+    await _seed(db, _events(rng, 1_500))
+    events = await _stored(db)
+    plan = buckets.plan(buckets.LocalRange(first, last, ZoneInfo(zone)), Granularity.DAY)
+    for group_by in [None, *GroupBy]:
+        shape = series.Shape(db.reads.dialect, series.Mode.DAYS, group_by)
+        assert series._query(plan, shape).shape.whole_days is whole_days
+        found = await series.usage_series(db.reads, ACCOUNT, plan, group_by)
+        keys, sums = _reference(events, first, last, zone, Granularity.DAY, group_by)
+        expected = {g: [sums[g].get(k, [0, 0, 0, 0]) for k in keys]
+                    for g in sorted(sums) if sums[g]} or {"": [[0, 0, 0, 0] for _ in keys]}
+        assert sum(cell[0] for cells in expected.values() for cell in cells) > 100
+        assert {g: [[a.requests, a.tokens_in, a.tokens_out, a.cost_nanos] for a in v]
+                for g, v in found.values.items()} == expected, (zone, group_by)
+
+
+@pytest.mark.parametrize(
     ("zone", "day", "buckets_", "hours", "odd"),
     [
         ("Europe/Berlin", date(2026, 3, 29), 23, 23, []),
