@@ -117,7 +117,8 @@ async def _measure(url: str, settings: dict[str, Any], token: str,
     transport = httpx.ASGITransport(app=app)
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120,
-                                  headers={"Authorization": f"Bearer {token}"}) as client):
+                                  headers={"Authorization": f"Bearer {token}",
+                                           "Accept-Encoding": "identity"}) as client):
         for request in requests:
             for _ in range(warmup):
                 await request.send(client)
