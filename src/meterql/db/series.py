@@ -330,14 +330,8 @@ def _per_span(kind: int, name: str, bound: str, source: Any, table: FromClause,
     """
     spans = _spans(name, bound, shape)
     split, group = _keys(source, shape)
-    keep = [within(spans), *_filters(source, shape)]
-    if walk is None:
-        base = table
-        keep.insert(0, source.account_id == _ACCOUNT)
-    else:
-        base = walk.join(table, and_(source.account_id == owner.account_id,
-                                     source.instance_id == owner.instance_id))
-        keep.insert(0, owner.account_id == _ACCOUNT)
+    base, mine = _walked(table, source, walk, owner)
+    keep = [mine, within(spans), *_filters(source, shape)]
     base = _with_provider(base, source, shape)
     if not shape.postgresql:
         return (
@@ -354,6 +348,16 @@ def _per_span(kind: int, name: str, bound: str, source: Any, table: FromClause,
     return select(*_row(kind, spans.c.idx, inner.c.split, inner.c.grp,
                         [inner.c[f"s{n}"] for n in range(len(sums))])).select_from(
         spans.join(inner, true()))
+
+
+def _walked(table: Any, source: Any, walk: FromClause | None,
+            owner: Any) -> tuple[FromClause, ColumnElement[bool]]:
+    """``table`` read through ``walk`` if any (see ``_per_span``), and the account's condition."""
+    if walk is None:
+        return table, source.account_id == _ACCOUNT
+    return (walk.join(table, and_(source.account_id == owner.account_id,
+                                  source.instance_id == owner.instance_id)),
+            owner.account_id == _ACCOUNT)
 
 
 def _instants_within(shape: Shape) -> Any:
@@ -445,28 +449,22 @@ def _per_day(day_table: Any, shape: Shape) -> Select[Any]:
         # SQLite keeps days as 'YYYY-MM-DD' text; a Julian day is exact in a double.
         else cast(func.julianday(d.day) - func.julianday(first), Integer)
     )
-    if day_table is UsageInstanceDay.__table__:
-        # Keyed instance first: read through the account's instances, one
-        # key range each.
-        base: FromClause = Instance.__table__.join(
-            day_table, and_(d.account_id == INSTANCES.account_id,
-                            d.instance_id == INSTANCES.instance_id))
-        owner = INSTANCES.account_id
-    else:
-        base, owner = day_table, d.account_id
+    # Keyed instance first: read through the account's instances, one key range each.
+    walk = Instance.__table__ if day_table is UsageInstanceDay.__table__ else None
+    base, mine = _walked(day_table, d, walk, INSTANCES)
     split, group = _keys(d, shape)
     return (
         select(*_row(_BUCKET_ROW, index, split, group,
                      [d.requests, d.tokens_in, d.tokens_out, d.cost_usd, d.cost_nanos]))
         .select_from(_with_provider(base, d, shape))
-        .where(owner == _ACCOUNT, d.day >= first, d.day < bindparam("end_day", type_=Date),
+        .where(mine, d.day >= first, d.day < bindparam("end_day", type_=Date),
                *_filters(d, shape))
     )
 
 
 def _daily_parts(shape: Shape) -> list[Select[Any]]:
-    """Each bucket's coarse part (day rollup rows, summed by bucket in SQL), then the
-    corrections at its edges."""
+    """Each bucket's coarse part (day rollup rows, as they are or summed by bucket in
+    SQL), then the corrections at its edges."""
     day_table, hours = _tables(shape)
     h = hours.c
     parts: list[Select[Any]] = []
