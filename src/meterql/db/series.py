@@ -318,19 +318,16 @@ def _spans(name: str, bound: str, shape: Shape) -> FromClause:
 
 
 def _per_span(kind: int, name: str, bound: str, source: Any, table: FromClause,
-              within: Any, sums: list[ColumnElement[Any]], shape: Shape,
-              walk: FromClause | None = None, owner: Any = None) -> Select[Any]:
+              within: Any, sums: list[ColumnElement[Any]], shape: Shape) -> Select[Any]:
     """Sums over each span of ``name``, as a row of kind ``kind`` per span (and keys).
 
-    ``within(spans)`` keeps the rows of ``source`` in a span. ``walk`` (with
-    its account column ``owner``) is a table to read ``table`` through, key
-    range by key range: the account's instances, for a rollup keyed instance
-    first. On PostgreSQL each span is a LATERAL subquery (index ranges of
-    the rollup per span); SQLite joins, which it always does span by span.
+    ``within(spans)`` keeps the rows of ``source`` in a span. On PostgreSQL
+    each span is a LATERAL subquery (index ranges of the rollup per span);
+    SQLite joins, which it always does span by span.
     """
     spans = _spans(name, bound, shape)
     split, group = _keys(source, shape)
-    base, mine = _walked(table, source, walk, owner)
+    base, mine = _walked(table, source)
     keep = [mine, within(spans), *_filters(source, shape)]
     base = _with_provider(base, source, shape)
     if not shape.postgresql:
@@ -350,14 +347,17 @@ def _per_span(kind: int, name: str, bound: str, source: Any, table: FromClause,
         spans.join(inner, true()))
 
 
-def _walked(table: Any, source: Any, walk: FromClause | None,
-            owner: Any) -> tuple[FromClause, ColumnElement[bool]]:
-    """``table`` read through ``walk`` if any (see ``_per_span``), and the account's condition."""
-    if walk is None:
+def _walked(table: Any, source: Any) -> tuple[FromClause, ColumnElement[bool]]:
+    """What to read ``table``'s rows from, and the condition that keeps the account's.
+
+    The instances' day rollup is keyed instance first: it is read through
+    the account's instances, key range by key range.
+    """
+    if table is not UsageInstanceDay.__table__:
         return table, source.account_id == _ACCOUNT
-    return (walk.join(table, and_(source.account_id == owner.account_id,
-                                  source.instance_id == owner.instance_id)),
-            owner.account_id == _ACCOUNT)
+    return (Instance.__table__.join(table, and_(source.account_id == INSTANCES.account_id,
+                                                source.instance_id == INSTANCES.instance_id)),
+            INSTANCES.account_id == _ACCOUNT)
 
 
 def _instants_within(shape: Shape) -> Any:
@@ -449,9 +449,7 @@ def _per_day(day_table: Any, shape: Shape) -> Select[Any]:
         # SQLite keeps days as 'YYYY-MM-DD' text; a Julian day is exact in a double.
         else cast(func.julianday(d.day) - func.julianday(first), Integer)
     )
-    # Keyed instance first: read through the account's instances, one key range each.
-    walk = Instance.__table__ if day_table is UsageInstanceDay.__table__ else None
-    base, mine = _walked(day_table, d, walk, INSTANCES)
+    base, mine = _walked(day_table, d)
     split, group = _keys(d, shape)
     return (
         select(*_row(_BUCKET_ROW, index, split, group,
@@ -472,11 +470,9 @@ def _daily_parts(shape: Shape) -> list[Select[Any]]:
         parts.append(_per_day(day_table, shape))
     elif day_table is not None:
         d = day_table.c
-        walk = Instance.__table__ if day_table is UsageInstanceDay.__table__ else None
         parts.append(_per_span(
             _BUCKET_ROW, "buckets", _DAY_BOUND, d, day_table,
             lambda spans: and_(d.day >= spans.c.lo, d.day < spans.c.hi), _sums(d), shape,
-            walk=walk, owner=INSTANCES if walk is not None else None,
         ))
     else:
         # No day rollup has both an instance and a model: whole hours instead.
