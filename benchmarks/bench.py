@@ -796,8 +796,9 @@ def statement_times(url: str, naive_url: str, tenant: Tenant, args: argparse.Nam
     requests = [statements.Request(route, "rest", route) for route, *_ in ROUTES]
     requests += [statements.Request(query.name, "graphql", "/graphql", query.request())
                  for query in queries]
-    return statements.measure(backend, url, naive_url, app_settings(args), tenant.read_token,
-                              requests, args.warmup, args.statement_runs, args.explain_over_ms)
+    return statements.measure(backend, url, naive_url, app_settings(args),
+                              auth_headers(tenant.read_token), requests, args.warmup,
+                              args.statement_runs, args.explain_over_ms)
 
 
 def tracebacks(workdir: Path) -> dict[str, int]:

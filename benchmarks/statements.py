@@ -89,7 +89,7 @@ def _failed(response: httpx.Response) -> bool:
     return not response.is_success or b'"errors"' in response.content
 
 
-async def _measure(url: str, settings: dict[str, Any], token: str,
+async def _measure(url: str, settings: dict[str, Any], headers: dict[str, str],
                    requests: Sequence[Request], warmup: int,
                    runs: int) -> tuple[dict[str, Any], dict[str, list[list[Call]]]]:
     from meterql.app import create_app
@@ -117,8 +117,7 @@ async def _measure(url: str, settings: dict[str, Any], token: str,
     transport = httpx.ASGITransport(app=app)
     async with (app.router.lifespan_context(app),
                 httpx.AsyncClient(transport=transport, base_url="http://bench", timeout=120,
-                                  headers={"Authorization": f"Bearer {token}",
-                                           "Accept-Encoding": "identity"}) as client):
+                                  headers=headers) as client):
         for request in requests:
             for _ in range(warmup):
                 await request.send(client)
@@ -203,10 +202,12 @@ def explain(backend: str, target: str, sql: str, arguments: tuple[Any, ...],
         return {"plan": f"EXPLAIN failed: {type(why).__name__}: {why}", "alone_median_ms": None}
 
 
-def measure(backend: str, url: str, explain_target: str, settings: dict[str, Any], token: str,
-            requests: Sequence[Request], warmup: int, runs: int,
+def measure(backend: str, url: str, explain_target: str, settings: dict[str, Any],
+            headers: dict[str, str], requests: Sequence[Request], warmup: int, runs: int,
             explain_over_ms: float) -> dict[str, Any]:
     """Round trips and statement times per request, and the plans of the slow statements.
+
+    Every request carries ``headers`` (the token, and the encoding asked for).
 
     Returns ``requests`` (per name: round trips, request and driver-time
     medians, every statement's median, slowest first, with the arguments of
@@ -214,7 +215,7 @@ def measure(backend: str, url: str, explain_target: str, settings: dict[str, Any
     (statements over ``explain_over_ms``, with their arguments, plan and
     median alone).
     """
-    measured, calls = asyncio.run(_measure(url, settings, token, requests, warmup, runs))
+    measured, calls = asyncio.run(_measure(url, settings, headers, requests, warmup, runs))
     texts: dict[str, str] = {}
     slow: dict[tuple[str, str], dict[str, Any]] = {}
     for name, made in calls.items():
