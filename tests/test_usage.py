@@ -279,15 +279,27 @@ async def test_storage_sums_are_exact_to_the_nano_dollar_with_filters(db: Databa
         plan = buckets.plan(buckets.LocalRange(first, last, ZoneInfo(zone)), granularity)
         found = await series.usage_series(db.reads, ACCOUNT, plan, group_by,
                                           instance_ids=instances, models=models)
-        keys, sums = _reference(kept, first, last, zone, granularity, group_by)
-        expected = {g: [sums[g].get(k, [0, 0, 0, 0]) for k in keys]
-                    for g in sorted(sums) if sums[g]}
-        if group_by is None and not expected:
-            expected = {"": [[0, 0, 0, 0] for _ in keys]}
+        expected = _expected_cells(
+            *_reference(kept, first, last, zone, granularity, group_by), group_by)
         assert found.keys == tuple(expected)
-        assert {g: [[a.requests, a.tokens_in, a.tokens_out, a.cost_nanos] for a in v]
-                for g, v in found.values.items()} == expected, (
+        assert _found_cells(found) == expected, (
             first, last, zone, granularity, group_by, instances, models)
+
+
+def _expected_cells(keys: list[Any], sums: dict[str, dict[Any, list[int]]],
+                    group_by: GroupBy | None) -> dict[str, list[list[int]]]:
+    """``_reference``'s sums as ``usage_series`` gives them: every bucket of each group
+    with a request, in key order (ungrouped: the one key "", zeros if need be)."""
+    expected = {g: [sums[g].get(k, [0, 0, 0, 0]) for k in keys]
+                for g in sorted(sums) if sums[g]}
+    if group_by is None and not expected:
+        expected = {"": [[0, 0, 0, 0] for _ in keys]}
+    return expected
+
+
+def _found_cells(found: series.Series) -> dict[str, list[list[int]]]:
+    return {g: [[a.requests, a.tokens_in, a.tokens_out, a.cost_nanos] for a in v]
+            for g, v in found.values.items()}
 
 
 @pytest.mark.parametrize(
@@ -317,12 +329,10 @@ async def test_daily_buckets_read_day_rows_or_spans_and_both_equal_the_events(
         shape = series.Shape(db.reads.dialect, series.Mode.DAYS, group_by)
         assert series._query(plan, shape).shape.whole_days is whole_days
         found = await series.usage_series(db.reads, ACCOUNT, plan, group_by)
-        keys, sums = _reference(events, first, last, zone, Granularity.DAY, group_by)
-        expected = {g: [sums[g].get(k, [0, 0, 0, 0]) for k in keys]
-                    for g in sorted(sums) if sums[g]} or {"": [[0, 0, 0, 0] for _ in keys]}
+        expected = _expected_cells(
+            *_reference(events, first, last, zone, Granularity.DAY, group_by), group_by)
         assert sum(cell[0] for cells in expected.values() for cell in cells) > 100
-        assert {g: [[a.requests, a.tokens_in, a.tokens_out, a.cost_nanos] for a in v]
-                for g, v in found.values.items()} == expected, (zone, group_by)
+        assert _found_cells(found) == expected, (zone, group_by)
 
 
 @pytest.mark.parametrize(
