@@ -34,7 +34,9 @@ from tests.golden import auth, seed
 
 ACCOUNT = "acme"
 INSTANCES = ["inst-a", "inst-b", "inst-c", "Inst-d"]
-MODELS = {"gpt-4o": "openai", "gpt-4o-mini": "openai", "claude": "anthropic", "gemini": "google"}
+# A priced model without a provider is in the provider "" with the unpriced one.
+MODELS = {"gpt-4o": "openai", "gpt-4o-mini": "openai", "claude": "anthropic", "gemini": "google",
+          "local": ""}
 UNPRICED = "mystery"
 ZONES = ["UTC", "Asia/Kolkata", "Asia/Kathmandu", "Europe/Berlin", "America/New_York",
          "Australia/Lord_Howe", "Pacific/Chatham"]
