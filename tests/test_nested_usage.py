@@ -31,6 +31,8 @@ from tests.conftest import NOW, StatementCounter
 from tests.golden import auth, busy_account, seed
 from tests.test_usage import (
     ACCOUNT,
+    INSTANCES,
+    MODELS,
     _context,
     _events,
     _random_query,
@@ -111,7 +113,8 @@ async def test_each_node_equals_its_group_of_the_account_usage(
             root, viewer = result.data["usage"], result.data["viewer"]
             nodes = ({e["node"]["id"]: e["node"]["usage"] for e in viewer["instances"]["edges"]}
                      if field == "instances" else {m["name"]: m["usage"] for m in viewer["models"]})
-            assert len(nodes) == 5, nodes.keys()  # 4 instances and IDLE; 4 models, 1 unpriced
+            # The instances and IDLE; the priced models and the unpriced one.
+            assert len(nodes) == len(INSTANCES if field == "instances" else MODELS) + 1, nodes
             where = (first, last, zone, granularity, split)
             for key, usage in nodes.items():
                 assert _as_group(usage) == _group_of(root, key), (where, key)
