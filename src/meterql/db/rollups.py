@@ -23,12 +23,13 @@ from typing import Any
 from sqlalchemy import (
     String,
     Table,
-    and_,
     bindparam,
+    column,
     delete,
     exists,
     func,
     select,
+    true,
 )
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -220,7 +221,7 @@ async def see_latest(session: AsyncSession, latest: Mapping[tuple[str, str], dat
     await _SEEN_HOURS.run(session, _counts(hours, "hour"))
     # A bucket its last user left is deleted, so the tables hold what a
     # recount would (the migration's, a rebuild's) and do not grow with churn.
-    for model, column, changes in (
+    for model, bucket, changes in (
         (EndUsersLastSeenDay, "day", days),
         (EndUsersLastSeenHour, "hour", hours),
     ):
@@ -232,7 +233,7 @@ async def see_latest(session: AsyncSession, latest: Mapping[tuple[str, str], dat
         for account, values in emptied.items():
             await session.execute(
                 delete(table).where(
-                    table.c.account_id == account, table.c[column].in_(values), table.c.users == 0
+                    table.c.account_id == account, table.c[bucket].in_(values), table.c.users == 0
                 )
             )
 
@@ -344,18 +345,29 @@ def _claim_new_statement() -> Any:
 
 
 def _seen_earlier_statement() -> Any:
-    wanted = _wanted()
-    return (
+    """Each wanted user, in the arrays' order (key order), looked up and locked by its key.
+
+    A locking subquery is never merged into its outer query: PostgreSQL
+    runs it once per wanted user, a probe of the key's index, in the order
+    the users are unnested. Joined the plain way, it hashed every end user
+    of the account at each batch (20,000 rows: 4.8 ms against 3.0 for 950
+    probes).
+    """
+    wanted = func.unnest(
+        bindparam("user_ids", type_=postgresql.ARRAY(String)),
+        bindparam("instants", type_=postgresql.ARRAY(_USERS.last_seen_at.type)),
+    ).table_valued(column("user_id", String), column("instant", _USERS.last_seen_at.type))
+    wanted = wanted.render_derived(name="wanted")
+    earlier = (
         select(_USERS.end_user_id, _USERS.last_seen_at)
-        .join_from(
-            _table(EndUser), wanted,
-            and_(_USERS.account_id == bindparam("account_id"),
-                 _USERS.end_user_id == wanted.c.user_id),
-        )
-        .where(_USERS.last_seen_at < wanted.c.instant)
-        .order_by(_USERS.end_user_id)  # rows are locked in key order
-        .with_for_update(of=_table(EndUser))
+        .where(_USERS.account_id == bindparam("account_id", type_=String),
+               _USERS.end_user_id == wanted.c.user_id,
+               _USERS.last_seen_at < wanted.c.instant)
+        .with_for_update()
+        .lateral("earlier")
     )
+    return select(earlier.c.end_user_id, earlier.c.last_seen_at).select_from(
+        wanted.join(earlier, true()))
 
 
 _SEEN_EARLIER = _seen_earlier_statement()
