@@ -20,6 +20,7 @@ from __future__ import annotations
 import gc
 import hashlib
 import json
+import random
 from pathlib import Path
 from typing import Any
 
@@ -346,6 +347,35 @@ async def test_an_event_a_gateway_stores_during_the_import_counts_once(
     before = await snapshot(db)
     async with db.write() as session, session.begin():
         await rollups.rebuild(session)
+    assert await snapshot(db) == before
+
+
+async def test_imports_into_rollups_already_holding_their_hours_equal_a_recount(
+    db: Database, tmp_path: Path
+) -> None:
+    """A second file adds to the same hours, days and keys, and to new ones, across
+    instances, models and an end user: every rollup is what a recount of the events gives."""
+    from meterql.db import rollups
+
+    rng = random.Random(5)
+
+    def events(prefix: str, count: int) -> list[dict[str, Any]]:
+        return [
+            event(f"{prefix}-{n}", rng.choice(["gpt-4o", "gpt-4o-mini", "unpriced"]),
+                  f"2026-11-{rng.randint(17, 20)}T{rng.randrange(24):02d}:"
+                  f"{rng.randrange(60):02d}:{rng.randrange(60):02d}Z",
+                  rng.randrange(5_000), rng.randrange(5_000),
+                  instance=rng.choice(["inst-1", "inst-2", "inst-3"]),
+                  end_user_id=rng.choice(["user-1", "user-2", ""]))
+            for n in range(count)
+        ]
+
+    await load(db, write(tmp_path, {**example(), "usage_events": events("a", 300)}))
+    await load(db, write(tmp_path, {"usage_events": events("b", 300)}))
+    before = await snapshot(db)
+    assert len(before["usage_instance_model_hours"]) > 100
+    async with db.write() as session, session.begin():
+        assert await rollups.rebuild(session) == 600
     assert await snapshot(db) == before
 
 

@@ -14,7 +14,9 @@ statements finish it:
 4. end users move forward in chunks, each once with its latest instant;
 5. one ``INSERT ... SELECT ... GROUP BY ... ON CONFLICT DO UPDATE`` per
    rollup adds the stage's sums: each rollup row is written once per import,
-   not once per batch, so a load leaves no trail of dead row versions.
+   not once per batch, so a load leaves no trail of dead row versions. (On
+   SQLite an import sums the stage once per hour, instance and model, and
+   each coarser rollup sums those sums.)
 
 On PostgreSQL a live batch (:func:`write_batch`) takes the same way through
 a stage its connection keeps, steps 2 to 5: its events are distinct already,
@@ -116,6 +118,32 @@ _SEEN = Table(
     prefixes=["TEMPORARY"],
     postgresql_on_commit="DROP",
 )
+
+
+def _sums_table(name: str, *keys: tuple[str, Any]) -> Table:
+    """An import's sums at one grain: ``account_id``, ``keys``, then the rollups' measures."""
+    return Table(
+        name,
+        _METADATA,
+        Column("account_id", String, nullable=False),
+        *(Column(key, kind, nullable=False) for key, kind in keys),
+        *(Column(measure, BigInteger, nullable=False) for measure in rollups.MEASURES),
+        prefixes=["TEMPORARY"],
+        postgresql_on_commit="DROP",
+    )
+
+
+# SQLite, an import's sums per hour, instance and model (the finest grain a
+# rollup keeps), and from them per hour and instance, and per hour and
+# model: each coarser rollup sums the grain below it instead of the whole
+# stage again (the day a row's hour falls in comes along as a key of its own).
+_HOUR_SUMS = _sums_table("meterql_import_hour_sums", ("day", Date), ("hour", BigInteger),
+                         ("instance_id", String), ("model", String))
+_INSTANCE_HOUR_SUMS = _sums_table("meterql_import_instance_hour_sums", ("day", Date),
+                                  ("hour", BigInteger), ("instance_id", String))
+_MODEL_HOUR_SUMS = _sums_table("meterql_import_model_hour_sums", ("day", Date),
+                               ("hour", BigInteger), ("model", String))
+_SUMS = (_HOUR_SUMS, _INSTANCE_HOUR_SUMS, _MODEL_HOUR_SUMS)
 # A live batch's stage (PostgreSQL): made once per connection, when the
 # pool opens it (``db/engine.py``), and emptied by every commit. Creating a
 # table per batch would cost a millisecond and a trail of catalogue rows.
@@ -247,7 +275,8 @@ class StagedEvents:
     async def open(self) -> None:
         """Create the stage and read the prices (the file's models are already applied)."""
         connection = await self.session.connection()
-        await connection.run_sync(_METADATA.create_all, tables=[_STAGE, _SEEN])
+        tables = [_STAGE, _SEEN] if self.postgresql else [_STAGE, _SEEN, *_SUMS]
+        await connection.run_sync(_METADATA.create_all, tables=tables)
         self.prices = await read_prices(self.session)
 
     async def add(self, events: Sequence[EventRecord]) -> None:
@@ -327,11 +356,12 @@ class StagedEvents:
             # ingest code concludes from every one of its events.
             await rollups.see_end_users(session, users)
         if self.accepted:
-            for statement in self.statements.rollups:
+            statements = self.statements
+            for statement in statements.rollups if self.postgresql else statements.sqlite_rollups:
                 await session.execute(statement)
         if not self.postgresql:
             connection = await session.connection()
-            await connection.run_sync(_METADATA.drop_all, tables=[_STAGE, _SEEN])
+            await connection.run_sync(_METADATA.drop_all, tables=[_STAGE, _SEEN, *_SUMS])
         return self.accepted, self.unpriced
 
     async def _make_months(self, months: Sequence[datetime]) -> None:
@@ -444,15 +474,7 @@ class _Statements:
         for statement in rollups.ACCUMULATING:
             keys = [s[name] for name in statement.columns[1 : -len(rollups.MEASURES)]]
             sums = (
-                select(
-                    s.account_id,
-                    *keys,
-                    func.count(),
-                    func.sum(s.tokens_in),
-                    func.sum(s.tokens_out),
-                    func.sum(s.cost_nanos // _NANOS),
-                    func.sum(s.cost_nanos % _NANOS),
-                )
+                select(s.account_id, *keys, *_event_sums(s))
                 .where(true())  # SQLite: an upsert's SELECT needs a WHERE to parse
                 .group_by(s.account_id, *keys)
                 .order_by(s.account_id, *keys)  # rows locked in key order
@@ -461,6 +483,47 @@ class _Statements:
                 statement.finish(self._insert(statement.table))
                 .from_select(list(statement.columns), sums)
             )
+        return statements
+
+    @cached_property
+    def sqlite_rollups(self) -> list[Any]:
+        """SQLite, an import: its sums at the finest grain first, then each rollup.
+
+        The same rollups in the same order as :attr:`rollups`, rows in key
+        order, but only the finest sums and the quarter hours read the
+        whole stage; every other rollup sums the grain below it. At 1M
+        events, grouping the stage by each rollup's keys took 7.1 s and
+        these groupings take 3.6 s; the import went from 24.8-25.7 s to
+        22.9-23.9 s. Not on PostgreSQL: there the grouping is not what the
+        rollups cost (the upserts' writes are), and the sums' 800,000 rows
+        overflow a session's temporary buffers (8 MB by default) to disk:
+        29.5-30.0 s before, 30.4-30.5 s this way.
+        """
+        s = self.s
+        by_hour = [s.account_id, s.day, s.hour, s.instance_id, s.model]
+        statements: list[Any] = [
+            self._insert(_HOUR_SUMS).from_select(
+                [c.name for c in _HOUR_SUMS.columns],
+                select(*by_hour, *_event_sums(s)).where(true()).group_by(*by_hour),
+            ),
+            *(self._insert(table).from_select(
+                [c.name for c in table.columns],
+                _summed(_HOUR_SUMS, table.columns.keys()[:4], ordered=False))
+              for table in (_INSTANCE_HOUR_SUMS, _MODEL_HOUR_SUMS)),
+        ]
+        sources = {
+            "usage_days": _INSTANCE_HOUR_SUMS, "usage_instance_days": _INSTANCE_HOUR_SUMS,
+            "usage_instance_hours": _INSTANCE_HOUR_SUMS, "usage_model_days": _MODEL_HOUR_SUMS,
+            "usage_instance_model_hours": _HOUR_SUMS, "usage_model_hours": _MODEL_HOUR_SUMS,
+        }
+        for statement, per_event in zip(rollups.ACCUMULATING, self.rollups, strict=True):
+            source = sources.get(statement.table.name)
+            if source is None:  # the quarter hours: from the stage, as a batch's
+                statements.append(per_event)
+                continue
+            keys = statement.columns[: -len(rollups.MEASURES)]
+            statements.append(statement.finish(self._insert(statement.table)).from_select(
+                list(statement.columns), _summed(source, keys)))
         return statements
 
     @cached_property
@@ -484,6 +547,30 @@ class _Statements:
             set_={"occurred_at": stmt.excluded.occurred_at},
             where=stmt.excluded.occurred_at > _SEEN.c.occurred_at,
         )
+
+
+def _event_sums(s: Any) -> list[Any]:
+    """The rollups' measures over stage rows: events, tokens, and cost in its two parts."""
+    return [func.count(), func.sum(s.tokens_in), func.sum(s.tokens_out),
+            func.sum(s.cost_nanos // _NANOS), func.sum(s.cost_nanos % _NANOS)]
+
+
+def _summed(source: Table, keys: Sequence[str], *, ordered: bool = True) -> Any:
+    """``source``'s sums per ``keys``, in key order when ``ordered`` (for locking).
+
+    Grouped by the source's own grain (the day follows from the hour), its
+    rows are already the sums: they are read as they are.
+    """
+    c = source.c
+    columns = [c[key] for key in keys]
+    measures = [c[m] for m in rollups.MEASURES]
+    grain = {col.name for col in source.columns} - {*rollups.MEASURES, "day"}
+    if grain <= set(keys):
+        rows = select(*columns, *measures)
+    else:
+        rows = select(*columns, *(func.sum(m) for m in measures)).group_by(*columns)
+    rows = rows.where(true())  # SQLite: an upsert's SELECT needs a WHERE to parse
+    return rows.order_by(*columns) if ordered else rows
 
 
 @cache
