@@ -12,6 +12,7 @@ from starlette.datastructures import QueryParams
 
 from meterql.config import FreePlan
 from meterql.db.accounts import SubscriptionRow, TierRow
+from meterql.db.types import sqlite_instant
 from meterql.errors import InvalidInput
 from meterql.ingest import _BATCH, _plausible, validate_batch
 from meterql.money import (
@@ -25,7 +26,17 @@ from meterql.money import (
 )
 from meterql.plans import effective_plan, primary
 from meterql.rest_compat.params import QueryParam, coerce
-from meterql.windows import CHART_DAYS, METRICS_DAYS, DayWindow, calendar_month, whole_days_until
+from meterql.windows import (
+    CHART_DAYS,
+    EPOCH,
+    METRICS_DAYS,
+    DayWindow,
+    calendar_month,
+    epoch_hour,
+    epoch_quarter,
+    epoch_seconds,
+    whole_days_until,
+)
 
 
 @pytest.mark.parametrize(
@@ -277,3 +288,35 @@ def test_the_plain_path_of_validation_agrees_with_the_full_one(case: str) -> Non
     assert found == expected
     if plain:  # a plainly valid batch is accepted whole, event for event
         assert len(found) == len(items) and all(isinstance(r, dict) for r in found)
+
+
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@pytest.mark.parametrize("moment", [
+    EPOCH, EPOCH - _MICROSECOND, EPOCH + _MICROSECOND,
+    datetime(2026, 3, 29, 1, 0, tzinfo=UTC) - _MICROSECOND,
+    datetime(2026, 3, 29, 1, 0, tzinfo=UTC),
+    datetime(2026, 11, 20, 12, 44, 59, 999_999, tzinfo=UTC),
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC),
+])
+def test_epoch_seconds_floor_as_the_hours_and_quarters_do(moment: datetime) -> None:
+    seconds = epoch_seconds(moment)
+    assert timedelta(seconds=seconds) <= moment - EPOCH < timedelta(seconds=seconds + 1)
+    assert (seconds // 3_600, seconds // 900) == (epoch_hour(moment), epoch_quarter(moment))
+
+
+@pytest.mark.parametrize(("moment", "stored"), [
+    (datetime(2026, 11, 20, 12, 0, tzinfo=UTC), "2026-11-20 12:00:00.000000"),
+    (datetime(2026, 11, 20, 13, 0, 0, 5, tzinfo=UTC), "2026-11-20 13:00:00.000005"),
+    (datetime.fromisoformat("2026-11-20T14:30:00.123456+02:00"), "2026-11-20 12:30:00.123456"),
+    (datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC), "1969-12-31 23:59:59.999999"),
+])
+def test_sqlite_stores_utc_text_with_microseconds(moment: datetime, stored: str) -> None:
+    assert sqlite_instant(moment) == stored
+
+
+def test_sqlite_refuses_a_naive_instant() -> None:
+    with pytest.raises(ValueError, match="naive"):
+        sqlite_instant(datetime(2026, 11, 20, 12, 0))

@@ -86,6 +86,12 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 HOUR = timedelta(hours=1)
 
 
+def epoch_seconds(moment: datetime) -> int:
+    """Whole seconds from 1970-01-01T00:00Z to an aware instant (floor)."""
+    since = moment - EPOCH
+    return since.days * 86_400 + since.seconds
+
+
 def epoch_hour(moment: datetime) -> int:
     """The hour an aware instant falls in, counted from 1970-01-01T00:00Z (floor)."""
     return (moment - EPOCH) // HOUR

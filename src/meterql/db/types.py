@@ -18,7 +18,7 @@ def sqlite_instant(value: datetime) -> str:
     if value.tzinfo is None:
         raise ValueError("naive datetimes are ambiguous; pass an aware UTC datetime")
     utc = value if value.tzinfo is UTC else value.astimezone(UTC)
-    return utc.replace(tzinfo=None).isoformat(" ", "microseconds")
+    return utc.isoformat(" ", "microseconds")[:-6]  # less its "+00:00"
 
 
 class UTCDateTime(TypeDecorator[datetime]):
