@@ -332,9 +332,10 @@ class StagedEvents:
         if not self.postgresql:
             await session.execute(statements.drop_stored)
         await session.execute(statements.register_instances)
-        await session.execute(
-            statements.keep_written if self.postgresql else statements.insert_keys
-        )
+        if self.postgresql:
+            await self._claim()
+        else:
+            await session.execute(statements.insert_keys)
         self.accepted, self.unpriced = (await session.execute(statements.counts)).one()
         if not self.accepted:
             return
@@ -344,6 +345,26 @@ class StagedEvents:
             await self._make_months(_month_starts(self._months))
         await session.execute(statements.insert_events)
         await session.execute(statements.keep_seen)
+
+    async def _claim(self) -> None:
+        """PostgreSQL: claim the stage's keys; the events whose key was not ours leave it.
+
+        An import's keys are usually all new: then nothing leaves the stage,
+        and matching a million claimed keys against the stage's to find so
+        (two sorts and a merge, 3.3 s of the 9 s the claim took at 1M
+        events) is skipped. The keys are claimed under a savepoint and
+        counted; if any was not ours, the savepoint is rolled back and they
+        are claimed again by :attr:`_Statements.keep_written`, which finds
+        which.
+        """
+        session, statements = self.session, self.statements
+        savepoint = await session.begin_nested()
+        claimed, staged = (await session.execute(statements.claim_counted)).one()
+        if claimed == staged:
+            await savepoint.commit()
+            return
+        await savepoint.rollback()
+        await session.execute(statements.keep_written)
 
     async def finish(self) -> tuple[int, int]:
         """Write the stage's new events and their sums; ``(accepted, unpriced)`` events."""
@@ -451,6 +472,15 @@ class _Statements:
             ~exists().where(written.c.account_id == s.account_id,
                             written.c.event_id == s.event_id)
         ).add_cte(written)
+
+    @cached_property
+    def claim_counted(self) -> Any:
+        """PostgreSQL: claim the stage's keys; how many were claimed, and how many staged."""
+        written = self.insert_keys.returning(_K.event_id).cte("written")
+        return select(
+            select(func.count()).select_from(written).scalar_subquery(),
+            select(func.count()).select_from(self.stage).scalar_subquery(),
+        )
 
     @cached_property
     def counts(self) -> Any:
