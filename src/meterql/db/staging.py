@@ -351,8 +351,8 @@ class StagedEvents:
 
         An import's keys are usually all new: then nothing leaves the stage,
         and matching a million claimed keys against the stage's to find so
-        (two sorts and a merge, 3.3 s of the 9 s the claim took at 1M
-        events) is skipped. The keys are claimed under a savepoint and
+        (two sorts and a merge) is skipped: 1M events loaded in 30.0-31.1 s
+        before, 28.5 s this way. The keys are claimed under a savepoint and
         counted; if any was not ours, the savepoint is rolled back and they
         are claimed again by :attr:`_Statements.keep_written`, which finds
         which.
