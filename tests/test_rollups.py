@@ -419,3 +419,39 @@ async def test_an_import_gives_the_rollups_ingest_gives(
     async with db.write() as session, session.begin():
         await rollups.rebuild(session)
     assert await _rollup_rows(db) == imported
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_batch_locks_its_moving_end_users_by_key_probes_in_key_order(
+    db: Database,
+) -> None:
+    """The locked read of the end users a batch moves probes the key per user: it never
+    reads the account's other end users, however many, and returns (locks) in key order."""
+    from sqlalchemy import text
+    from sqlalchemy.dialects import postgresql
+
+    earlier = datetime(2026, 11, 1, tzinfo=UTC)
+    async with db.write() as session, session.begin():
+        await writes.upsert_account(session, AccountRecord(account_id="acme"))
+        await session.execute(text(
+            "INSERT INTO end_users (account_id, end_user_id, last_seen_at) "
+            "SELECT 'acme', 'user-' || lpad(n::text, 5, '0'), :at "
+            "FROM generate_series(1, 20000) AS n"), {"at": earlier})
+        await session.execute(text("ANALYZE end_users"))
+    # A busy batch's users: about one in twenty of the account's.
+    wanted = [f"user-{n:05d}" for n in range(7, 20_001, 21)]
+    later = earlier + timedelta(hours=1)
+    compiled = rollups._SEEN_EARLIER.compile(
+        dialect=postgresql.dialect(paramstyle="numeric_dollar"))
+    parameters = {"account_id": "acme", "user_ids": wanted, "instants": [later] * len(wanted)}
+    async with db.write() as session, session.begin():
+        raw = await (await session.connection()).get_raw_connection()
+        plan = "\n".join(row[0] for row in await raw.driver_connection.fetch(
+            f"EXPLAIN (ANALYZE, COSTS OFF) {compiled}",
+            *(parameters[name] for name in compiled.positiontup or ())))
+        found = [row[0] for row in await session.execute(rollups._SEEN_EARLIER, parameters)]
+    assert "Seq Scan on end_users" not in plan, plan
+    assert "Index Scan using pk_end_users on end_users" in plan, plan
+    # Each probe finds its one row: one loop a user, never the 20,000 rows.
+    assert f"rows=1 loops={len(wanted)}" in plan, plan
+    assert found == wanted
