@@ -19,13 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import json
 import random
 import secrets
 import statistics
 import time
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
