@@ -542,7 +542,7 @@ class _Statements:
             ),
             *(self._insert(table).from_select(
                 [c.name for c in table.columns],
-                _summed(_HOUR_SUMS, table.columns.keys()[:4], ordered=False))
+                _summed(_HOUR_SUMS, _keys_of(table), ordered=False))
               for table in (_INSTANCE_HOUR_SUMS, _MODEL_HOUR_SUMS)),
         ]
         sources = {
@@ -589,6 +589,11 @@ def _event_sums(s: Any) -> list[Any]:
             func.sum(s.cost_nanos // _NANOS), func.sum(s.cost_nanos % _NANOS)]
 
 
+def _keys_of(table: Table) -> list[str]:
+    """A sums table's keys: its columns but the measures, in order."""
+    return [c.name for c in table.columns if c.name not in rollups.MEASURES]
+
+
 def _summed(source: Table, keys: Sequence[str], *, ordered: bool = True) -> Any:
     """``source``'s sums per ``keys``, in key order when ``ordered`` (for locking).
 
@@ -598,8 +603,7 @@ def _summed(source: Table, keys: Sequence[str], *, ordered: bool = True) -> Any:
     c = source.c
     columns = [c[key] for key in keys]
     measures = [c[m] for m in rollups.MEASURES]
-    grain = {col.name for col in source.columns} - {*rollups.MEASURES, "day"}
-    if grain <= set(keys):
+    if set(_keys_of(source)) - {"day"} <= set(keys):
         rows = select(*columns, *measures)
     else:
         rows = select(*columns, *(func.sum(m) for m in measures)).group_by(*columns)
