@@ -772,14 +772,19 @@ async def _read(
     elif split_by is None and group_by is None:
         rows = [(code, "", *sums) for code, *sums in rows]  # a few rows: one per bucket
     for key, sums in _groups(rows, query, count).items():
-        split, group = key if split_by is not None and group_by is not None else (
-            (key, "") if split_by is not None else ("", key))
+        if split_by is not None and group_by is not None:
+            split, group = key
+        elif split_by is not None:
+            split, group = key, ""
+        else:
+            split, group = "", key
         # A model without a price has no provider (NULL): it is the provider "".
         _add(cells.setdefault(split or "", {}), group or "", sums)
     return cells
 
 
 def _add(sums: dict[str, list[list[int]]], key: str, buckets: list[list[int]]) -> None:
+    """``buckets`` as ``key``'s sums, added to those ``key`` has already."""
     found = sums.get(key)
     if found is None:
         sums[key] = buckets
