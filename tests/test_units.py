@@ -33,6 +33,7 @@ from meterql.windows import (
     DayWindow,
     calendar_month,
     epoch_hour,
+    epoch_hour_and_quarter,
     epoch_quarter,
     epoch_seconds,
     whole_days_until,
@@ -305,6 +306,7 @@ def test_epoch_seconds_floor_as_the_hours_and_quarters_do(moment: datetime) -> N
     seconds = epoch_seconds(moment)
     assert timedelta(seconds=seconds) <= moment - EPOCH < timedelta(seconds=seconds + 1)
     assert (seconds // 3_600, seconds // 900) == (epoch_hour(moment), epoch_quarter(moment))
+    assert epoch_hour_and_quarter(moment) == (epoch_hour(moment), epoch_quarter(moment))
 
 
 @pytest.mark.parametrize(("moment", "stored"), [

@@ -92,6 +92,16 @@ def epoch_seconds(moment: datetime) -> int:
     return since.days * 86_400 + since.seconds
 
 
+def epoch_hour_and_quarter(moment: datetime) -> tuple[int, int]:
+    """``epoch_hour`` and ``epoch_quarter`` of an instant, from one subtraction.
+
+    For code that needs both per event (staging an import): a microsecond an
+    event less than calling the two.
+    """
+    seconds = epoch_seconds(moment)
+    return seconds // 3_600, seconds // 900
+
+
 def epoch_hour(moment: datetime) -> int:
     """The hour an aware instant falls in, counted from 1970-01-01T00:00Z (floor)."""
     return (moment - EPOCH) // HOUR

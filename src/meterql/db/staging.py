@@ -73,7 +73,7 @@ from meterql.db.tables import EventKey, Instance, ModelPrice, UsageEvent
 from meterql.db.types import UTCDateTime, sqlite_instant
 from meterql.money import NANOS_PER_USD, charged_nanos
 from meterql.records import EventRecord, UsageEventRecord
-from meterql.windows import epoch_seconds
+from meterql.windows import epoch_hour_and_quarter
 
 _METADATA = MetaData()
 
@@ -196,12 +196,10 @@ def stage_rows(
             # stored forms, as the columns' types would write them.
             stored = sqlite_instant(at)
             day = stored[:10]
-        # The hour and quarter hour from one subtraction (epoch_hour and
-        # epoch_quarter would make one each): a microsecond an event less.
-        seconds = epoch_seconds(at)
+        hour, quarter = epoch_hour_and_quarter(at)
         rows.append((
             seq, account_id or e.account_id, e.event_id, e.instance_id, e.model, stored, day,  # type: ignore[attr-defined]
-            seconds // 3_600, seconds // 900, e.tokens_in, e.tokens_out,
+            hour, quarter, e.tokens_in, e.tokens_out,
             e.end_user_id, e.conversation_id, cost or 0, cost is None,
         ))
         seq += 1
