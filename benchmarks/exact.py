@@ -39,6 +39,7 @@ from graphql import (
     InlineFragmentNode,
     NonNullTypeNode,
     OperationDefinitionNode,
+    SelectionNode,
     SelectionSetNode,
     parse,
     value_from_ast_untyped,
@@ -434,12 +435,30 @@ class Walk:
 
     def fields(self, selection: SelectionSetNode | None) -> Iterator[FieldNode]:
         for node in selection.selections if selection else ():
+            if not self.included(node):
+                continue
             if isinstance(node, FieldNode):
                 yield node
             elif isinstance(node, InlineFragmentNode):
                 yield from self.fields(node.selection_set)
             elif isinstance(node, FragmentSpreadNode):
                 yield from self.fields(self.fragments[node.name.value].selection_set)
+
+    def included(self, node: SelectionNode) -> bool:
+        """Whether ``@skip`` and ``@include`` keep ``node``, as the server decides.
+
+        A page asks for some fields only when a variable says so (each
+        bucket's groups with ``$grouped``): a field left out of the answer
+        is not a field missing from it.
+        """
+        for directive in node.directives or ():
+            name = directive.name.value
+            if name in ("skip", "include"):
+                condition = next(value_from_ast_untyped(a.value, self.variables)
+                                 for a in directive.arguments or () if a.name.value == "if")
+                if bool(condition) is (name == "skip"):
+                    return False
+        return True
 
     def arguments(self, node: FieldNode) -> dict[str, Any]:
         return {a.name.value: value_from_ast_untyped(a.value, self.variables)
