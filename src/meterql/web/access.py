@@ -58,4 +58,8 @@ def record(
             fields["events_accepted"] = facts.events_accepted
             fields["events_duplicate"] = facts.events_duplicate
         message = f"{fields['method']} {route} {status} {fields['duration_ms']}ms"
-        logger.log(level, message, extra={"fields": fields})
+        # The record is made and handled directly: ``logger.log`` would also
+        # walk the stack to name the calling line, which an access line
+        # does not show.
+        logger.handle(logger.makeRecord(
+            logger.name, level, "", 0, message, (), None, extra={"fields": fields}))
