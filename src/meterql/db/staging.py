@@ -4,8 +4,8 @@
 by PostgreSQL's ``COPY`` (asyncpg's ``copy_records_to_table``) or SQLite's
 ``executemany``, with every key the rollups need computed once in Python
 (UTC day, hour, quarter hour, cost); on PostgreSQL each batch is sent
-while the next is parsed. Then, still in the import's one transaction, a few set-based
-statements finish it:
+while the next is parsed. Then, still in the import's one transaction, a
+few set-based statements finish it:
 
 1. later copies of an event the file repeats leave the stage (the first counts);
 2. the instances that new events name are registered;
@@ -284,8 +284,8 @@ class StagedEvents:
     async def add(self, events: Sequence[EventRecord]) -> None:
         """Stage ``events``: on PostgreSQL they are sent while the caller parses the next batch.
 
-        At most one batch is in flight: this waits for the previous one.
-        On SQLite the batch is written before this returns. The driver's
+        At most one batch is in flight: this first waits for the previous
+        one. On SQLite the batch is written before this returns. The driver's
         thread needs the interpreter's lock for every row it binds, and the
         parser in this thread holds it for up to a switch interval at a
         time, so the batch crawled while the next was parsed: the overlap
