@@ -601,3 +601,33 @@ async def test_a_lookup_answers_from_another_event_loop_thread(db: Database) -> 
     there = await asyncio.to_thread(asyncio.run, accounts.session(db.reads, ACME_TOKEN))
     assert here is not None and there is not None
     assert here.grant == there.grant
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_burst_keeps_its_connections_until_they_idle(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Connections beyond the pool size outlive the burst that made them, not their idleness.
+
+    Dropped as soon as they came back, every burst past the pool size made
+    PostgreSQL start new processes, and the worker prepare every statement
+    again on them.
+    """
+    from meterql.db import reads
+
+    monkeypatch.setattr(reads, "IDLE_LIFETIME_S", 0.3)
+    db = Database.from_settings(settings.model_copy(update={"pool_size": 1, "max_overflow": 3}))
+    burst = text("SELECT pg_backend_pid() FROM pg_sleep(0.05)")
+    try:
+        first = await asyncio.gather(*(db.reads.fetch(burst, {}) for _ in range(4)))
+        assert db.reads.size == 4
+        again = await asyncio.gather(*(db.reads.fetch(burst, {}) for _ in range(4)))
+        # The same four server processes answered: nothing was closed and reopened.
+        assert {rows[0][0] for rows in again} == {rows[0][0] for rows in first}
+        assert db.reads.size == 4
+        await asyncio.sleep(0.6)
+        assert db.reads.size == 1  # idle past the lifetime: back to the pool size
+        await db.reads.fetch(burst, {})
+        assert db.reads.size == 1
+    finally:
+        await db.dispose()

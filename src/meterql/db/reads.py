@@ -405,6 +405,15 @@ PLAN_CACHE_MODE = "force_generic_plan"
 # ten minutes of live ingest).
 SERVER_SETTINGS = {"plan_cache_mode": PLAN_CACHE_MODE, "jit": "off"}
 
+# How long a connection beyond ``pool_size`` stays open with nothing to do
+# (seconds). Closing it the moment it came back, as SQLAlchemy's pool does
+# with its overflow, turned every burst past the pool size into connections
+# made and dropped: under 16 concurrent clients a worker opened about 18 a
+# second, and each one costs PostgreSQL a process and the worker a fresh
+# set of prepared statements. asyncpg's own pool waits 300 s; a minute is
+# enough to carry a burst over to the next.
+IDLE_LIFETIME_S = 60.0
+
 
 class _Postgres:
     """asyncpg connections, made on demand up to ``pool_size + max_overflow``.
@@ -414,7 +423,8 @@ class _Postgres:
     ``db_pool_timeout_s``, connecting by ``db_connect_timeout_s`` and each
     statement by ``db_statement_timeout_s``; past any bound, or when the
     server is away, the answer is 503. A connection that failed is dropped,
-    never given back, so the next statement connects afresh.
+    never given back, so the next statement connects afresh. Those beyond
+    ``pool_size`` are closed once idle for ``IDLE_LIFETIME_S``.
     """
 
     def __init__(self, settings: Settings) -> None:
@@ -434,7 +444,10 @@ class _Postgres:
         self._connect_timeout = settings.db_connect_timeout_s
         self._statement_timeout = settings.db_statement_timeout_s
         self._wait = settings.db_pool_timeout_s
-        self._idle: list[asyncpg.Connection] = []
+        # Idle connections with the moment each came back, most recent last:
+        # a statement takes the most recent (warm), the oldest are closed.
+        self._idle: list[tuple[asyncpg.Connection, float]] = []
+        self._prune_at: asyncio.TimerHandle | None = None
         self._open = 0
         self._freed = asyncio.Condition()
         self.in_use = 0
@@ -459,7 +472,7 @@ class _Postgres:
 
     async def _take(self) -> asyncpg.Connection:
         if self._idle:
-            return self._idle.pop()
+            return self._idle.pop()[0]
         if self._open < self._limit:
             return await self._connect()
         async with self._freed:
@@ -467,16 +480,30 @@ class _Postgres:
                 self._freed.wait_for(lambda: bool(self._idle) or self._open < self._limit),
                 self._wait,
             )
-        return self._idle.pop() if self._idle else await self._connect()
+        return self._idle.pop()[0] if self._idle else await self._connect()
 
     async def _give(self, connection: asyncpg.Connection, broken: bool) -> None:
-        if broken or connection.is_closed() or len(self._idle) >= self._keep:
+        if broken or connection.is_closed():
             self._open -= 1
             connection.terminate()
         else:
-            self._idle.append(connection)
+            self._idle.append((connection, time.monotonic()))
+            if len(self._idle) > self._keep and self._prune_at is None:
+                self._prune_at = asyncio.get_running_loop().call_later(
+                    IDLE_LIFETIME_S, self._prune)
         async with self._freed:
             self._freed.notify()
+
+    def _prune(self) -> None:
+        """Close the connections beyond ``pool_size`` idle for ``IDLE_LIFETIME_S``."""
+        self._prune_at = None
+        stale = time.monotonic() - IDLE_LIFETIME_S
+        while len(self._idle) > self._keep and self._idle[0][1] <= stale:
+            self._open -= 1
+            self._idle.pop(0)[0].terminate()
+        if len(self._idle) > self._keep:
+            wait = self._idle[0][1] + IDLE_LIFETIME_S - time.monotonic()
+            self._prune_at = asyncio.get_running_loop().call_later(max(wait, 0.0), self._prune)
 
     async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
         try:
@@ -504,8 +531,11 @@ class _Postgres:
             await self._give(connection, broken)
 
     async def close(self) -> None:
+        if self._prune_at is not None:
+            self._prune_at.cancel()
+            self._prune_at = None
         idle, self._idle = self._idle, []
-        for connection in idle:
+        for connection, _ in idle:
             self._open -= 1
             await connection.close()
 
