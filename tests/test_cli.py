@@ -38,7 +38,7 @@ from tests.golden import auth
 from tests.test_importer import READ_TOKEN, SUMMARY_30, example
 
 T = TypeVar("T")
-HEAD = "0011"  # the newest migration
+HEAD = "0012"  # the newest migration
 INVALID_CREDENTIALS = {"detail": "Invalid authentication credentials"}
 
 

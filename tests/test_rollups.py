@@ -29,6 +29,8 @@ from meterql.db.tables import (
     EndUser,
     EndUsersLastSeenDay,
     EndUsersLastSeenHour,
+    InstanceLastDay,
+    ModelLastDay,
     UsageDay,
     UsageInstanceDay,
     UsageInstanceHour,
@@ -223,7 +225,8 @@ async def _rollup_rows(db: Database) -> dict[str, list[tuple[Any, ...]]]:
               "instance_hours": UsageInstanceHour,
               "instance_model_hours": UsageInstanceModelHour, "end_users": EndUser,
               "seen_days": EndUsersLastSeenDay, "seen_hours": EndUsersLastSeenHour,
-              "quarter_hours": UsageQuarterHour, "model_hours": UsageModelHour}
+              "quarter_hours": UsageQuarterHour, "model_hours": UsageModelHour,
+              "instance_last_days": InstanceLastDay, "model_last_days": ModelLastDay}
     # Every table derived from the events is compared: a new rollup joins here.
     assert {t.__tablename__ for t in tables.values()} == {  # type: ignore[attr-defined]
         table.name for table in rollups.DERIVED_TABLES}
@@ -295,6 +298,38 @@ async def test_models_used_in_a_window_are_those_with_an_event_in_it(db: Databas
         totals = await usage.totals(db.reads, ACCOUNT, window)
         counts = await series.group_counts(db.reads, ACCOUNT, window.first_day, window.last_day)
         assert (totals.models, counts.models) == (expected, expected), (first, last)
+
+
+async def test_instances_used_in_a_range_are_those_with_an_event_in_it(db: Database) -> None:
+    """Counted from each instance's latest day, probed only where that day cannot tell.
+
+    The later days arrive first (a latest day never moves back), one
+    instance's events lie only after the windows that end before them (the
+    future, seen from those windows), and the billing ranges start and end
+    mid-day, on the instances' own days too.
+    """
+    days = {"i0": [0, 1], "i1": [3], "i2": [5, 9], "i3": [7]}
+    events = [
+        UsageEventRecord(event_id=f"{instance}-{day}", instance_id=instance, model="gpt-4o",
+                         timestamp=BASE + timedelta(days=day, hours=12), tokens_in=1,
+                         tokens_out=1)
+        for instance, used in days.items() for day in used
+    ]
+    for batch in (events[1::2], events[0::2]):
+        await _record(db, batch)
+    for first, last in itertools.combinations_with_replacement(range(11), 2):
+        window = DayWindow(first_day=BASE.date() + timedelta(days=first),
+                           last_day=BASE.date() + timedelta(days=last))
+        expected = sum(any(first <= day <= last for day in used) for used in days.values())
+        totals = await usage.totals(db.reads, ACCOUNT, window)
+        counts = await series.group_counts(db.reads, ACCOUNT, window.first_day, window.last_day)
+        assert (totals.instances, counts.instances) == (expected, expected), (first, last)
+    for start_hours, end_hours in itertools.combinations(range(0, 11 * 24, 6), 2):
+        start, end = BASE + timedelta(hours=start_hours), BASE + timedelta(hours=end_hours)
+        expected = sum(any(start <= BASE + timedelta(days=day, hours=12) < end for day in used)
+                       for used in days.values())
+        period = await usage.period_totals(db.reads, ACCOUNT, start, end)
+        assert period.totals.instances == expected, (start, end)
 
 
 def test_rollup_statements_name_every_column_of_their_tables() -> None:

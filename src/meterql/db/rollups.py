@@ -4,7 +4,8 @@ Every event inserted into ``usage_events`` is added, in the same transaction,
 to its account's day, its instance's day and hour, its model's day, and its
 instance and model's hour, and moves its end user's last-seen instant forward
 (and that user from one day's and hour's count of last-seen end users to
-another's). Duplicates are never added: the caller passes only the rows its
+another's), and moves the latest day of its instance and of its model
+forward. Duplicates are never added: the caller passes only the rows its
 insert actually wrote. Reads then sum a few hundred rollup rows instead of
 every event in a window.
 
@@ -38,6 +39,8 @@ from meterql.db.tables import (
     EndUser,
     EndUsersLastSeenDay,
     EndUsersLastSeenHour,
+    InstanceLastDay,
+    ModelLastDay,
     UsageDay,
     UsageEvent,
     UsageInstanceDay,
@@ -96,6 +99,28 @@ _ROLLUPS = (
 ACCUMULATING = tuple(statement for statement, _ in _ROLLUPS)
 
 
+def _keeping_the_latest_day(model: type[Any], key: str) -> BulkInsert:
+    """Insert a key's latest day with usage, or move the stored one forward."""
+    table = _table(model)
+
+    def on_conflict(stmt: Any) -> Any:
+        return stmt.on_conflict_do_update(
+            index_elements=["account_id", key],
+            set_={"day": stmt.excluded.day},
+            where=stmt.excluded.day > table.c.day,
+        )
+
+    return BulkInsert(table, ("account_id", key, "day"), on_conflict)
+
+
+# The latest day of each instance and model: written after the rollups, in
+# key order, by every writer (``db/staging.py`` too).
+LAST_DAYS = (
+    _keeping_the_latest_day(InstanceLastDay, "instance_id"),
+    _keeping_the_latest_day(ModelLastDay, "model"),
+)
+
+
 def _add(sums: dict[tuple[Hashable, ...], Sums], key: tuple[Hashable, ...], row: Row) -> None:
     cost_usd, cost_nanos = divmod(row["cost_nanos"], NANOS_PER_USD)
     found = sums.get(key)
@@ -126,6 +151,18 @@ async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
                 dict(zip(statement.columns, (*key, *sums[key]), strict=True))
                 for key in sorted(sums)
             ],
+        )
+    for statement in LAST_DAYS:
+        key = statement.columns[1]
+        latest: dict[tuple[str, str], date] = {}
+        for row in rows:
+            found = (row["account_id"], row[key])
+            if found not in latest or row["day"] > latest[found]:
+                latest[found] = row["day"]
+        await statement.run(
+            session,
+            [{"account_id": account, key: value, "day": latest[(account, value)]}
+             for account, value in sorted(latest)],
         )
 
 
@@ -372,6 +409,7 @@ _CLAIM_NEW = _claim_new_statement()
 # Every table this module keeps from the events (and `rebuild` recomputes).
 DERIVED_TABLES = (
     *(statement.table for statement, _ in _ROLLUPS),
+    *(statement.table for statement in LAST_DAYS),
     _table(EndUser),
     _table(EndUsersLastSeenDay),
     _table(EndUsersLastSeenHour),

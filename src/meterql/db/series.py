@@ -671,15 +671,12 @@ class GroupCounts:
 
 _FIRST_DAY: BindParameter[date] = bindparam("first_day", type_=Date)
 _LAST_DAY: BindParameter[date] = bindparam("last_day", type_=Date)
-# The instances and the models used in the span, each counted by its own
-# index walk (``instances_used``, ``models_used``).
-_GROUP_COUNTS = {
-    dialect: select(
-        instances_used(_ACCOUNT, _FIRST_DAY, _LAST_DAY),
-        models_used(dialect, _ACCOUNT, _FIRST_DAY, _LAST_DAY),
-    )
-    for dialect in ("sqlite", "postgresql")
-}
+# The instances and the models used in the span, each counted from their
+# latest days (``instances_used``, ``models_used``).
+_GROUP_COUNTS = select(
+    instances_used(_ACCOUNT, _FIRST_DAY, _LAST_DAY),
+    models_used(_ACCOUNT, _FIRST_DAY, _LAST_DAY),
+)
 
 
 def utc_days(plan: BucketPlan) -> tuple[date, date]:
@@ -692,7 +689,7 @@ async def group_counts(
 ) -> GroupCounts:
     """Instances and models with usage on the UTC days ``first_day``..``last_day``."""
     ((instances, models),) = await reader.fetch(
-        _GROUP_COUNTS[reader.dialect],
+        _GROUP_COUNTS,
         {"account": account_id, "first_day": first_day, "last_day": last_day},
     )
     return GroupCounts(instances=int(instances), models=int(models))

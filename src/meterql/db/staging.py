@@ -17,9 +17,10 @@ few set-based statements finish it:
    not once per batch, so a load leaves no trail of dead row versions. (On
    SQLite an import sums the stage once per hour, instance and model, and
    each coarser rollup sums those sums.)
+6. two more move each instance's and model's latest day forward.
 
 On PostgreSQL a live batch (:func:`write_batch`) takes the same way through
-a stage its connection keeps, steps 2 to 5: its events are distinct already,
+a stage its connection keeps, steps 2 to 6: its events are distinct already,
 and Python summing each rollup and sending the sums cost more than the
 database grouping them.
 
@@ -31,10 +32,11 @@ events already stored leave the stage first, then the rest are claimed.
 
 Rows are written in key order everywhere, table after table in one order,
 so an import and live gateways lock shared rows in the same order and cannot
-deadlock. The rollups come last: every batch of an account adds to its day,
-its quarter hours and most of its hours, so a batch holding them makes the
-account's next batch wait until it commits, and the less work comes after
-them, the shorter that wait (``docs/decisions.md``, "Writes").
+deadlock. The rollups come last (then the latest days, a few rows per
+account): every batch of an account adds to its day, its quarter hours and
+most of its hours, so a batch holding them makes the account's next batch
+wait until it commits, and the less work comes after them, the shorter that
+wait (``docs/decisions.md``, "Writes").
 """
 
 from __future__ import annotations
@@ -246,7 +248,7 @@ async def write_batch(
         await session.execute(statements.insert_events)
         seen = await session.execute(statements.latest_seen)
         await rollups.see_latest(session, {(a, u): at for a, u, at in seen})
-        for statement in statements.rollups:
+        for statement in (*statements.rollups, *statements.last_days):
             await session.execute(statement)
     return accepted, unpriced
 
@@ -390,7 +392,11 @@ class StagedEvents:
             await rollups.see_end_users(session, users)
         if self.accepted:
             statements = self.statements
-            for statement in statements.rollups if self.postgresql else statements.sqlite_rollups:
+            finishing = (
+                (*statements.rollups, *statements.last_days) if self.postgresql
+                else (*statements.sqlite_rollups, *statements.sqlite_last_days)
+            )
+            for statement in finishing:
                 await session.execute(statement)
         if not self.postgresql:
             connection = await session.connection()
@@ -566,6 +572,31 @@ class _Statements:
             keys = statement.columns[: -len(rollups.MEASURES)]
             statements.append(statement.finish(self._insert(statement.table)).from_select(
                 list(statement.columns), _summed(source, keys)))
+        return statements
+
+    @cached_property
+    def last_days(self) -> list[Any]:
+        """Each instance's and model's latest day in the stage, stored if later."""
+        return self._last_days({"instance_id": self.stage, "model": self.stage})
+
+    @cached_property
+    def sqlite_last_days(self) -> list[Any]:
+        """SQLite, an import: :attr:`last_days` from its hourly sums, not the whole stage."""
+        return self._last_days({"instance_id": _INSTANCE_HOUR_SUMS, "model": _MODEL_HOUR_SUMS})
+
+    def _last_days(self, sources: Mapping[str, Table]) -> list[Any]:
+        statements = []
+        for statement in rollups.LAST_DAYS:
+            key = statement.columns[1]
+            c = sources[key].c
+            latest = (
+                select(c.account_id, c[key], func.max(c.day))
+                .where(true())  # SQLite: an upsert's SELECT needs a WHERE to parse
+                .group_by(c.account_id, c[key])
+                .order_by(c.account_id, c[key])  # rows locked in key order
+            )
+            statements.append(statement.finish(self._insert(statement.table))
+                              .from_select(list(statement.columns), latest))
         return statements
 
     @cached_property

@@ -239,10 +239,10 @@ class UsageModelDay(_Sums, Base):
 
     __tablename__ = "usage_model_days"
     __table_args__ = (
-        # SQLite counts the models an account used in a window by probing each
-        # model it ever used (two seeks each), not by sorting the window's rows
-        # (``usage.models_used``). A row is inserted once per model and day and
-        # then only updated, so the index costs writes next to nothing.
+        # A model used after a window's end has its days in the window probed
+        # here (``usage.models_used``), one seek. A row is inserted once per
+        # model and day and then only updated, so the index costs writes next
+        # to nothing.
         Index("ix_usage_model_days_model", "account_id", "model", "day"),
         _CLUSTERED,
     )
@@ -321,6 +321,37 @@ class UsageQuarterHour(_Sums, Base):
 
     account_id: Mapped[str] = mapped_column(ID, primary_key=True)
     quarter: Mapped[int] = mapped_column(BigInteger, primary_key=True)
+
+
+class InstanceLastDay(Base):
+    """Each instance's latest UTC day with usage (registered or not).
+
+    Whether an instance had usage in a window that ends on or after that day
+    is then one comparison: the day is in the window or it is not. Counting
+    the instances with usage in the last 90 days took a probe of each one's
+    days (about 15 microseconds each on PostgreSQL, for every summary and
+    billing answer); only an instance with usage after the window's end
+    (an event in the future) is still probed. The day only moves forward,
+    once a day per instance, so the row is written once a day.
+    """
+
+    __tablename__ = "instance_last_days"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    instance_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+
+
+class ModelLastDay(Base):
+    """Each model's latest UTC day with usage in an account: as :class:`InstanceLastDay`."""
+
+    __tablename__ = "model_last_days"
+    __table_args__ = _CLUSTERED
+
+    account_id: Mapped[str] = mapped_column(ID, primary_key=True)
+    model: Mapped[str] = mapped_column(ID, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
 
 
 class EndUser(Base):

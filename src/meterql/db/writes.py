@@ -377,6 +377,8 @@ _VACUUM_LOADED_TABLES = tuple(
         "VACUUM (ANALYZE) end_users",
         "VACUUM (ANALYZE) end_users_last_seen_days",
         "VACUUM (ANALYZE) end_users_last_seen_hours",
+        "VACUUM (ANALYZE) instance_last_days",
+        "VACUUM (ANALYZE) model_last_days",
         "VACUUM (ANALYZE) instances",
     )
 )
