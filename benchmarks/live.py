@@ -8,7 +8,8 @@ is sent (its events are new, so it cannot be made in advance for a run of
 unknown length); it costs the client a few ms against the server's tens.
 
 ``table_stats`` reads ``pg_stat_user_tables`` for the tables named
-``usage_%`` (the events and their rollups) and ``end_users%``: live and
+``usage_%`` (the events and their rollups), ``end_users%`` and
+``%_last_days`` (the latest days of instances and models): live and
 dead tuples, writes, (auto)vacuums and sizes. PostgreSQL's backends report
 their counts when idle, at most ``STATS_DELAY_S`` late, so the readings are
 taken that long after the writes stop. ``autovacuum_settings`` records
@@ -34,7 +35,8 @@ from dataset import END_USERS, INSTANCES, MODELS
 # PGSTAT_IDLE_INTERVAL (10 s): the latest an idle backend reports its counts.
 STATS_DELAY_S = 11.0
 
-_TABLES = r"(relname LIKE 'usage\_%' OR relname LIKE 'end\_users%')"
+_TABLES = (r"(relname LIKE 'usage\_%' OR relname LIKE 'end\_users%'"
+           r" OR relname LIKE '%\_last\_days')")
 
 
 def batch(rng: random.Random, prefix: str, size: int, now: datetime) -> bytes:
@@ -136,7 +138,7 @@ async def _fetch(url: str, sql: str) -> list[dict[str, Any]]:
 
 
 def table_stats(url: str) -> dict[str, dict[str, Any]]:
-    """Per table named ``usage_%`` or ``end_users%``: tuples, writes, vacuums and size."""
+    """Per table named as ``_TABLES`` says: tuples, writes, vacuums and size."""
     rows = asyncio.run(_fetch(url, f"""
         SELECT relname, n_live_tup, n_dead_tup, n_tup_ins, n_tup_upd, n_tup_hot_upd, n_tup_del,
                vacuum_count, autovacuum_count, analyze_count, autoanalyze_count,
