@@ -279,6 +279,24 @@ async def test_days_window_reads_match_the_period_reader(db: Database) -> None:
     ]
 
 
+async def _assert_used_in_every_window(
+    db: Database, days: dict[str, list[int]], counted: str
+) -> None:
+    """Each window of the eleven days counts the keys of ``days`` (their days) used in it.
+
+    ``counted`` is ``"models"`` or ``"instances"``: the summary's totals and
+    a series' group counts are checked.
+    """
+    for first, last in itertools.combinations_with_replacement(range(11), 2):
+        window = DayWindow(first_day=BASE.date() + timedelta(days=first),
+                           last_day=BASE.date() + timedelta(days=last))
+        expected = sum(any(first <= day <= last for day in used) for used in days.values())
+        totals = await usage.totals(db.reads, ACCOUNT, window)
+        counts = await series.group_counts(db.reads, ACCOUNT, window.first_day, window.last_day)
+        assert (getattr(totals, counted), getattr(counts, counted)) == (expected, expected), (
+            first, last)
+
+
 async def test_models_used_in_a_window_are_those_with_an_event_in_it(db: Database) -> None:
     """Models with events only before or after a window are not counted in it.
 
@@ -291,13 +309,7 @@ async def test_models_used_in_a_window_are_those_with_an_event_in_it(db: Databas
                          timestamp=BASE + timedelta(days=day, hours=12), tokens_in=1, tokens_out=1)
         for model, used in days.items() for day in used
     ])
-    for first, last in itertools.combinations_with_replacement(range(11), 2):
-        window = DayWindow(first_day=BASE.date() + timedelta(days=first),
-                           last_day=BASE.date() + timedelta(days=last))
-        expected = sum(any(first <= day <= last for day in used) for used in days.values())
-        totals = await usage.totals(db.reads, ACCOUNT, window)
-        counts = await series.group_counts(db.reads, ACCOUNT, window.first_day, window.last_day)
-        assert (totals.models, counts.models) == (expected, expected), (first, last)
+    await _assert_used_in_every_window(db, days, "models")
 
 
 async def test_instances_used_in_a_range_are_those_with_an_event_in_it(db: Database) -> None:
@@ -317,13 +329,7 @@ async def test_instances_used_in_a_range_are_those_with_an_event_in_it(db: Datab
     ]
     for batch in (events[1::2], events[0::2]):
         await _record(db, batch)
-    for first, last in itertools.combinations_with_replacement(range(11), 2):
-        window = DayWindow(first_day=BASE.date() + timedelta(days=first),
-                           last_day=BASE.date() + timedelta(days=last))
-        expected = sum(any(first <= day <= last for day in used) for used in days.values())
-        totals = await usage.totals(db.reads, ACCOUNT, window)
-        counts = await series.group_counts(db.reads, ACCOUNT, window.first_day, window.last_day)
-        assert (totals.instances, counts.instances) == (expected, expected), (first, last)
+    await _assert_used_in_every_window(db, days, "instances")
     for start_hours, end_hours in itertools.combinations(range(0, 11 * 24, 6), 2):
         start, end = BASE + timedelta(hours=start_hours), BASE + timedelta(hours=end_hours)
         expected = sum(any(start <= BASE + timedelta(days=day, hours=12) < end for day in used)
