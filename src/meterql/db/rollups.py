@@ -121,6 +121,15 @@ LAST_DAYS = (
 )
 
 
+def _latest(pairs: Iterable[tuple[tuple[str, str], Any]]) -> dict[tuple[str, str], Any]:
+    """The greatest value given for each key."""
+    latest: dict[tuple[str, str], Any] = {}
+    for key, value in pairs:
+        if key not in latest or value > latest[key]:
+            latest[key] = value
+    return latest
+
+
 def _add(sums: dict[tuple[Hashable, ...], Sums], key: tuple[Hashable, ...], row: Row) -> None:
     cost_usd, cost_nanos = divmod(row["cost_nanos"], NANOS_PER_USD)
     found = sums.get(key)
@@ -154,11 +163,7 @@ async def add_events(session: AsyncSession, rows: Sequence[Row]) -> None:
         )
     for statement in LAST_DAYS:
         key = statement.columns[1]
-        latest: dict[tuple[str, str], date] = {}
-        for row in rows:
-            found = (row["account_id"], row[key])
-            if found not in latest or row["day"] > latest[found]:
-                latest[found] = row["day"]
+        latest = _latest(((row["account_id"], row[key]), row["day"]) for row in rows)
         await statement.run(
             session,
             [{"account_id": account, key: value, "day": latest[(account, value)]}
@@ -206,16 +211,11 @@ async def see_end_users(session: AsyncSession, rows: Iterable[Row]) -> None:
     ``rows`` are events (or anything with their ``account_id``, ``end_user_id``
     and ``occurred_at``).
     """
-    latest: dict[tuple[str, str], datetime] = {}
-    for row in rows:
-        user = row["end_user_id"]
-        if not user:  # None and "" both mean "no end user"
-            continue
-        key = (row["account_id"], user)
-        moment = row["occurred_at"]
-        if key not in latest or moment > latest[key]:
-            latest[key] = moment
-    await see_latest(session, latest)
+    await see_latest(session, _latest(
+        ((row["account_id"], row["end_user_id"]), row["occurred_at"])
+        for row in rows
+        if row["end_user_id"]  # None and "" both mean "no end user"
+    ))
 
 
 async def see_latest(session: AsyncSession, latest: Mapping[tuple[str, str], datetime]) -> None:

@@ -248,7 +248,7 @@ async def write_batch(
         await session.execute(statements.insert_events)
         seen = await session.execute(statements.latest_seen)
         await rollups.see_latest(session, {(a, u): at for a, u, at in seen})
-        for statement in (*statements.rollups, *statements.last_days):
+        for statement in statements.summing:
             await session.execute(statement)
     return accepted, unpriced
 
@@ -391,12 +391,7 @@ class StagedEvents:
             # ingest code concludes from every one of its events.
             await rollups.see_end_users(session, users)
         if self.accepted:
-            statements = self.statements
-            finishing = (
-                (*statements.rollups, *statements.last_days) if self.postgresql
-                else (*statements.sqlite_rollups, *statements.sqlite_last_days)
-            )
-            for statement in finishing:
+            for statement in self.statements.summing:
                 await session.execute(statement)
         if not self.postgresql:
             connection = await session.connection()
@@ -573,6 +568,13 @@ class _Statements:
             statements.append(statement.finish(self._insert(statement.table)).from_select(
                 list(statement.columns), _summed(source, keys)))
         return statements
+
+    @cached_property
+    def summing(self) -> list[Any]:
+        """What adds the stage's new events to the rollups, then to the latest days, in order."""
+        if self.postgresql:
+            return [*self.rollups, *self.last_days]
+        return [*self.sqlite_rollups, *self.sqlite_last_days]
 
     @cached_property
     def last_days(self) -> list[Any]:
