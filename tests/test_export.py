@@ -17,6 +17,7 @@ import itertools
 import logging
 import random
 import tracemalloc
+import warnings
 from collections.abc import Awaitable, Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
@@ -361,8 +362,12 @@ async def test_a_bug_before_the_first_byte_is_a_masked_500(
 async def asgi_get(
     app: Starlette, target: str, token: str = ACME_TOKEN,
     on_body: Callable[[bytes], Awaitable[None]] | None = None,
+    leave: asyncio.Event | None = None,
 ) -> tuple[list[Message], list[bytes]]:
-    """Call the app as a server would; body messages go to ``on_body`` (else kept)."""
+    """Call the app as a server would; body messages go to ``on_body`` (else kept).
+
+    The client stays connected until ``leave`` is set, if given.
+    """
     path, _, query = target.partition("?")
     scope = {
         "type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
@@ -372,14 +377,14 @@ async def asgi_get(
         "client": ("127.0.0.1", 50000), "server": ("meterql.test", 80),
     }
     requested = False
-    never = asyncio.Event()
+    never = leave or asyncio.Event()
 
     async def receive() -> Message:
         nonlocal requested
         if not requested:
             requested = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        await never.wait()  # the client stays connected
+        await never.wait()  # the client stays connected until it leaves
         return {"type": "http.disconnect"}
 
     messages: list[Message] = []
@@ -515,3 +520,25 @@ async def test_the_access_line_times_the_whole_stream(
     assert (fields["route"], fields["status"], fields["account_id"]) == (PATH, 200, "acme")
     assert sent == 11  # ten chunks and the end
     assert fields["duration_ms"] >= sent * 50
+
+
+async def test_a_client_leaving_mid_stream_stops_the_export_cleanly(app: Starlette) -> None:
+    # A browser that cancels a download: the server cancels the stream while a
+    # later chunk is being answered. The export stops there, and leaves no
+    # coroutine of graphql-core's or of a resolver never awaited (a warning
+    # each in the server's log).
+    leave = asyncio.Event()
+    received: list[bytes] = []
+
+    async def leave_after_the_first_chunk(body: bytes) -> None:
+        received.append(body)
+        leave.set()
+        await asyncio.sleep(0)  # the server hears of it while reading the next chunk
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        await asgi_get(app, PATH + _query(*YEAR, "UTC", "hour", "model"),
+                       on_body=leave_after_the_first_chunk, leave=leave)
+        gc.collect()
+    assert 1 <= len(received) < 12  # the export stopped early
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []

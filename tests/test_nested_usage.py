@@ -8,8 +8,11 @@ refuse bad arguments as the root field does.
 
 from __future__ import annotations
 
+import gc
 import random
+import warnings
 from datetime import date
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -423,8 +426,64 @@ async def test_reading_ahead_spends_and_refuses_points_as_node_by_node(
         assert "errors" not in bodies[0] and "errors" not in bodies[1]
     else:
         # Which node runs out first, and whether another's batch was skipped
-        # for it ("Invalid input"), is the order the lists resolved in, node
-        # by node too: both ways, the refusal is said.
+        # for it (which says the same refusal), is the order the lists
+        # resolved in, node by node too: both ways, the refusal is said.
         for body in bodies:
             assert any(message.startswith("This request asks for more usage points")
                        for message, _code in body["errors"]), body
+
+
+# --- a refusal leaves nothing behind ---------------------------------------------------------
+
+# A page whose nodes' usage is refused, beside fields that read: graphql-core
+# cancels the pending siblings of a field that fails inside a coroutine, and
+# a sibling cancelled before it ran never awaits the coroutines it holds
+# (a RuntimeWarning each, raised in the garbage collector).
+METRICS_PAGE = (Path(__file__).parents[1] / "src/meterql/queries/metrics-page.graphql").read_text()
+REFUSED_PAGES = {
+    "a range refused": ('(range: {from: "2026-11-20", to: "2026-11-01"})', {}, 1_000_000),
+    "the points run out": ("(days: 2, granularity: HOUR)", {}, 48 * 5),
+    "grouped, the points run out": ("(days: 2, granularity: HOUR, groupBy: MODEL)", {}, 48 * 5),
+    "the metrics page, a range refused": (
+        None, {"days": None, "range": {"from": "2026-11-20", "to": "2026-11-01"}}, 1_000_000),
+    "the metrics page, the points run out": (
+        None, {"days": 3, "granularity": "HOUR"}, 100),
+}
+
+
+# Each node selection in both forms (plain, fragments); the page as it is.
+REFUSED_CASES = [
+    pytest.param(form, *case, id=f"{name}, {form_name}")
+    for name, case in REFUSED_PAGES.items()
+    for form, form_name in zip(AHEAD_FORMS, ("plain", "fragments"), strict=True)
+    if case[0] is not None or form is AHEAD_FORMS[0]
+]
+
+
+@pytest.mark.parametrize(("form", "arguments", "variables", "points"), REFUSED_CASES)
+async def test_a_refused_page_leaves_no_coroutine_unawaited(
+    settings: Settings, db: Database, form: str, arguments: str | None,
+    variables: dict[str, Any], points: int,
+) -> None:
+    from meterql.app import create_app
+
+    token = await busy_account(db, "busy", instances=12, models=4)
+    if arguments is None:
+        query = METRICS_PAGE
+    else:
+        usage = f"usage{arguments} {{ totals {{ requests }} series {{ requests }} }}"
+        query = form.replace("{ viewer {", "{ a: usage(days: 3) { totals { requests } } viewer { "
+                             "usage(days: 4) { totals { requests } } ").replace("{usage}", usage)
+    app = create_app(settings.model_copy(update={"graphql_max_series_points": points}),
+                     database=db, clock=lambda: NOW)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
+                                     base_url="http://meterql.test") as client:
+            for _ in range(5):
+                body = (await client.post("/graphql", json={"query": query, "variables": variables},
+                                          headers=auth(token))).json()
+                assert body["errors"], body
+                assert [e["extensions"]["code"] for e in body["errors"]] == ["BAD_USER_INPUT"]
+        gc.collect()
+    assert [str(w.message) for w in caught if "never awaited" in str(w.message)] == []

@@ -21,7 +21,9 @@ The refusal is ``BAD_USER_INPUT`` and names the ways out (a shorter range,
 a coarser grain, fewer groups, or the CSV export, which streams in chunks
 and has no such bound). Once any ``usage`` of a request has been refused,
 the request's batched usage reads are skipped (``refused``): the answer is
-an error anyway, and its siblings' statements would only cost time.
+an error anyway, and its siblings' statements would only cost time. A
+skipped read answers with that first refusal, so the error a client sees is
+the refusal whichever field's error nulls the answer first.
 """
 
 from __future__ import annotations
@@ -36,13 +38,25 @@ DEFAULT_POINTS = 200_000
 @dataclass(slots=True)
 class PointBudget:
     left: int = DEFAULT_POINTS
-    refused: bool = False
+    # The first refusal's points asked and points left, once there was one.
+    refused_at: tuple[int, int] | None = None
+
+    @property
+    def refused(self) -> bool:
+        return self.refused_at is not None
 
     def check(self, points: int) -> None:
         """Refuse the request now if ``points`` alone is over what is left."""
         if points > self.left:
-            self.refused = True
+            if self.refused_at is None:
+                self.refused_at = (points, self.left)
             raise _refusal(points, self.left)
+
+    def refusal(self) -> InvalidInput:
+        """The request's first refusal, again: what a ``usage`` whose read was
+        skipped after it answers, whichever field's error reaches the client."""
+        assert self.refused_at is not None
+        return _refusal(*self.refused_at)
 
     def charge(self, points: int) -> None:
         """Take ``points`` from what is left, or refuse the request (nothing taken)."""

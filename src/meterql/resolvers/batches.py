@@ -29,7 +29,6 @@ from meterql.db import budgets as stored_budgets
 from meterql.db.accounts import AccountState, TierRow
 from meterql.db.series import Amounts, GroupBy, GroupCounts, Series
 from meterql.db.usage import PeriodTotals, PeriodUsage
-from meterql.errors import InvalidInput
 from meterql.plans import EffectivePlan, effective_plan
 
 # --- the viewer graph ----------------------------------------------------------------------------
@@ -108,15 +107,6 @@ async def instance_counts(context: Context, statuses: list[str | None]) -> list[
 # --- usage of the graph's nodes ---------------------------------------------------------------
 
 
-class PointsRefused(InvalidInput):
-    """A batch skipped because its request already ran out of usage points.
-
-    Its message is never shown: the node whose charge was refused carries
-    the refusal, and a non-null ``usage`` under a list nulls the answer up to
-    the nearest nullable field anyway.
-    """
-
-
 @dataclass(frozen=True, slots=True)
 class UsageArgs:
     """A ``usage`` field's arguments, validated and resolved: the args half of a loader key.
@@ -146,7 +136,7 @@ async def usage_of_account(context: Context, keys: list[UsageArgs]) -> list[Seri
     of them is read, and the same arguments asked twice are read once.
     """
     if context.points.refused:
-        raise PointsRefused()
+        raise context.points.refusal()
     plans = {args: context.bucket_plan(args.range, args.read_grain) for args in keys}
     found = {
         args: await series.usage_series(context.reader, context.account_id, plan, args.group_by)
@@ -175,7 +165,7 @@ async def _usage_split(
     if context.points.refused:
         # A node of this batch (or any usage of the request) was refused: the
         # answer is that error, and reading the others' usage would only cost.
-        raise PointsRefused()
+        raise context.points.refusal()
     nodes: dict[UsageArgs, dict[str, None]] = {}
     for args, node in keys:
         nodes.setdefault(args, {})[node] = None

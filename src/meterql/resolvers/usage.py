@@ -4,7 +4,7 @@ Every one reads through the request's loaders: the root field (and
 ``viewer.usage``, the same) through ``usage_of_account``, ``instance.usage``
 and ``model.usage`` through ``usage_by_instance`` / ``usage_by_model``, so a
 page of N nodes costs one statement per distinct arguments. Each is charged
-to the request's point budget before anything is read (``charge``). All of
+to the request's point budget before anything is read (``answer``). All of
 them take the very same arguments (the ``Usage*`` aliases below), validate
 them alike and answer the same way (``answer``).
 
@@ -73,11 +73,11 @@ INSTANCE_NODE: Node = (usage_by_instance, GroupBy.INSTANCE)
 MODEL_NODE: Node = (usage_by_model, GroupBy.MODEL)
 
 
-async def answer(
+def answer(
     info: GraphQLResolveInfo[Context],
     node: tuple[Node, str] | None,
     arguments: Mapping[str, Any],
-) -> Usage:
+) -> Awaitable[Usage]:
     """A ``usage`` field's answer: of the account (``node`` None) or of one node.
 
     ``arguments`` are the field's, by their GraphQL names, as graphql-core
@@ -85,19 +85,46 @@ async def answer(
     is charged before anything is read: a page of 50 instances asks for 50
     series. Grouped by its own kind (or a model by provider), a node's one
     group is itself.
+
+    What can be refused without reading (the scope, the arguments, the
+    points of an ungrouped answer) is refused here, before any coroutine
+    exists. graphql-core records such an error on the spot; one raised inside
+    a coroutine makes it cancel the field's pending siblings, and a sibling
+    cancelled before it ran leaves the coroutines it holds never awaited (a
+    warning each in the server's log, for every node of a refused page).
     """
     context = info.context.require("read")
     args = _usage_args(arguments, context.now, whole=not shows_series(info))
-    group_by = args.group_by
     plan = context.bucket_plan(args.range, args.granularity)
     if node is None:
-        await charge(context, plan, group_by)
-        found = await context.loaders.load(usage_of_account, args)
+        batch: Any = usage_of_account
+        key: Any = args
+        grouped = args.group_by
     else:
-        (batch, kind), key = node
-        await charge(context, plan, None if _own(group_by, kind) else group_by)
-        found = await context.loaders.load(batch, (args, key))
-    return Usage.of(plan, group_by, found)
+        (batch, kind), node_key = node
+        key = (args, node_key)
+        grouped = None if _own(args.group_by, kind) else args.group_by
+    if grouped is None:
+        context.points.charge(plan.count)
+    else:
+        # Too long even with one group: refused before anything is read.
+        context.points.check(plan.count)
+    return _read(context, plan, args.group_by, grouped, batch, key)
+
+
+async def _read(
+    context: Context, plan: BucketPlan, group_by: GroupBy | None, grouped: GroupBy | None,
+    batch: Any, key: Any,
+) -> Usage:
+    """Charge a grouped answer (``grouped``) for its groups, then read it through ``batch``.
+
+    The groups are bounded by the instances or models with usage around the
+    range: one small count per request and span, shared by every node.
+    """
+    if grouped is not None:
+        counts = await context.loaders.load(group_counts, series.utc_days(plan))
+        context.points.charge(plan.count * max(1, counts.most(grouped)))
+    return Usage.of(plan, group_by, await context.loaders.load(batch, key))
 
 
 def _usage_args(arguments: Mapping[str, Any], now: datetime, *, whole: bool) -> UsageArgs:
@@ -267,22 +294,6 @@ def shows_series(info: GraphQLResolveInfo[Context]) -> bool:
     if known is None:
         known = info.context.series_selected[key] = selects(info, "series")
     return known
-
-
-async def charge(context: Context, plan: BucketPlan, group_by: GroupBy | None) -> None:
-    """Charge the request's budget with the most points an answer could have.
-
-    The buckets alone are checked first: an answer too long even with one
-    group is refused before anything is read. Grouped, the groups are
-    bounded by the instances or models with usage around the range (one
-    small count per request and span, shared by every node).
-    """
-    most = plan.count
-    if group_by is not None:
-        context.points.check(most)
-        counts = await context.loaders.load(group_counts, series.utc_days(plan))
-        most *= max(1, counts.most(group_by))
-    context.points.charge(most)
 
 
 async def usage(
