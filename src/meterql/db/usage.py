@@ -30,6 +30,7 @@ from sqlalchemy import (
     func,
     or_,
     select,
+    true,
     union_all,
 )
 
@@ -292,11 +293,41 @@ _PER_INSTANCE = _per_registered_instance(
 )
 
 
+def _each_instance_summed() -> Select[Any]:
+    """PostgreSQL: :data:`_PER_INSTANCE`, each instance's days summed on their own.
+
+    The same key range per instance, but aggregated beside it (``LATERAL``)
+    rather than joined and then grouped: PostgreSQL hashed the account's
+    instances, joined the window's day rows to them and grouped the result
+    by three text columns, about 4.6 of the statement's 6.0 ms under
+    ``EXPLAIN ANALYZE`` at 1M events (4,500 day rows, 50 instances). An
+    aggregate without ``GROUP BY`` always gives one row, zeros for an idle
+    instance, as the outer join did. SQLite walks the instances and their
+    key ranges in order for the outer join already, and groups as it goes.
+    """
+    D = INSTANCE_DAYS
+    sums = (
+        select(*_sums(D))
+        .where(D.account_id == INSTANCES.account_id, D.instance_id == INSTANCES.instance_id,
+               D.day >= _FIRST, D.day <= _LAST)
+        .lateral("sums")
+    )
+    return (
+        select(INSTANCES.instance_id, INSTANCES.hostname, INSTANCES.status, *sums.c)
+        .select_from(Instance.__table__.join(sums, true()))
+        .where(INSTANCES.account_id == _ACCOUNT)
+    )
+
+
+_EACH_INSTANCE_SUMMED = _each_instance_summed()
+
+
 async def per_instance(
     reader: Reader, account_id: str, window: DayWindow
 ) -> list[InstanceTotals]:
     """Every registered instance with its usage in the window, idle ones included."""
-    return _instance_rows(await reader.fetch(_PER_INSTANCE, _window(account_id, window)))
+    statement = _EACH_INSTANCE_SUMMED if reader.dialect == "postgresql" else _PER_INSTANCE
+    return _instance_rows(await reader.fetch(statement, _window(account_id, window)))
 
 
 def _per_model() -> Select[Any]:
