@@ -120,7 +120,7 @@ async def test_the_billing_period_is_split_by_instance_only_when_asked(
     assert response.status_code == 200
     statements = {
         "totals": db.reads.compiled(usage._PERIOD_TOTALS).sql,
-        "by instance": db.reads.compiled(usage._PERIOD).sql,
+        "by instance": db.reads.compiled(usage._PERIODS[db.reads.dialect]).sql,
     }
     # The token, then exactly one read of the period: the expected one.
     assert sql.statements[1:] == [statements[read]], sql.statements
