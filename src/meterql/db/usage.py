@@ -11,7 +11,7 @@ answers ``SUM(bigint)`` as numeric, hence the ``int()``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from typing import Any
@@ -316,14 +316,18 @@ def _each_instance_summed(*columns: Any, idle: bool) -> Select[Any]:
     return rows if idle else rows.where(sums.c.days > 0)
 
 
-# By dialect name.
+def _days_of_each_instance(dialect: str) -> Callable[..., Select[Any]]:
+    """How ``dialect`` sums each registered instance's days of a window."""
+    return _each_instance_summed if dialect == "postgresql" else _per_registered_instance
+
+
+_DIALECTS = ("sqlite", "postgresql")
+# By dialect name, as the routes list instances.
 _PER_INSTANCES = {
-    "sqlite": _per_registered_instance(
+    dialect: _days_of_each_instance(dialect)(
         INSTANCES.instance_id, INSTANCES.hostname, INSTANCES.status, idle=True
-    ),
-    "postgresql": _each_instance_summed(
-        INSTANCES.instance_id, INSTANCES.hostname, INSTANCES.status, idle=True
-    ),
+    )
+    for dialect in _DIALECTS
 }
 
 
@@ -503,19 +507,19 @@ def _instance_hours(n: int) -> tuple[ColumnElement[bool], ...]:
     )
 
 
-def _period(postgresql: bool) -> Select[Any]:
+def _period(dialect: str) -> Select[Any]:
     """Per instance: sums over ``[start, end)`` cut into days, hours and instants.
 
     One select per span, never an OR of spans, so that each is an index range;
-    on PostgreSQL the days are summed beside each instance
-    (:func:`_each_instance_summed`).
+    the whole days as ``dialect`` sums them best (:func:`_days_of_each_instance`).
     Each row also carries the period's end-user count (one uncorrelated
     subquery, computed once): a period without usage has neither rows nor
     end users, so nothing is lost when there are no rows.
     """
     H = INSTANCE_HOURS
-    days = _each_instance_summed if postgresql else _per_registered_instance
-    sources: list[Select[Any]] = [days(INSTANCES.instance_id.label("key"), idle=False)]
+    sources: list[Select[Any]] = [
+        _days_of_each_instance(dialect)(INSTANCES.instance_id.label("key"), idle=False)
+    ]
     for n in range(_HOUR_SLOTS):
         sources.append(
             select(H.instance_id.label("key"), *_sums(H))
@@ -548,7 +552,7 @@ def _period(postgresql: bool) -> Select[Any]:
 
 
 # By dialect name.
-_PERIODS = {"sqlite": _period(postgresql=False), "postgresql": _period(postgresql=True)}
+_PERIODS = {dialect: _period(dialect) for dialect in _DIALECTS}
 
 
 def _period_params(account_id: str, start: datetime, end: datetime) -> dict[str, Any]:

@@ -4,7 +4,7 @@ Every one reads through the request's loaders: the root field (and
 ``viewer.usage``, the same) through ``usage_of_account``, ``instance.usage``
 and ``model.usage`` through ``usage_by_instance`` / ``usage_by_model``, so a
 page of N nodes costs one statement per distinct arguments. Each is charged
-to the request's point budget before anything is read (``answer``). All of
+to the request's point budget before anything is read (in ``answer``). All of
 them take the very same arguments (the ``Usage*`` aliases below), validate
 them alike and answer the same way (``answer``).
 
