@@ -377,14 +377,14 @@ async def asgi_get(
         "client": ("127.0.0.1", 50000), "server": ("meterql.test", 80),
     }
     requested = False
-    never = leave or asyncio.Event()
+    gone = leave or asyncio.Event()
 
     async def receive() -> Message:
         nonlocal requested
         if not requested:
             requested = True
             return {"type": "http.request", "body": b"", "more_body": False}
-        await never.wait()  # the client stays connected until it leaves
+        await gone.wait()  # the client stays connected until it leaves
         return {"type": "http.disconnect"}
 
     messages: list[Message] = []

@@ -12,7 +12,6 @@ import gc
 import random
 import warnings
 from datetime import date
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,6 +23,7 @@ from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.db.series import GroupBy
 from meterql.money import format_usd, nanos_to_usd
+from meterql.queries import page_query
 from meterql.records import (
     AccountRecord,
     InstanceRecord,
@@ -439,7 +439,7 @@ async def test_reading_ahead_spends_and_refuses_points_as_node_by_node(
 # cancels the pending siblings of a field that fails inside a coroutine, and
 # a sibling cancelled before it ran never awaits the coroutines it holds
 # (a RuntimeWarning each, raised in the garbage collector).
-METRICS_PAGE = (Path(__file__).parents[1] / "src/meterql/queries/metrics-page.graphql").read_text()
+METRICS_PAGE = page_query("metrics-page")
 REFUSED_PAGES = {
     "a range refused": ('(range: {from: "2026-11-20", to: "2026-11-01"})', {}, 1_000_000),
     "the points run out": ("(days: 2, granularity: HOUR)", {}, 48 * 5),
