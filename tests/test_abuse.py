@@ -267,10 +267,12 @@ def _aborted(first: bytes) -> Any:
     return receive
 
 
-def _trickle(interval_s: float) -> Any:
-    """A client that sends one byte every ``interval_s``, for ever."""
+def _trickle(interval_s: float, reading: asyncio.Event) -> Any:
+    """A client that sends one byte every ``interval_s``, for ever; ``reading`` is set
+    once the app asks for its body."""
 
     async def receive() -> Message:
+        reading.set()
         await asyncio.sleep(interval_s)
         return {"type": "http.request", "body": b" ", "more_body": True}
 
@@ -312,11 +314,15 @@ async def test_a_trickled_body_gets_408_and_holds_nothing_meanwhile(
     app = _app(settings, db, body_timeout_s=0.6)
     headers = {**auth(UPLOADS[path]), "content-type": "application/json",
                "content-length": "1000"}
-    uploads = [asyncio.create_task(_call(app, "POST", path, headers, _trickle(0.05)))
-               for _ in range(25)]
+    reading = [asyncio.Event() for _ in range(25)]
+    uploads = [asyncio.create_task(_call(app, "POST", path, headers, _trickle(0.05, event)))
+               for event in reading]
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://meterql.test") as other:
-        await asyncio.sleep(0.2)
+        # Every upload past its token check and waiting for its body: a fixed
+        # pause instead counted token reads still in flight on a busy machine.
+        async with asyncio.timeout(10):
+            await asyncio.gather(*(event.wait() for event in reading))
         # Another tenant's reads while 25 uploads trickle: answered, nothing held.
         for _ in range(5):
             assert _checked_out(db) == 0
