@@ -75,6 +75,120 @@ async def test_leaves_skip_per_field_execution(db: Database, settings: Settings)
     assert CountingSlowPath.slow_fields < 60
 
 
+# Which subfields are collected depends on ``@include``/``@skip`` and their
+# variables, on fragments and on type conditions: shared between operations,
+# it must still follow each operation's variables.
+DIRECTED = """
+query Directed($byInstance: Boolean!, $points: Boolean = true, $days: Int!) {
+  billingUsage { periodStart byInstance @include(if: $byInstance) { instanceId costUsd } }
+  usageTimeseries(days: $days) { periodDays ...Points @skip(if: false) }
+  again: usageTimeseries(days: 30) { points @include(if: $points) { date } }
+}
+fragment Points on UsageTimeseries { points @include(if: $points) { requests date } }
+"""
+
+
+@pytest.mark.parametrize("variables", [
+    {"byInstance": True, "days": 7},
+    {"byInstance": False, "days": 7},
+    {"byInstance": True, "points": False, "days": 14},
+    {"byInstance": False, "points": True, "days": 14},
+])
+async def test_shared_collection_follows_each_operations_directives(
+    db: Database, settings: Settings, variables: dict[str, Any]
+) -> None:
+    await seed(db)
+    # Every other case first, so this one finds the collections of others kept.
+    for other in ({"byInstance": b, "points": p, "days": 7} for b in (True, False)
+                  for p in (True, False)):
+        assert (await _run_document(db, settings, LeafFastExecutionContext, DIRECTED,
+                                    **other)).errors is None
+    fast = await _run_document(db, settings, LeafFastExecutionContext, DIRECTED, **variables)
+    plain = await _run_document(db, settings, StrawberryGraphQLCoreExecutionContext, DIRECTED,
+                                **variables)
+    assert fast.errors is None and plain.errors is None
+    assert fast.data == plain.data
+    assert ("byInstance" in fast.data["billingUsage"]) is variables["byInstance"]
+    assert ("points" in fast.data["again"]) is variables.get("points", True)
+
+
+async def _run_document(db: Database, settings: Settings, executor: type[Any], document: str,
+                        **variables: Any) -> Any:
+    context = Context(db=db, settings=settings, grant=TokenGrant("acme", frozenset({"read"})),
+                      now=NOW)
+    return await _SCHEMAS.setdefault(executor, build_schema(executor)).execute(
+        document, context_value=context, variable_values=variables)
+
+
+# One schema per executor for the module: its parser cache hands each
+# execution of a document the same nodes, as in the app.
+_SCHEMAS: dict[type[Any], Any] = {}
+
+
+async def test_subfields_are_collected_once_per_document_and_directive_values(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import graphql.execution.executor as executor
+
+    from meterql.schema import execution
+
+    await seed(db)
+    collected = 0
+    collect = executor.collect_subfields
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        nonlocal collected
+        collected += 1
+        return collect(*args, **kwargs)
+
+    monkeypatch.setattr(executor, "collect_subfields", counting)
+    # What other tests left collected does not count.
+    monkeypatch.setattr(execution, "_SHARED_SUBFIELDS", {})
+
+    async def collections(**variables: Any) -> int:
+        nonlocal collected
+        collected = 0
+        result = await _run_document(db, settings, LeafFastExecutionContext, EVERYTHING_AGAIN,
+                                     **variables)
+        assert result.errors is None
+        return collected
+
+    assert await collections(instance="inst-a", points=True) > 0
+    # A variable no directive reads changes nothing that is collected.
+    assert await collections(instance="inst-b", points=True) == 0
+    # One that a directive reads is collected once for each value.
+    assert await collections(instance="inst-a", points=False) > 0
+    assert await collections(instance="inst-b", points=False) == 0
+
+
+EVERYTHING_AGAIN = EVERYTHING.replace(
+    "query Everything($instance: String)", "query EverythingAgain($instance: String, $points: "
+    "Boolean!)").replace("fragment Points on UsageTimeseries { points {",
+                         "fragment Points on UsageTimeseries { points @include(if: $points) {")
+
+
+@pytest.mark.parametrize(("document", "collecting"), [
+    ("{ a { b } }", ()),
+    ("query($x: Boolean!) { a @include(if: $x) { b @skip(if: true) } }", ("x",)),
+    ("query($x: Boolean!) { ...F } fragment F on Q { a @skip(if: $x) }", ("x",)),
+    ("{ a { ... @defer { b } } }", None),
+    ("{ a @custom }", None),
+])
+def test_what_collecting_subfields_depends_on(
+    document: str, collecting: tuple[str, ...] | None
+) -> None:
+    from graphql import OperationDefinitionNode, parse
+    from graphql.execution.collect_fields import FragmentDetails
+
+    from meterql.schema.execution import _collecting
+
+    definitions = parse(document).definitions
+    (operation,) = [d for d in definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: FragmentDetails(d) for d in definitions  # type: ignore[attr-defined]
+                 if not isinstance(d, OperationDefinitionNode)}
+    assert _collecting(operation, fragments) == collecting
+
+
 @strawberry.type
 class Item:
     name: str
