@@ -32,6 +32,11 @@ sees the imported data only:
 4. in-process (``statements.py``): every driver call of each /v1 route and
    GraphQL-only query timed with its SQL; the plans of statements over
    ``--explain-over-ms``; then ``--profile`` if asked;
+4b. at the largest of several sizes, growth side by side: the smallest
+   size's tenant loaded into a database of its own, each served by its own
+   ``meterql serve``, and every read timed on one then the other, in
+   ``GROWTH_ROUNDS`` rounds (the sequential medians of step 1 are taken
+   tens of minutes apart, on a machine whose speed drifts);
 5. ``meterql serve`` (one worker) again: live ingest (``--ingest-batches``
    batches of 1,000, one at a time), then on PostgreSQL ``--post-ingest-seconds``
    of live ingest by 8 concurrent senders, the tables' dead and live tuples
@@ -741,6 +746,67 @@ def measure_server(tenant: Tenant, env: dict[str, str], naive_url: str, backend:
             "throughput": speed}
 
 
+# Rounds of growth timing: each read, ``--requests`` / rounds calls on the small
+# tenant's server then as many on the large one's, per round.
+GROWTH_ROUNDS = 5
+
+
+def measure_growth(large: Tenant, large_env: dict[str, str], small_events: int, backend: str,
+                   args: argparse.Namespace, workdir: Path,
+                   queries: list[Query]) -> dict[str, Any]:
+    """Step 4b: each read's median on the small tenant and on the large one, side by side.
+
+    The small tenant is generated with the same seed (same instances, models
+    and tokens, fewer events) and loaded into a database of its own; both
+    servers run together, idle but for the read being timed.
+    """
+    home = workdir / "growth"
+    home.mkdir()
+    small = write_tenant(home / "tenant.json", small_events, args.seed, datetime.now(UTC))
+    assert small.read_token == large.read_token
+    auth = auth_headers(large.read_token)
+    reads: list[tuple[str, str, dict[str, Any] | None]] = [
+        *((route, route, None) for route, *_ in ROUTES),
+        *((query.name, "/graphql", query.request()) for query in queries),
+    ]
+    with database(backend, args.pg_url, home) as (url, _naive_url):
+        small_env = {**os.environ, "METERQL_DATABASE_URL": url, **server_env(args)}
+        run_import(small.path, small_env, home)
+        ports = {"small": free_port(), "large": free_port()}
+        with contextlib.ExitStack() as stack:
+            clients = {}
+            for side, env in (("small", small_env), ("large", large_env)):
+                argv = [sys.executable, "-m", "meterql.cli", "serve", "--port", str(ports[side])]
+                child = stack.enter_context(process(argv, env, home / f"serve-{side}.log"))
+                base = f"http://127.0.0.1:{ports[side]}"
+                wait_ready(f"{base}/v1/billing/trial-status", auth, child)
+                clients[side] = stack.enter_context(
+                    httpx.Client(base_url=base, headers=auth, timeout=120))
+            per_round = max(1, args.requests // GROWTH_ROUNDS)
+            out: dict[str, Any] = {}
+            for name, path, body in reads:
+                calls = {side: (partial(client.get, path) if body is None
+                                else partial(client.post, path, json=body))
+                         for side, client in clients.items()}
+                samples: dict[str, list[float]] = {"small": [], "large": []}
+                failures = 0
+                for side in samples:
+                    for _ in range(args.warmup):
+                        calls[side]()
+                for _ in range(GROWTH_ROUNDS):
+                    for side in samples:
+                        for _ in range(per_round):
+                            started = time.perf_counter()
+                            response = calls[side]()
+                            samples[side].append((time.perf_counter() - started) * 1000)
+                            failures += (not response.is_success
+                                         or b'"errors"' in response.content)
+                out[name] = {side: statistics.median(values) for side, values in samples.items()}
+                out[name]["failures"] = failures
+    return {"small_events": small_events, "rounds": GROWTH_ROUNDS, "per_round": per_round,
+            "reads": out}
+
+
 def measure_writes(tenant: Tenant, env: dict[str, str], naive_url: str, backend: str,
                    args: argparse.Namespace, workdir: Path,
                    queries: list[Query]) -> dict[str, Any]:
@@ -902,8 +968,12 @@ def machine(backend: str, naive_url: str) -> dict[str, Any]:
     return info
 
 
-def run_size(events: int, backend: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One full run at one size on one backend; the temporary files go with it."""
+def run_size(events: int, backend: str, args: argparse.Namespace,
+             growth_beside: int | None = None) -> dict[str, Any]:
+    """One full run at one size on one backend; the temporary files go with it.
+
+    ``growth_beside``: a smaller size to time every read beside (step 4b).
+    """
     with tempfile.TemporaryDirectory(prefix="meterql-bench-") as tmp:
         workdir = Path(tmp)
         print(f"[{backend} {events:,}] generating the tenant", flush=True)
@@ -924,6 +994,10 @@ def run_size(events: int, backend: str, args: argparse.Namespace) -> dict[str, A
                 print(f"[{backend} {events:,}] profiling {args.profile}", flush=True)
                 measured["profile"] = profile_route(resolve_route(args.profile), url, tenant,
                                                     args, backend)
+            if growth_beside is not None:
+                print(f"[{backend} {events:,}] growth beside {growth_beside:,}", flush=True)
+                measured["growth"] = measure_growth(tenant, env, growth_beside, backend, args,
+                                                    workdir, queries)
             print(f"[{backend} {events:,}] live ingest", flush=True)
             measured |= measure_writes(tenant, env, naive_url, backend, args, workdir, queries)
             if "post_ingest" in measured:
@@ -1096,7 +1170,8 @@ def main() -> int:
               file=sys.stderr, flush=True)
     for backend in backends:
         for events in sizes:
-            result = run_size(events, backend, args)
+            beside = min(sizes) if events == max(sizes) and len(set(sizes)) > 1 else None
+            result = run_size(events, backend, args, growth_beside=beside)
             path = args.results / f"{backend}-{events}.json"
             path.write_text(json.dumps(result, indent=2) + "\n")
             print_table(result)
