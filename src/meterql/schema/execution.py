@@ -80,6 +80,7 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # item of a list); the field set is kept alive beside its plan.
         self._leaf_plans: dict[tuple[str, int], tuple[GroupedFieldSet, _Plan | None]] = {}
         self._collecting: _Collecting | None = _collecting(self.operation, self.fragments)
+        self._directive_values: tuple[Any, ...] | None = None
 
     @classmethod
     def build(
@@ -160,26 +161,42 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def collect_subfields(
         self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList
     ) -> CollectedFields:
-        collecting = self._collecting
-        if collecting is None:
-            return super().collect_subfields(return_type, field_details_list)
-        coerced = self.variable_values.coerced
-        try:
-            key = (
-                return_type,
-                tuple(coerced.get(name) for name in collecting),
-                *(id(details.node) for details in field_details_list),
-            )
-            found = _SHARED_SUBFIELDS.get(key)
-        except TypeError:  # a variable's value that cannot be a key
-            return super().collect_subfields(return_type, field_details_list)
+        # This operation's own memo first, as graphql-core's: every item of a
+        # list asks again for the same field nodes.
+        memo = self._relevant_sub_fields
+        found = memo.get((return_type, id(field_details_list)))
         if found is None:
-            if len(_SHARED_SUBFIELDS) >= _SHARED_SUBFIELDS_LIMIT:
-                _SHARED_SUBFIELDS.clear()
-            found = _SHARED_SUBFIELDS[key] = (
-                field_details_list, super().collect_subfields(return_type, field_details_list)
-            )
+            shared = self._shared_key(return_type, field_details_list)
+            if shared is None:
+                return super().collect_subfields(return_type, field_details_list)
+            found = _SHARED_SUBFIELDS.get(shared)
+            if found is None:
+                if len(_SHARED_SUBFIELDS) >= _SHARED_SUBFIELDS_LIMIT:
+                    _SHARED_SUBFIELDS.clear()
+                found = _SHARED_SUBFIELDS[shared] = (
+                    field_details_list,
+                    super().collect_subfields(return_type, field_details_list),
+                )
+            memo[(return_type, id(field_details_list))] = found
         return found[1]
+
+    def _shared_key(
+        self, return_type: GraphQLObjectType, field_details_list: FieldDetailsList
+    ) -> tuple[Any, ...] | None:
+        """The key of a collection shared between operations; None if it cannot be shared."""
+        if self._collecting is None:
+            return None
+        if self._directive_values is None:
+            coerced = self.variable_values.coerced
+            values = tuple(coerced.get(name) for name in self._collecting)
+            try:
+                hash(values)
+            except TypeError:  # a variable's value that cannot be a key
+                self._collecting = None
+                return None
+            self._directive_values = values
+        return (return_type, self._directive_values,
+                *(id(details.node) for details in field_details_list))
 
     def _plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
         key = (parent_type.name, id(fields))
