@@ -173,10 +173,12 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if found is None:
                 if len(_SHARED_SUBFIELDS) >= _SHARED_SUBFIELDS_LIMIT:
                     _SHARED_SUBFIELDS.clear()
-                found = _SHARED_SUBFIELDS[shared] = (
-                    field_details_list,
-                    super().collect_subfields(return_type, field_details_list),
-                )
+                    _SHARED_SET_PLANS.clear()
+                collected = super().collect_subfields(return_type, field_details_list)
+                found = _SHARED_SUBFIELDS[shared] = (field_details_list, collected)
+                fields = collected.grouped_field_set
+                _SHARED_SET_PLANS[id(fields)] = (
+                    return_type, fields, _shared_plan(return_type, fields))
             memo[(return_type, id(field_details_list))] = found
         return found[1]
 
@@ -205,7 +207,14 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             # Field middleware (Strawberry's extensions with a ``resolve`` hook)
             # must see every field: then there is no shortcut.
             middleware = getattr(self.middleware_manager, "middlewares", None)
-            cached = (fields, None if middleware else _shared_plan(parent_type, fields))
+            if middleware:
+                plan = None
+            else:
+                # A shared collection's fields have their plan beside them.
+                known = _SHARED_SET_PLANS.get(id(fields))
+                plan = (known[2] if known is not None and known[0] is parent_type
+                        and known[1] is fields else _shared_plan(parent_type, fields))
+            cached = (fields, plan)
             self._leaf_plans[key] = cached
         return cached[1]
 
@@ -222,6 +231,9 @@ _COLLECTING: dict[int, tuple[OperationDefinitionNode, _Collecting | None]] = {}
 # nodes' identities, which the entry keeps alive; bounded like the plans.
 _SHARED_SUBFIELDS: dict[tuple[Any, ...], tuple[FieldDetailsList, CollectedFields]] = {}
 _SHARED_SUBFIELDS_LIMIT = 4_096
+# The leaf plan of each shared collection's fields, by the fields' identity
+# (kept alive here, and emptied with the collections).
+_SHARED_SET_PLANS: dict[int, tuple[GraphQLObjectType, GroupedFieldSet, _Plan | None]] = {}
 
 
 def _collecting(
