@@ -179,7 +179,9 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 fields = collected.grouped_field_set
                 _SHARED_SET_PLANS[id(fields)] = (
                     return_type, fields, _shared_plan(return_type, fields))
-            memo[(return_type, id(field_details_list))] = found
+            # Kept alive beside its collection, as graphql-core's memo does,
+            # so that no other list of this operation can take its identity.
+            found = memo[(return_type, id(field_details_list))] = (field_details_list, found[1])
         return found[1]
 
     def _shared_key(
