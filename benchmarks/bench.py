@@ -319,15 +319,21 @@ def timed(call: Callable[[], httpx.Response], warmup: int, count: int) -> dict[s
     """
     for _ in range(warmup):
         call()
+    samples, failures = sampled(call, count)
+    return {"median_ms": statistics.median(samples),
+            "p99_ms": statistics.quantiles(samples, n=100, method="inclusive")[98],
+            "failures": failures}
+
+
+def sampled(call: Callable[[], httpx.Response], count: int) -> tuple[list[float], int]:
+    """``count`` sequential calls: each one's time in ms, and how many failed."""
     samples, failures = [], 0
     for _ in range(count):
         started = time.perf_counter()
         response = call()
         samples.append((time.perf_counter() - started) * 1000)
         failures += not response.is_success or b'"errors"' in response.content
-    return {"median_ms": statistics.median(samples),
-            "p99_ms": statistics.quantiles(samples, n=100, method="inclusive")[98],
-            "failures": failures}
+    return samples, failures
 
 
 def run_naive(backend: str, url: str, plan: dict[str, tuple[datetime, datetime]],
@@ -795,12 +801,9 @@ def measure_growth(large: Tenant, large_env: dict[str, str], small_events: int, 
                         calls[side]()
                 for _ in range(GROWTH_ROUNDS):
                     for side in samples:
-                        for _ in range(per_round):
-                            started = time.perf_counter()
-                            response = calls[side]()
-                            samples[side].append((time.perf_counter() - started) * 1000)
-                            failures += (not response.is_success
-                                         or b'"errors"' in response.content)
+                        times, failed = sampled(calls[side], per_round)
+                        samples[side] += times
+                        failures += failed
                 out[name] = {side: statistics.median(values) for side, values in samples.items()}
                 out[name]["failures"] = failures
     return {"small_events": small_events, "rounds": GROWTH_ROUNDS, "per_round": per_round,
