@@ -84,6 +84,43 @@ async def test_leaves_skip_per_field_execution(db: Database, settings: Settings)
     assert counts[0] < 60 and counts == [counts[0]] * 3
 
 
+# A series by model: every bucket an object of leaves and a list of groups.
+BY_MODEL = """
+query ByModel($stream: Boolean!) {
+  usage(days: 30, tz: "Europe/Berlin", granularity: DAY, groupBy: MODEL) {
+    totals { requests estimatedCostUsd }
+    series {
+      start end requests estimatedCostUsd
+      groups @include(if: $stream) { key requests tokensIn estimatedCostUsd }
+      again: groups { requests }
+    }
+  }
+}
+"""
+
+
+@pytest.mark.parametrize("stream", [True, False])
+async def test_objects_of_leaves_and_lists_complete_in_one_loop(
+    db: Database, settings: Settings, stream: bool
+) -> None:
+    await seed(db)
+    plain = await _run_document(db, settings, StrawberryGraphQLCoreExecutionContext, BY_MODEL,
+                                stream=stream)
+    assert plain.errors is None
+    series = plain.data["usage"]["series"]
+    assert len(series) == 30 and len(series[-1]["again"]) >= 2
+    assert any(group["requests"] for bucket in series for group in bucket["again"])
+    counts = []
+    for _ in range(3):
+        CountingSlowPath.slow_fields = 0
+        fast = await _run_document(db, settings, CountingSlowPath, BY_MODEL, stream=stream)
+        assert fast.errors is None and fast.data == plain.data
+        counts.append(CountingSlowPath.slow_fields)
+    # The root field, ``totals`` and ``series`` themselves: not a field of a
+    # bucket or of a group (each bucket alone has four leaves and two lists).
+    assert counts == [counts[0]] * 3 and counts[0] < 10
+
+
 # Which subfields are collected depends on ``@include``/``@skip`` and their
 # variables, on fragments and on type conditions: shared between operations,
 # it must still follow each operation's variables.
@@ -211,6 +248,45 @@ class _Query:
         # A None where the schema promises a string, and a size that is not an Int.
         return [Item(name="ok", size=None), Item(name=None, size=1),  # type: ignore[arg-type]
                 Item(name="big", size=2**40)]
+
+
+@strawberry.type
+class Shelf:
+    label: str
+    items: list[Item | None]
+    first: Item
+
+
+@strawberry.type
+class _Shelves:
+    @strawberry.field
+    def shelves(self) -> list[Shelf | None]:
+        good = Item(name="ok", size=1)
+        bad = Item(name=None, size=1)  # type: ignore[arg-type]
+        return [Shelf(label="fine", items=[good, None], first=good),
+                Shelf(label="bad item", items=[good, bad], first=good),
+                Shelf(label="bad first", items=[good], first=bad),
+                Shelf(label="no list", items=None, first=good)]  # type: ignore[arg-type]
+
+
+def test_bad_values_in_nested_objects_give_graphql_core_errors() -> None:
+    """A shelf whose item or first item fails falls back whole, and errors as graphql-core."""
+    document = "{ shelves { label items { name size } first { name } } }"
+    results = [strawberry.Schema(query=_Shelves, execution_context_class=executor)
+               .execute_sync(document)
+               for executor in (LeafFastExecutionContext, StrawberryGraphQLCoreExecutionContext)]
+    fast, plain = ((r.data, sorted((e.path, e.message) for e in r.errors or [])) for r in results)
+    assert fast == plain
+    data, errors = fast
+    # A bad item is null in its shelf's list; a bad first item or list is the shelf's end.
+    assert data == {"shelves": [
+        {"label": "fine", "items": [{"name": "ok", "size": 1}, None], "first": {"name": "ok"}},
+        {"label": "bad item", "items": [{"name": "ok", "size": 1}, None],
+         "first": {"name": "ok"}},
+        None, None]}
+    assert [path for path, _ in errors] == [["shelves", 1, "items", 1, "name"],
+                                            ["shelves", 2, "first", "name"],
+                                            ["shelves", 3, "items"]]
 
 
 @pytest.mark.parametrize(

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal, localcontext
 from typing import Any
 
 import pytest
@@ -50,10 +50,15 @@ from meterql.windows import (
         ("0.000049999", "0.0000"),
         ("2.49995", "2.5000"),
         ("123456789.123456789", "123456789.1235"),
+        ("0.00025", "0.0003"),  # half-even would give 0.0002
+        ("-0.00005", "-0.0001"),  # a refund's half rounds away from zero
     ],
 )
 def test_format_usd_is_half_up_to_four_places(amount: str, wire: str) -> None:
     assert format_usd(Decimal(amount)) == wire
+    # Whatever rounding the thread's decimal context says.
+    with localcontext(rounding=ROUND_HALF_EVEN):
+        assert format_usd(Decimal(amount)) == wire
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,10 @@ row. graphql-core completes each such field on its own (resolve info, path,
 resolver call, non-null check, coercion), which costs more than the database
 read behind the whole list. For an object whose selected fields are all
 argument-free leaves with Strawberry's plain attribute resolver, this reads
-each attribute and coerces it directly.
+each attribute and coerces it directly. The same holds one level up and
+more: an object whose fields are such leaves, or plain attributes holding
+objects or lists of objects that are themselves completed so (a series'
+buckets, each with a list of groups), is completed in one loop too.
 
 Anything unusual on the way (a null, a value the scalar refuses) abandons the
 shortcut for that object and runs graphql-core's own path, which then raises
@@ -26,10 +29,13 @@ events again, field by field, cost as much as writing them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from graphql import (
+    FieldNode,
     GraphQLError,
     GraphQLList,
     GraphQLObjectType,
@@ -177,8 +183,7 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 collected = super().collect_subfields(return_type, field_details_list)
                 found = _SHARED_SUBFIELDS[shared] = (field_details_list, collected)
                 fields = collected.grouped_field_set
-                _SHARED_SET_PLANS[id(fields)] = (
-                    return_type, fields, _shared_plan(return_type, fields))
+                _SHARED_SET_PLANS[id(fields)] = (return_type, fields, _UNPLANNED)
             # Kept alive beside its collection, as graphql-core's memo does,
             # so that no other list of this operation can take its identity.
             found = memo[(return_type, id(field_details_list))] = (field_details_list, found[1])
@@ -212,13 +217,68 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if middleware:
                 plan = None
             else:
-                # A shared collection's fields have their plan beside them.
+                # A shared collection's fields have their plan beside them,
+                # made by the first operation that completes them.
                 known = _SHARED_SET_PLANS.get(id(fields))
-                plan = (known[2] if known is not None and known[0] is parent_type
-                        and known[1] is fields else _shared_plan(parent_type, fields))
+                if known is None or known[0] is not parent_type or known[1] is not fields:
+                    plan = self._new_plan(parent_type, fields)
+                elif known[2] is _UNPLANNED:
+                    plan = self._new_plan(parent_type, fields)
+                    if _SHARED_SET_PLANS.get(id(fields)) is known:
+                        _SHARED_SET_PLANS[id(fields)] = (parent_type, fields, plan)
+                else:
+                    plan = known[2]
             cached = (fields, plan)
             self._leaf_plans[key] = cached
         return cached[1]
+
+    def _new_plan(self, parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
+        # All leaves: one plan for every operation with these field nodes.
+        return _shared_plan(parent_type, fields) or self._nested_plan(parent_type, fields)
+
+    def _nested_plan(
+        self, parent_type: GraphQLObjectType, fields: GroupedFieldSet
+    ) -> _Plan | None:
+        """A plan whose fields are leaves, or objects and lists of objects with plans
+        of their own (a series' buckets, each with its groups).
+
+        Their subfields are this operation's collection, which follows its
+        ``@skip``/``@include`` values: the plan is kept only beside a
+        collection shared under those same values, or for this operation.
+        """
+        plan = []
+        for response_name, details in fields.items():
+            node = details[0].node
+            field = parent_type.fields.get(node.name.value)
+            strawberry_field = None if field is None else (field.extensions or {}).get(
+                GraphQLCoreConverter.DEFINITION_BACKREF)
+            if (
+                field is None
+                or strawberry_field is None
+                or not getattr(field.resolve, "_is_default", False)
+                or any(d.node.arguments or _directed(d.node) for d in details)
+            ):
+                return None
+            value_type = get_nullable_type(field.type)
+            if is_leaf_type(value_type):
+                complete = value_type.coerce_output_value
+            else:
+                many = isinstance(value_type, GraphQLList)
+                item_type = value_type.of_type if many else value_type
+                if many and is_non_null_type(item_type):
+                    item_type = item_type.of_type
+                if not isinstance(item_type, GraphQLObjectType) or item_type.is_type_of:
+                    return None
+                subfields, defers, _ = self.collect_subfields(item_type, details)
+                subplan = None if defers else self._plan(item_type, subfields)
+                if subplan is None:
+                    return None
+                complete = _each(subplan) if many else partial(_complete, subplan)
+            plan.append((
+                response_name, strawberry_field.python_name, complete,
+                not is_non_null_type(field.type),
+            ))
+        return tuple(plan)
 
 
 # The variables whose values say which subfields an operation collects (those
@@ -233,8 +293,10 @@ _COLLECTING: dict[int, tuple[OperationDefinitionNode, _Collecting | None]] = {}
 # nodes' identities, which the entry keeps alive; bounded like the plans.
 _SHARED_SUBFIELDS: dict[tuple[Any, ...], tuple[FieldDetailsList, CollectedFields]] = {}
 _SHARED_SUBFIELDS_LIMIT = 4_096
-# The leaf plan of each shared collection's fields, by the fields' identity
-# (kept alive here, and emptied with the collections).
+# The plan of each shared collection's fields, by the fields' identity (kept
+# alive here, and emptied with the collections); ``_UNPLANNED`` until an
+# operation first completes them.
+_UNPLANNED: Any = object()
 _SHARED_SET_PLANS: dict[int, tuple[GraphQLObjectType, GroupedFieldSet, _Plan | None]] = {}
 
 
@@ -321,6 +383,23 @@ def _leaf_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan
             not is_non_null_type(field.type),
         ))
     return tuple(plan)
+
+
+def _directed(node: FieldNode) -> bool:
+    """A directive besides ``@skip``/``@include`` (which collecting has applied) is on it."""
+    return any(d.name.value not in ("skip", "include") for d in node.directives or ())
+
+
+def _each(plan: _Plan) -> Callable[[Any], list[dict[str, Any]] | None]:
+    """Completes a list of objects by ``plan``: None (take graphql-core's path) if one fails."""
+
+    def complete(values: Any) -> list[dict[str, Any]] | None:
+        if not isinstance(values, list):
+            return None
+        completed = [_complete(plan, value) for value in values]
+        return None if None in completed else completed  # type: ignore[return-value]
+
+    return complete
 
 
 def _complete(plan: _Plan, source: Any) -> dict[str, Any] | None:
