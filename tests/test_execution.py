@@ -36,11 +36,13 @@ fragment Points on UsageTimeseries { points { requests date } }
 
 
 class CountingSlowPath(LeafFastExecutionContext):
+    """Counts the fields that take graphql-core's own path (each gets a resolve info)."""
+
     slow_fields = 0
 
-    def execute_field(self, *args: Any, **kwargs: Any) -> Any:
+    def build_resolve_info(self, *args: Any, **kwargs: Any) -> Any:
         type(self).slow_fields += 1
-        return super().execute_field(*args, **kwargs)
+        return super().build_resolve_info(*args, **kwargs)
 
 
 async def _run(db: Database, settings: Settings, executor: type[Any], **variables: Any) -> Any:
@@ -119,6 +121,37 @@ async def test_objects_of_leaves_and_lists_complete_in_one_loop(
     # The root field, ``totals`` and ``series`` themselves: not a field of a
     # bucket or of a group (each bucket alone has four leaves and two lists).
     assert counts == [counts[0]] * 3 and counts[0] < 10
+
+
+# A page's instances: plain fields beside ``usage``, which takes arguments.
+INSTANCES = """
+query Instances {
+  viewer {
+    instances(first: 50) {
+      totalCount
+      edges { node { id hostname status usage(days: 30) { from totals { requests } } } }
+    }
+  }
+}
+"""
+
+
+async def test_plain_fields_of_an_object_with_arguments_skip_graphql_core(
+    db: Database, settings: Settings
+) -> None:
+    await seed(db)
+    plain = await _run_document(db, settings, StrawberryGraphQLCoreExecutionContext, INSTANCES)
+    assert plain.errors is None
+    edges = plain.data["viewer"]["instances"]["edges"]
+    assert len(edges) >= 2
+    assert any(edge["node"]["usage"]["totals"]["requests"] for edge in edges)
+    CountingSlowPath.slow_fields = 0
+    fast = await _run_document(db, settings, CountingSlowPath, INSTANCES)
+    assert fast.errors is None and fast.data == plain.data
+    # Per instance, only the edge's node and its ``usage`` (which takes
+    # arguments) go graphql-core's way; its id, hostname, status, the usage's
+    # ``from`` and ``totals`` (a method of the object) do not.
+    assert CountingSlowPath.slow_fields == 4 + 2 * len(edges)
 
 
 # Which subfields are collected depends on ``@include``/``@skip`` and their

@@ -9,7 +9,12 @@ argument-free leaves with Strawberry's plain attribute resolver, this reads
 each attribute and coerces it directly. The same holds one level up and
 more: an object whose fields are such leaves, or plain attributes holding
 objects or lists of objects that are themselves completed so (a series'
-buckets, each with a list of groups), is completed in one loop too.
+buckets, each with a list of groups), is completed in one loop too. And in
+an object that has no such plan as a whole (an instance, whose ``usage``
+takes arguments), each field that would fit one is still completed so, one
+by one; only the others take graphql-core's path. A method of the object
+that takes nothing but the object counts as a plain value: ``Usage.totals``
+is built when asked for, and asked for seventy times on a page.
 
 Anything unusual on the way (a null, a value the scalar refuses) abandons the
 shortcut for that object and runs graphql-core's own path, which then raises
@@ -32,11 +37,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
+from operator import attrgetter
 from typing import Any
 
 from graphql import (
     FieldNode,
     GraphQLError,
+    GraphQLField,
     GraphQLList,
     GraphQLObjectType,
     GraphQLOutputType,
@@ -74,8 +81,10 @@ class Prevalidated:
     placeholder: Any = field(default_factory=list)
 
 
-# (response key, Python attribute, the leaf type's output coercion, nullable)
-_Plan = tuple[tuple[str, str, Any, bool], ...]
+# (response key, how the value is read from its object, how it is completed:
+# the leaf type's output coercion or a plan of its own, nullable)
+_Entry = tuple[str, Callable[[Any], Any], Any, bool]
+_Plan = tuple[_Entry, ...]
 
 
 class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
@@ -87,6 +96,11 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._leaf_plans: dict[tuple[str, int], tuple[GroupedFieldSet, _Plan | None]] = {}
         self._collecting: _Collecting | None = _collecting(self.operation, self.fragments)
         self._directive_values: tuple[Any, ...] | None = None
+        # Field middleware (Strawberry's extensions with a ``resolve`` hook)
+        # must see every field: then there is no shortcut.
+        self._middleware = bool(getattr(self.middleware_manager, "middlewares", None))
+        # Per field (parent type, field list's identity, kept alive): its entry, if any.
+        self._entries: dict[tuple[str, int], tuple[FieldDetailsList, _Entry | None]] = {}
 
     @classmethod
     def build(
@@ -133,6 +147,40 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return super().execute_fields(
             parent_type, source_value, path, grouped_field_set, position_context
         )
+
+    def execute_field(
+        self,
+        parent_type: GraphQLObjectType,
+        source: Any,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        position_context: Any,
+    ) -> AwaitableOrValue[Any]:
+        # A field of an object that has no plan as a whole (an instance, whose
+        # ``usage`` takes arguments) may still be a plain value: read and
+        # completed here, and the object's other fields go graphql-core's way.
+        key = (parent_type.name, id(field_details_list))
+        found = self._entries.get(key)
+        if found is None:
+            entry = None if self._middleware else self._entry(
+                parent_type, str(path.key), field_details_list)
+            found = self._entries[key] = (field_details_list, entry)
+        entry = found[1]
+        if entry is not None:
+            _, read, complete, nullable = entry
+            try:
+                value = read(source)
+                if value is None:
+                    if nullable:
+                        return None
+                else:
+                    completed = complete(value)
+                    if completed is not None and completed is not Undefined:
+                        return completed
+            except Exception:  # graphql-core's path gives the error, if any
+                pass
+        return super().execute_field(
+            parent_type, source, field_details_list, path, position_context)
 
     def complete_list_value(
         self,
@@ -211,10 +259,7 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         key = (parent_type.name, id(fields))
         cached = self._leaf_plans.get(key)
         if cached is None:
-            # Field middleware (Strawberry's extensions with a ``resolve`` hook)
-            # must see every field: then there is no shortcut.
-            middleware = getattr(self.middleware_manager, "middlewares", None)
-            if middleware:
+            if self._middleware:
                 plan = None
             else:
                 # A shared collection's fields have their plan beside them,
@@ -248,37 +293,42 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         """
         plan = []
         for response_name, details in fields.items():
-            node = details[0].node
-            field = parent_type.fields.get(node.name.value)
-            strawberry_field = None if field is None else (field.extensions or {}).get(
-                GraphQLCoreConverter.DEFINITION_BACKREF)
-            if (
-                field is None
-                or strawberry_field is None
-                or not getattr(field.resolve, "_is_default", False)
-                or any(d.node.arguments or _directed(d.node) for d in details)
-            ):
+            entry = self._entry(parent_type, response_name, details)
+            if entry is None:
                 return None
-            value_type = get_nullable_type(field.type)
-            if is_leaf_type(value_type):
-                complete = value_type.coerce_output_value
-            else:
-                many = isinstance(value_type, GraphQLList)
-                item_type = value_type.of_type if many else value_type
-                if many and is_non_null_type(item_type):
-                    item_type = item_type.of_type
-                if not isinstance(item_type, GraphQLObjectType) or item_type.is_type_of:
-                    return None
-                subfields, defers, _ = self.collect_subfields(item_type, details)
-                subplan = None if defers else self._plan(item_type, subfields)
-                if subplan is None:
-                    return None
-                complete = _each(subplan) if many else partial(_complete, subplan)
-            plan.append((
-                response_name, strawberry_field.python_name, complete,
-                not is_non_null_type(field.type),
-            ))
+            plan.append(entry)
         return tuple(plan)
+
+    def _entry(
+        self, parent_type: GraphQLObjectType, response_name: str, details: FieldDetailsList
+    ) -> _Entry | None:
+        """How to complete one field without graphql-core: a plain value (an attribute,
+        or a method taking nothing but its object) that is a leaf, or an object or a
+        list of objects with a plan; None otherwise."""
+        field = parent_type.fields.get(details[0].node.name.value)
+        read = None if field is None else _reader(field)
+        if (
+            field is None
+            or read is None
+            or any(d.node.arguments or _directed(d.node) for d in details)
+        ):
+            return None
+        value_type = get_nullable_type(field.type)
+        if is_leaf_type(value_type):
+            complete = value_type.coerce_output_value
+        else:
+            many = isinstance(value_type, GraphQLList)
+            item_type = value_type.of_type if many else value_type
+            if many and is_non_null_type(item_type):
+                item_type = item_type.of_type
+            if not isinstance(item_type, GraphQLObjectType) or item_type.is_type_of:
+                return None
+            subfields, defers, _ = self.collect_subfields(item_type, details)
+            subplan = None if defers else self._plan(item_type, subfields)
+            if subplan is None:
+                return None
+            complete = _each(subplan) if many else partial(_complete, subplan)
+        return (response_name, read, complete, not is_non_null_type(field.type))
 
 
 # The variables whose values say which subfields an operation collects (those
@@ -368,21 +418,32 @@ def _leaf_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan
         if field is None or node.arguments or any(d.node.arguments for d in details):
             return None
         leaf = get_nullable_type(field.type)
-        strawberry_field = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
-        # Strawberry marks the resolver it gives a field without one of its own.
-        if (
-            not is_leaf_type(leaf)
-            or strawberry_field is None
-            or not getattr(field.resolve, "_is_default", False)
-        ):
+        read = _reader(field)
+        if not is_leaf_type(leaf) or read is None:
             return None
         plan.append((
             response_name,
-            strawberry_field.python_name,
+            read,
             leaf.coerce_output_value,
             not is_non_null_type(field.type),
         ))
     return tuple(plan)
+
+
+def _reader(field: GraphQLField) -> Callable[[Any], Any] | None:
+    """How a field's value is read from its object without graphql-core, if it can be.
+
+    Strawberry marks the resolver it gives a field without one of its own
+    (an attribute); the schema marks a method that takes nothing but its
+    object. Any other resolver (arguments, ``Info``, awaitables) has none.
+    """
+    strawberry_field = (field.extensions or {}).get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    if strawberry_field is None:
+        return None
+    if getattr(field.resolve, "_is_default", False):
+        return attrgetter(strawberry_field.python_name)
+    method: Callable[[Any], Any] | None = getattr(field.resolve, "plain_method", None)
+    return method
 
 
 def _directed(node: FieldNode) -> bool:
@@ -405,8 +466,8 @@ def _each(plan: _Plan) -> Callable[[Any], list[dict[str, Any]] | None]:
 def _complete(plan: _Plan, source: Any) -> dict[str, Any] | None:
     result: dict[str, Any] = {}
     try:
-        for response_name, attribute, coerce, nullable in plan:
-            value = getattr(source, attribute)
+        for response_name, read, coerce, nullable in plan:
+            value = read(source)
             if value is None:
                 if not nullable:
                     return None
