@@ -158,14 +158,9 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
     ) -> AwaitableOrValue[Any]:
         # A field of an object that has no plan as a whole (an instance, whose
         # ``usage`` takes arguments) may still be a plain value: read and
-        # completed here, and the object's other fields go graphql-core's way.
-        key = (parent_type.name, id(field_details_list))
-        found = self._entries.get(key)
-        if found is None:
-            entry = None if self._middleware else self._entry(
-                parent_type, str(path.key), field_details_list)
-            found = self._entries[key] = (field_details_list, entry)
-        entry = found[1]
+        # completed here, as ``_complete`` does each field of a plan, and the
+        # object's other fields go graphql-core's way.
+        entry = self._entry(parent_type, str(path.key), field_details_list)
         if entry is not None:
             _, read, complete, nullable = entry
             try:
@@ -204,10 +199,9 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         ):
             fields, defers, _ = self.collect_subfields(item_type, field_details_list)
             plan = None if defers else self._plan(item_type, fields)
-            if plan is not None:
-                completed = [_complete(plan, item) for item in result]
-                if None not in completed:
-                    return completed
+            completed = None if plan is None else _complete_each(plan, result)
+            if completed is not None:
+                return completed
         return super().complete_list_value(
             return_type, field_details_list, info, path, result, position_context
         )
@@ -265,14 +259,14 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 # A shared collection's fields have their plan beside them,
                 # made by the first operation that completes them.
                 known = _SHARED_SET_PLANS.get(id(fields))
-                if known is None or known[0] is not parent_type or known[1] is not fields:
-                    plan = self._new_plan(parent_type, fields)
-                elif known[2] is _UNPLANNED:
-                    plan = self._new_plan(parent_type, fields)
-                    if _SHARED_SET_PLANS.get(id(fields)) is known:
-                        _SHARED_SET_PLANS[id(fields)] = (parent_type, fields, plan)
-                else:
+                if known is not None and (known[0] is not parent_type or known[1] is not fields):
+                    known = None
+                if known is not None and known[2] is not _UNPLANNED:
                     plan = known[2]
+                else:
+                    plan = self._new_plan(parent_type, fields)
+                    if known is not None and _SHARED_SET_PLANS.get(id(fields)) is known:
+                        _SHARED_SET_PLANS[id(fields)] = (parent_type, fields, plan)
             cached = (fields, plan)
             self._leaf_plans[key] = cached
         return cached[1]
@@ -302,25 +296,33 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def _entry(
         self, parent_type: GraphQLObjectType, response_name: str, details: FieldDetailsList
     ) -> _Entry | None:
-        """How to complete one field without graphql-core: a plain value (an attribute,
-        or a method taking nothing but its object) that is a leaf, or an object or a
-        list of objects with a plan; None otherwise."""
-        field = parent_type.fields.get(details[0].node.name.value)
-        read = None if field is None else _reader(field)
-        if (
-            field is None
-            or read is None
-            or any(d.node.arguments or _directed(d.node) for d in details)
-        ):
+        """How to complete one field without graphql-core, if it can be; made once per
+        operation (a plan asks for it, and so does each of its object's executions)."""
+        key = (parent_type.name, id(details))
+        found = self._entries.get(key)
+        if found is None:
+            entry = None if self._middleware else self._new_entry(
+                parent_type, response_name, details)
+            found = self._entries[key] = (details, entry)
+        return found[1]
+
+    def _new_entry(
+        self, parent_type: GraphQLObjectType, response_name: str, details: FieldDetailsList
+    ) -> _Entry | None:
+        """A plain value (an attribute, or a method taking nothing but its object) that
+        is a leaf, or an object or a list of objects with a plan; None otherwise."""
+        plain = None if any(_directed(d.node) for d in details) else _plain_field(
+            parent_type, details)
+        if plain is None:
             return None
+        field, read = plain
         value_type = get_nullable_type(field.type)
         if is_leaf_type(value_type):
             complete = value_type.coerce_output_value
         else:
             many = isinstance(value_type, GraphQLList)
-            item_type = value_type.of_type if many else value_type
-            if many and is_non_null_type(item_type):
-                item_type = item_type.of_type
+            item_type = (get_nullable_type(value_type.of_type)
+                         if isinstance(value_type, GraphQLList) else value_type)
             if not isinstance(item_type, GraphQLObjectType) or item_type.is_type_of:
                 return None
             subfields, defers, _ = self.collect_subfields(item_type, details)
@@ -413,13 +415,12 @@ def _shared_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Pl
 def _leaf_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan | None:
     plan = []
     for response_name, details in fields.items():
-        node = details[0].node
-        field = parent_type.fields.get(node.name.value)
-        if field is None or node.arguments or any(d.node.arguments for d in details):
+        plain = _plain_field(parent_type, details)
+        if plain is None:
             return None
+        field, read = plain
         leaf = get_nullable_type(field.type)
-        read = _reader(field)
-        if not is_leaf_type(leaf) or read is None:
+        if not is_leaf_type(leaf):
             return None
         plan.append((
             response_name,
@@ -428,6 +429,18 @@ def _leaf_plan(parent_type: GraphQLObjectType, fields: GroupedFieldSet) -> _Plan
             not is_non_null_type(field.type),
         ))
     return tuple(plan)
+
+
+def _plain_field(
+    parent_type: GraphQLObjectType, details: FieldDetailsList
+) -> tuple[GraphQLField, Callable[[Any], Any]] | None:
+    """The field ``details`` select and how its value is read, if it takes no
+    arguments and its value can be read without graphql-core."""
+    field = parent_type.fields.get(details[0].node.name.value)
+    if field is None or any(d.node.arguments for d in details):
+        return None
+    read = _reader(field)
+    return None if read is None else (field, read)
 
 
 def _reader(field: GraphQLField) -> Callable[[Any], Any] | None:
@@ -455,12 +468,14 @@ def _each(plan: _Plan) -> Callable[[Any], list[dict[str, Any]] | None]:
     """Completes a list of objects by ``plan``: None (take graphql-core's path) if one fails."""
 
     def complete(values: Any) -> list[dict[str, Any]] | None:
-        if not isinstance(values, list):
-            return None
-        completed = [_complete(plan, value) for value in values]
-        return None if None in completed else completed  # type: ignore[return-value]
+        return _complete_each(plan, values) if isinstance(values, list) else None
 
     return complete
+
+
+def _complete_each(plan: _Plan, values: list[Any]) -> list[dict[str, Any]] | None:
+    completed = [_complete(plan, value) for value in values]
+    return None if None in completed else completed  # type: ignore[return-value]
 
 
 def _complete(plan: _Plan, source: Any) -> dict[str, Any] | None:
