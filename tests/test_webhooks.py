@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 
 import httpx
 import pytest
@@ -33,7 +34,7 @@ from meterql.db import webhooks as stored
 from meterql.db.engine import Database
 from meterql.webhooks import Deliverer, backoff
 from tests.conftest import NOW
-from tests.golden import ACME_INGEST_TOKEN, ACME_TOKEN, GLOBEX_TOKEN, seed
+from tests.golden import ACME_INGEST_TOKEN, ACME_TOKEN, GLOBEX_TOKEN, auth, seed
 from tests.servers import serving
 from tests.test_budgets import BUDGETS, create, gql, manage_token, ok, send
 
@@ -192,6 +193,56 @@ async def test_an_alert_arrives_signed_once(
             delivery["nextAttemptAt"], delivery["lastError"]) == (
         sent["id"], "DELIVERED", 1, 200, None, None)
     assert delivery["payload"].encode() == body
+
+
+async def test_a_deliverys_progress_is_never_hidden_by_a_304(
+    hooked: httpx.AsyncClient, db: Database, hook_settings: Settings, clock: Clock,
+    fresh: Receiver,
+) -> None:
+    """The deliverer's writes (a claim moves the next attempt, an attempt writes its
+    outcome) give the account a new tag; other accounts keep theirs."""
+    await setup(hooked, db, fresh.url)
+    fresh.script[:] = ["fail"]
+    await send(hooked, "cross", 1, "2026-11-20T15:00:00Z")
+    query = "/graphql?" + urlencode({"query": DELIVERIES})
+
+    async def tagged(token: str, path: str) -> tuple[str, httpx.Response]:
+        response = await hooked.get(path, headers=auth(token))
+        assert response.status_code == 200, response.text
+        return response.headers["etag"], response
+
+    async def status(etag: str) -> tuple[int, list[Any]]:
+        response = await hooked.get(query, headers={**auth(ACME_TOKEN), "if-none-match": etag})
+        if response.status_code == 304:
+            return 304, []
+        nodes = response.json()["data"]["viewer"]["webhookDeliveries"]["edges"]
+        return response.status_code, [(n["node"]["status"], n["node"]["attempts"],
+                                       n["node"]["nextAttemptAt"]) for n in nodes]
+
+    pending, _ = await tagged(ACME_TOKEN, query)
+    other, _ = await tagged(GLOBEX_TOKEN, "/v1/metrics/summary?days=7")
+    assert await status(pending) == (304, [])
+    # A claim alone (a deliverer that has not sent yet): the next attempt moved.
+    async with db.write() as session, session.begin():
+        (claimed,) = await stored.claim(session, clock(), timedelta(seconds=60), 10)
+    code, shown = await status(pending)
+    assert (code, shown[0][:2]) == (200, ("PENDING", 0))
+    leased, _ = await tagged(ACME_TOKEN, query)
+    clock.advance(61)  # past the lease
+    deliverer = Deliverer(db, hook_settings, clock)
+    assert await deliverer.round() == 1  # answered 500: retried later
+    failed, _ = await tagged(ACME_TOKEN, query)
+    assert await status(failed) == (304, [])
+    clock.advance(30)
+    assert await deliverer.round() == 1  # delivered
+    await deliverer.close()
+    code, shown = await status(failed)
+    assert (code, shown[0][:2]) == (200, ("DELIVERED", 2))
+    # Globex has no delivery: its answers' tag outlived every one of acme's.
+    response = await hooked.get("/v1/metrics/summary?days=7",
+                                headers={**auth(GLOBEX_TOKEN), "if-none-match": other})
+    assert response.status_code == 304
+    assert claimed.account_id == "acme" and leased != pending
 
 
 async def test_failures_are_retried_with_backoff_until_delivered(

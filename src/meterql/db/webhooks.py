@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from meterql.db.dialect import insert
 from meterql.db.reads import Reader
 from meterql.db.tables import Webhook, WebhookDelivery
+from meterql.db.writes import touch_accounts
 
 WEBHOOKS = cast(Table, Webhook.__table__)
 DELIVERIES = cast(Table, WebhookDelivery.__table__)
@@ -130,6 +131,16 @@ async def claim(
     Rows another transaction holds are skipped (PostgreSQL), so two
     deliverers never take the same row at once; the lease keeps a row a
     deliverer died with from being due again before then.
+
+    Moving a delivery's next attempt changes what its account's deliveries
+    show, so those accounts get a new data version (``writes.touch_accounts``)
+    in this transaction: a conditional GET of them never answers 304 across
+    a claim. The accounts are held before any delivery row, as every other
+    writer of deliveries holds them (the mutations hold their account first):
+    the due rows are looked up without a lock, their accounts are held, and
+    only then are the rows taken. Taking the rows first would let a claim
+    wait for an account while a mutation of that account waits for one of
+    its rows.
     """
     due = (
         select(D.account_id, D.delivery_id, D.attempts, D.retry_until, D.payload, W.url,
@@ -139,6 +150,11 @@ async def claim(
         .order_by(D.next_attempt_at, D.delivery_id)
         .limit(limit)
     )
+    accounts = set((await session.scalars(due.with_only_columns(D.account_id))).all())
+    if not accounts:
+        return []
+    await touch_accounts(session, accounts)
+    due = due.where(D.account_id.in_(sorted(accounts)))
     if session.get_bind().dialect.name == "postgresql":
         due = due.with_for_update(of=DELIVERIES, skip_locked=True)
     found = [Claimed(*row) for row in (await session.execute(due)).all()]
@@ -156,8 +172,13 @@ async def finish(
     session: AsyncSession, item: Claimed, *, now: datetime, delivered: bool,
     status_code: int | None, error: str | None, retry_at: datetime | None,
 ) -> None:
-    """Write an attempt's outcome: delivered, due again at ``retry_at``, or failed (None)."""
+    """Write an attempt's outcome: delivered, due again at ``retry_at``, or failed (None).
+
+    The account gets a new data version first (its deliveries show the
+    outcome), held before the row as :func:`claim` explains.
+    """
     status = DELIVERED if delivered else PENDING if retry_at is not None else FAILED
+    await touch_accounts(session, [item.account_id])
     await session.execute(
         update(DELIVERIES)
         .where(D.account_id == item.account_id, D.delivery_id == item.delivery_id,

@@ -6,8 +6,9 @@ the account's version with it), before any of the answer is computed:
 
 - **the account's data**: ``accounts.data_version``, which every write that
   can change one of its answers replaces in its own transaction (an accepted
-  batch, an import, a token made or revoked, a rollup rebuild), whichever
-  gateway made it;
+  batch, an import, a token made or revoked, a budget or webhook changed, a
+  webhook delivery taken or attempted, a rollup rebuild), whichever gateway
+  made it;
 - **the request**: the account, the method, the path and the query string
   (a GraphQL GET's document and variables are in it);
 - **the clock**: answers read the date in UTC or in a time zone, and every
