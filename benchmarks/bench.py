@@ -931,9 +931,18 @@ def profile_route(route: str, url: str, tenant: Tenant, args: argparse.Namespace
             "median_ms": statistics.median(samples), "file": path.name}
 
 
+# What every meterql process here runs with unless ``--server-env`` says
+# otherwise: answers made, not kept (``web/answers.py``). Every timing here
+# repeats one request over unchanged data, so kept answers would be all it
+# measured; ``--server-env METERQL_ANSWER_CACHE_MB=32`` times them instead.
+SERVER_DEFAULTS = {"METERQL_ANSWER_CACHE_MB": "0"}
+
+
 def server_env(args: argparse.Namespace) -> dict[str, str]:
-    """``--server-env KEY=VALUE`` settings (``METERQL_`` names) for meterql's processes."""
-    pairs = dict(item.split("=", 1) for item in args.server_env or [])
+    """Settings (``METERQL_`` names) for meterql's processes: :data:`SERVER_DEFAULTS`,
+    then ``--server-env KEY=VALUE``."""
+    pairs = {**SERVER_DEFAULTS,
+             **dict(item.split("=", 1) for item in args.server_env or [])}
     for key in pairs:
         if not key.startswith("METERQL_"):
             raise SystemExit(f"--server-env takes METERQL_ settings, not {key}")

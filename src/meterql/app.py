@@ -27,6 +27,7 @@ from meterql.rest_compat.openapi import openapi_document
 from meterql.rest_compat.routes import ROUTES
 from meterql.schema import build_schema
 from meterql.schema.limits import GraphQLLimits
+from meterql.web.answers import Answers
 from meterql.web.assets import asset_endpoint
 from meterql.web.edge import EdgeMiddleware
 from meterql.web.etags import ETags
@@ -84,11 +85,12 @@ def create_app(
     instruments = Instruments(db, multiprocess_dir(), operation_names(own_documents))
 
     etags = ETags(settings)
+    answers = Answers(int(settings.answer_cache_mb * 2**20))
     routes: list[BaseRoute] = [
         Route(
             p.route.path,
             make_export_endpoint(p, services) if p.route.media_type == "text/csv"
-            else make_endpoint(p, services, etags),
+            else make_endpoint(p, services, etags, answers),
             methods=[p.route.method],
         )
         for p in prepared
@@ -99,7 +101,7 @@ def create_app(
     routes.append(Route("/", dashboard_page, methods=["GET"]))
     routes.append(Route("/v1/docs", api_docs_page, methods=["GET"]))
     routes.append(Route("/static/{path:path}", asset_endpoint, methods=["GET"]))
-    graphql = GraphQLView(services, etags)
+    graphql = GraphQLView(services, etags, answers)
     routes.append(Route("/graphql", graphql, methods=["GET", "POST"]))
     # Operations: outside /v1 and its OpenAPI document, and without tokens.
     routes.append(Route("/healthz", alive, methods=["GET"]))

@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     graphql_max_series_points: int = Field(default=200_000, ge=1)
     # Operations per batched POST (a JSON list); 0 turns batching off.
     graphql_max_batch: int = Field(default=0, ge=0)
+    # Each worker keeps the answers it made, under their ETags, and answers
+    # the same request for an unchanged account from them (meterql.web.answers):
+    # this many MiB of them at most; 0 keeps none.
+    answer_cache_mb: float = Field(default=32.0, ge=0)
 
     # Webhooks (docs/webhooks.md). A webhook's host must resolve to public
     # addresses unless private ones are allowed (a receiver on the same

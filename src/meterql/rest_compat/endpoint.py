@@ -19,6 +19,7 @@ from meterql.errors import MeterqlError
 from meterql.rest_compat.body import ClientGone, decode_json, read_body
 from meterql.rest_compat.params import coerce
 from meterql.rest_compat.routes import CompatRoute
+from meterql.web.answers import Answer, Answers, answer_key, kept_response
 from meterql.web.etags import ETags, matches, not_modified
 from meterql.web.request_facts import request_facts
 from meterql.web.request_ids import request_id
@@ -103,7 +104,9 @@ async def request_context(services: Services, request: Request) -> Context:
     )
 
 
-def make_endpoint(prepared: PreparedRoute, services: Services, etags: ETags) -> Endpoint:
+def make_endpoint(
+    prepared: PreparedRoute, services: Services, etags: ETags, answers: Answers
+) -> Endpoint:
     route = prepared.route
 
     async def endpoint(request: Request) -> Response:
@@ -111,7 +114,7 @@ def make_endpoint(prepared: PreparedRoute, services: Services, etags: ETags) -> 
             context = await request_context(services, request)
         except MeterqlError as error:
             return error_response(error)
-        etag = None
+        etag = key = None
         try:
             context.require(route.scope)
             variables = coerce(request.query_params, route.params)
@@ -120,6 +123,13 @@ def make_endpoint(prepared: PreparedRoute, services: Services, etags: ETags) -> 
                 etag = etags.of(context, request)
                 if matches(request, etag):
                     return not_modified(etag)
+                if answers.enabled:
+                    # Nor since this worker last made it (``web/answers.py``).
+                    key = answer_key(etag, context.grant.scopes)
+                    kept = answers.get(key)
+                    context.facts.answer_kept = kept is not None
+                    if kept is not None:
+                        return kept_response(kept, etag)
             else:
                 try:
                     raw = await read_body(request, route.body.max_bytes,
@@ -141,6 +151,8 @@ def make_endpoint(prepared: PreparedRoute, services: Services, etags: ETags) -> 
         response = result_response(result, context.request_id)
         if etag is not None and response.status_code == 200:
             response.headers["ETag"] = etag
+            if key is not None:
+                answers.put(key, Answer(bytes(response.body), response.headers["content-type"]))
         return response
 
     endpoint.__name__ = route.document.removesuffix(".graphql")

@@ -54,6 +54,8 @@ def record(
             # Truncated, not bounded: a log line may name anything, briefly.
             fields["operation"] = (facts.operation_name or "")[:128] or None
             fields["operation_type"] = facts.operation_type
+        if facts.answer_kept is not None:
+            fields["answer_kept"] = facts.answer_kept
         if facts.batches:
             fields["events_accepted"] = facts.events_accepted
             fields["events_duplicate"] = facts.events_duplicate

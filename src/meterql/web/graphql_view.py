@@ -14,7 +14,9 @@ operations unless batching is configured (400); a mutation over GET (405).
 
 A GET query's answer carries an ETag (``web/etags.py``); the same GET with
 ``If-None-Match`` naming it is answered 304 after the token's round trip,
-without running the query, while nothing it could show has changed.
+without running the query, while nothing it could show has changed. And a
+query's whole answer, GET or POST, is kept under the same parts
+(``web/answers.py``): asked again unchanged, it is sent from memory.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from strawberry.types.execution import ExecutionResult
 from meterql.context import Context, Services, authenticated_context, finish
 from meterql.errors import MeterqlError
 from meterql.rest_compat.body import ClientGone, read_body
+from meterql.web.answers import Answer, Answers, answer_key, kept_response
 from meterql.web.etags import ETags, matches, not_modified
 from meterql.web.pages import explorer_page
 from meterql.web.request_facts import request_facts
@@ -45,6 +48,8 @@ _CONTEXT_KEY = "meterql_context"
 # The tag a GET's answer gets, and whether its execution went without errors.
 _ETAG_KEY = "meterql_etag"
 _ANSWERED_KEY = "meterql_answered"
+# Where the answer made now is kept, when it may be (``web/answers.py``).
+_ANSWER_KEY = "meterql_answer_key"
 # Strawberry's words when a GET asks for a mutation (a 400 there).
 _GET_MUTATION = "mutations are not allowed when using GET"
 
@@ -57,7 +62,7 @@ def _decode(data: str | bytes) -> Any:
 
 
 class GraphQLView(GraphQL[Context | None, None]):
-    def __init__(self, services: Services, etags: ETags) -> None:
+    def __init__(self, services: Services, etags: ETags, answers: Answers) -> None:
         settings = services.settings
         super().__init__(
             services.schema,
@@ -70,6 +75,7 @@ class GraphQLView(GraphQL[Context | None, None]):
         )
         self.services = services
         self.etags = etags
+        self.answers = answers
         self.max_body_bytes = settings.graphql_max_body_bytes
         self.body_timeout_s = settings.body_timeout_s
 
@@ -92,6 +98,7 @@ class GraphQLView(GraphQL[Context | None, None]):
             return
         state = scope.setdefault("state", {})
         state[_CONTEXT_KEY] = context
+        etag = None
         if request.method == "GET":
             etag = state[_ETAG_KEY] = self.etags.of(context, request)
             if matches(request, etag):
@@ -107,9 +114,36 @@ class GraphQLView(GraphQL[Context | None, None]):
             except ClientGone:
                 await client_gone_response()(scope, receive, send)
                 return
+            if self.answers.enabled:
+                kept = self._kept(context, request, etag, body)
+                if kept is not None:
+                    await kept_response(kept, etag)(scope, receive, send)
+                    return
             await self._respond(scope, _replay(body), send)
         finally:
             finish(context)
+
+    def _kept(
+        self, context: Context, request: Request, etag: str | None, body: bytes
+    ) -> Answer | None:
+        """The kept answer to this request, if any; else where to keep the one made now.
+
+        A POST has no ETag of its own, but the same parts make its key (the
+        method is among them), with the body and the headers the view reads.
+        """
+        headers = request.headers
+        key = answer_key(
+            etag or self.etags.of(context, request), context.grant.scopes,
+            headers.get("content-type", "").encode("latin-1"),
+            headers.get("accept", "").encode("latin-1"), body,
+        )
+        kept = self.answers.get(key)
+        context.facts.answer_kept = kept is not None
+        if kept is None:
+            request.scope["state"][_ANSWER_KEY] = key
+        else:
+            context.facts.operation(kept.operation, "query", False)
+        return kept
 
     async def _body(self, request: Request) -> bytes:
         """The body, read within its bounds and replayed to Strawberry (which reads any size)."""
@@ -130,8 +164,16 @@ class GraphQLView(GraphQL[Context | None, None]):
             response = JSONResponse({"detail": error.reason}, status_code=status, headers=headers)
         state = scope.get("state", {})
         etag = state.get(_ETAG_KEY)
-        if etag is not None and response.status_code == 200 and state.get(_ANSWERED_KEY):
-            response.headers["ETag"] = etag
+        if response.status_code == 200 and state.get(_ANSWERED_KEY):
+            if etag is not None:
+                response.headers["ETag"] = etag
+            key = state.get(_ANSWER_KEY)
+            facts = state[_CONTEXT_KEY].facts if key is not None else None
+            # One query, whole: a mutation or a batch of operations is never kept.
+            if facts is not None and facts.operations == 1 and facts.operation_type == "query":
+                self.answers.put(key, Answer(bytes(response.body),
+                                             response.headers["content-type"],
+                                             facts.operation_name))
         await response(scope, receive, send)
 
     async def render_graphql_ide(self, request: Request) -> Response:

@@ -153,6 +153,12 @@ class Instruments:
             "Ingest batches: stored, or the code of the error that refused them.",
             ["outcome"], registry=registry,
         )
+        answers = Counter(
+            "meterql_answers",
+            "Answers a worker may keep (web/answers.py): sent from those it kept, or made.",
+            ["source"], registry=registry,
+        )
+        self._answer_sources = {True: answers.labels("kept"), False: answers.labels("made")}
         # Each answered request's two series, by (route, method, status): a
         # bounded set (route templates, known methods, statuses), and the
         # client library's label lookup costs more than the counting.
@@ -188,6 +194,8 @@ class Instruments:
             outcome = "error" if facts.graphql_errors or status >= 400 else "ok"
             self.operations.labels(operation, facts.operation_type, outcome).inc()
             self.operation_latency.labels(operation, facts.operation_type).observe(duration_s)
+        if facts.answer_kept is not None:
+            self._answer_sources[facts.answer_kept].inc()
         for outcome in facts.batches:
             self.ingest_batches.labels(outcome).inc()
         if facts.events_accepted:

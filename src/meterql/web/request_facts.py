@@ -25,6 +25,9 @@ class RequestFacts:
     operation_type: str | None = None
     operations: int = 0
     graphql_errors: bool = False
+    # Whether the answer was a kept one (``meterql.web.answers``); None when
+    # none could be (the cache is off, or the request is not one it keeps).
+    answer_kept: bool | None = None
     # Ingestion: one outcome per batch ("stored" or the refusing error's code).
     batches: list[str] = field(default_factory=list)
     events_accepted: int = 0
