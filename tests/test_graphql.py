@@ -299,10 +299,12 @@ async def test_repeated_queries_are_parsed_and_validated_once(client: httpx.Asyn
     from meterql.schema import GRAPHQL_CACHE_SIZE
 
     parse, validate = _get_parse_cache(GRAPHQL_CACHE_SIZE), _get_validate_cache(GRAPHQL_CACHE_SIZE)
-    query = {"query": "{ usageTimeseries(days: 9) { periodDays } }"}
+    document = "query($days: Int!) { usageTimeseries(days: $days) { periodDays } }"
     before = (parse.cache_info(), validate.cache_info())
-    for _ in range(3):
-        response = await client.post("/graphql", json=query, headers=auth())
-        assert response.json() == {"data": {"usageTimeseries": {"periodDays": 9}}}
+    # One document, other variables each time: each answer is made (none is kept).
+    for days in (9, 10, 11):
+        response = await client.post("/graphql", headers=auth(),
+                                     json={"query": document, "variables": {"days": days}})
+        assert response.json() == {"data": {"usageTimeseries": {"periodDays": days}}}
     after = (parse.cache_info(), validate.cache_info())
     assert after[0].hits - before[0].hits >= 2 and after[1].hits - before[1].hits >= 2

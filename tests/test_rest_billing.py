@@ -194,6 +194,8 @@ async def _subscribe(db: Database, account: str, *subs: SubscriptionRecord) -> N
     async with db.write() as session, session.begin():
         await writes.upsert_account(session, AccountRecord(account_id=account,
                                                            subscriptions=list(subs)))
+        # As every write that changes answers does (an import does it so).
+        await writes.touch_accounts(session, [account])
 
 
 def _sub(tier: str, start: datetime, *, trial: datetime | None = None,
