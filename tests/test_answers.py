@@ -3,7 +3,6 @@ byte for byte, after the token's round trip; never once anything it shows has ch
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 from urllib.parse import quote
@@ -31,12 +30,10 @@ def clock() -> Clock:
 
 
 @pytest.fixture
-async def client(settings: Settings, db: Database, clock: Clock) -> AsyncIterator[httpx.AsyncClient]:
+async def app(settings: Settings, db: Database, clock: Clock) -> Starlette:
+    """The golden data, served at a clock a test may move (``client`` is conftest's)."""
     await seed(db)
-    app: Starlette = create_app(settings, database=db, clock=clock)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app),
-                                 base_url="http://meterql.test") as c:
-        yield c
+    return create_app(settings, database=db, clock=clock)
 
 
 def _post(query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
