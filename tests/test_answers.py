@@ -13,6 +13,7 @@ from starlette.applications import Starlette
 
 from meterql.app import create_app
 from meterql.config import Settings
+from meterql.db import writes
 from meterql.db.engine import Database
 from meterql.queries import PAGES, page_query
 from meterql.web.answers import Answer, Answers, answer_key
@@ -121,6 +122,21 @@ async def test_a_kept_answer_is_for_its_account_and_its_scopes_alone(
     assert refused_rest.status_code == 403
     globex = await send(client, "POST", "/graphql", request, GLOBEX_TOKEN)
     assert globex.json() != acme.json()
+
+
+async def test_a_revoked_token_never_gets_a_kept_answer(
+    client: httpx.AsyncClient, db: Database
+) -> None:
+    token = await manage_token(db, scopes=("read",))
+    for _ in range(2):
+        assert (await send(client, "GET", "/v1/billing", None, token)).status_code == 200
+        assert (await send(client, "POST", "/graphql", _post(SUMMARY_QUERY), token)).json()["data"]
+    async with db.write() as session, session.begin():
+        assert await writes.revoke_token(session, token)
+    assert (await send(client, "GET", "/v1/billing", None, token)).status_code == 401
+    assert (await send(client, "POST", "/graphql", _post(SUMMARY_QUERY), token)).status_code == 401
+    # The account's other tokens still get their answer.
+    assert (await send(client, "GET", "/v1/billing", None)).status_code == 200
 
 
 async def test_the_headers_the_view_reads_are_part_of_the_key(

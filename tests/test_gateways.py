@@ -144,6 +144,41 @@ def test_a_304_never_hides_a_batch_another_gateway_took(
                          headers={**headers, "if-none-match": new}).status_code == 304
 
 
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_no_gateway_keeps_an_answer_past_a_batch_another_gateway_took(
+    gateways: list[str], token: str
+) -> None:
+    """Every worker of every gateway keeps its answers (``web/answers.py``); a batch
+    through one gateway is in the very next answer of every other."""
+    headers = {"Authorization": f"Bearer {token}"}
+    page = {"query": "{ metricsSummary(days: 7) { totalRequests } }"}
+
+    def answers() -> set[tuple[int, int]]:
+        seen = set()
+        for base in gateways:
+            for _ in range(WORKERS * 3):
+                rest = httpx.get(f"{base}/v1/metrics/summary?days=7", headers=headers)
+                graphql = httpx.post(f"{base}/graphql", json=page, headers=headers)
+                seen.add((rest.json()["total_requests"],
+                          graphql.json()["data"]["metricsSummary"]["totalRequests"]))
+        return seen
+
+    (before,) = answers()  # made once per worker, then kept: one answer everywhere
+    sent = httpx.post(f"{gateways[0]}/v1/usage/events", json=_batch(4), headers=headers)
+    assert sent.json()["accepted"] == 4
+    assert answers() == {(before[0] + 4, before[1] + 4)}
+    kept = sum(_kept(httpx.get(f"{base}/metrics").text) for base in gateways)
+    assert kept > 0
+
+
+def _kept(exposition: str) -> float:
+    """A gateway's answers sent from memory, all its workers together."""
+    for line in exposition.splitlines():
+        if line.startswith('meterql_answers_total{source="kept"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
 def _numbered_batch(n: int, size: int) -> list[dict[str, object]]:
     stamp = (datetime.now(UTC) - timedelta(minutes=30)).isoformat().replace("+00:00", "Z")
     return [{"event_id": f"kill-{n:03d}-{k:04d}", "instance_id": f"inst-{k % 5}", "model": "m",
