@@ -40,12 +40,17 @@ _OVERHEAD = 200
 
 @dataclass(frozen=True, slots=True)
 class Answer:
-    """A kept answer: its bytes, their media type, and what its execution told the request
+    """A kept answer: its bytes, their Content-Type, and what its execution told the request
     record (a GraphQL query's operation name; ``None`` for a ``/v1`` route's)."""
 
     body: bytes
-    media_type: str  # the Content-Type header as first sent
+    content_type: str  # the header as first sent
     operation: str | None = None
+
+    @property
+    def cost(self) -> int:
+        """What keeping it counts against the bound: its bytes and its bookkeeping."""
+        return len(self.body) + _OVERHEAD
 
 
 class Answers:
@@ -63,9 +68,6 @@ class Answers:
     def enabled(self) -> bool:
         return self.capacity > 0
 
-    def __len__(self) -> int:
-        return len(self._kept)
-
     def get(self, key: bytes) -> Answer | None:
         found = self._kept.get(key)
         if found is None:
@@ -76,17 +78,16 @@ class Answers:
         return found
 
     def put(self, key: bytes, answer: Answer) -> None:
-        cost = len(answer.body) + _OVERHEAD
-        if cost > self.largest:
+        if answer.cost > self.largest:
             return
         replaced = self._kept.pop(key, None)
         if replaced is not None:
-            self.size -= len(replaced.body) + _OVERHEAD
+            self.size -= replaced.cost
         self._kept[key] = answer
-        self.size += cost
+        self.size += answer.cost
         while self.size > self.capacity:
             _, dropped = self._kept.popitem(last=False)
-            self.size -= len(dropped.body) + _OVERHEAD
+            self.size -= dropped.cost
 
 
 def answer_key(etag: str, scopes: frozenset[str], *parts: bytes) -> bytes:
@@ -101,8 +102,8 @@ def answer_key(etag: str, scopes: frozenset[str], *parts: bytes) -> bytes:
 
 
 def kept_response(answer: Answer, etag: str | None) -> Response:
-    """A kept answer as it was first sent: its bytes, its media type, and its tag if any."""
-    headers = {"content-type": answer.media_type}
+    """A kept answer as it was first sent: its bytes, its Content-Type, and its tag if any."""
+    headers = {"content-type": answer.content_type}
     if etag is not None:
         headers["etag"] = etag
     return Response(answer.body, headers=headers)
