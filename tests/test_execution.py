@@ -240,6 +240,46 @@ async def test_subfields_are_collected_once_per_document_and_directive_values(
     assert await collections(instance="inst-b", points=False) == 0
 
 
+async def test_field_entries_are_made_once_per_document_and_directive_values(
+    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from meterql.schema import execution
+
+    await seed(db)
+    made = 0
+    new_entry = LeafFastExecutionContext._new_entry
+
+    def counting(self: Any, *args: Any) -> Any:
+        nonlocal made
+        made += 1
+        return new_entry(self, *args)
+
+    monkeypatch.setattr(LeafFastExecutionContext, "_new_entry", counting)
+    # What other tests left does not count.
+    monkeypatch.setattr(execution, "_SHARED_SUBFIELDS", {})
+    monkeypatch.setattr(execution, "_SHARED_ENTRIES", {})
+
+    async def entries(**variables: Any) -> tuple[int, Any]:
+        nonlocal made
+        made = 0
+        result = await _run_document(db, settings, LeafFastExecutionContext, EVERYTHING_AGAIN,
+                                     **variables)
+        assert result.errors is None
+        return made, result.data
+
+    first, with_points = await entries(instance="inst-a", points=True)
+    assert first > 0
+    # The same document again, with a variable no directive reads: nothing new.
+    assert (await entries(instance="inst-b", points=True))[0] == 0
+    # A directive's other value makes the entries of what it changes, once.
+    again, without_points = await entries(instance="inst-a", points=False)
+    assert again > 0
+    assert (await entries(instance="inst-b", points=False))[0] == 0
+    # And each operation's answer follows its own directives.
+    assert with_points != without_points
+    assert (await entries(instance="inst-a", points=True))[1] == with_points
+
+
 EVERYTHING_AGAIN = EVERYTHING.replace(
     "query Everything($instance: String)", "query EverythingAgain($instance: String, $points: "
     "Boolean!)").replace("fragment Points on UsageTimeseries { points {",

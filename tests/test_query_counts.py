@@ -28,6 +28,7 @@ from meterql.app import create_app
 from meterql.config import Settings
 from meterql.db import usage, writes
 from meterql.db.engine import Database
+from meterql.db.reads import Compiled
 from meterql.errors import DatabaseUnavailable
 from meterql.records import (
     AccountRecord,
@@ -507,8 +508,6 @@ def _vm_steps(path: str, sql: str, arguments: Sequence[Any]) -> int:
 def _compiled(statement: Any, params: dict[str, Any]) -> tuple[str, list[Any]]:
     from sqlalchemy.dialects.sqlite.aiosqlite import dialect
 
-    from meterql.db.reads import Compiled
-
     compiled = Compiled.of(statement, dialect())
     return compiled.sql, compiled.arguments(params)
 
@@ -631,3 +630,27 @@ async def test_a_burst_keeps_its_connections_until_they_idle(
         assert db.reads.size == 1
     finally:
         await db.dispose()
+
+
+def test_a_periods_parameters_are_made_and_converted_once_per_statement() -> None:
+    from sqlalchemy.dialects.postgresql.asyncpg import dialect as postgresql
+    from sqlalchemy.dialects.sqlite.aiosqlite import dialect as sqlite
+
+    start, end = NOW - timedelta(days=3), NOW + timedelta(days=27)
+    params = usage._period_params("acme", start, end)
+    # Every request in the period gets the same read-only parameters.
+    assert usage._period_params("acme", start, end) is params
+    with pytest.raises(TypeError):
+        params["account"] = "other"  # type: ignore[index]
+    for dialect in (sqlite(), postgresql()):
+        compiled = Compiled.of(usage._PERIOD_TOTALS, dialect)
+        arguments = compiled.arguments(params)
+        assert compiled.arguments(params) is arguments
+        # A plain mapping is converted on every call, to the same values.
+        plain = compiled.arguments(dict(params))
+        assert plain == arguments and plain is not arguments
+        assert compiled.arguments(dict(params)) is not plain
+        # Another period, or another account, has its own.
+        later = compiled.arguments(usage._period_params("acme", end, end + timedelta(days=30)))
+        other = compiled.arguments(usage._period_params("other", start, end))
+        assert later != arguments and other != arguments

@@ -30,7 +30,8 @@ import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any, Protocol
 
 import aiosqlite
@@ -61,6 +62,10 @@ class Reader(Protocol):
     ) -> Sequence[Sequence[Any]]: ...
 
 
+# Read-only parameters whose arguments a statement keeps, at most.
+_KEPT_ARGUMENTS = 512
+
+
 @dataclass(frozen=True, slots=True)
 class Compiled:
     """A statement as its dialect runs it: SQL text, where each value goes, how it converts."""
@@ -75,6 +80,10 @@ class Compiled:
     positions: tuple[int, ...]
     # One result processor per column (None: the driver's value as is).
     results: tuple[Processor, ...]
+    # Arguments made from read-only parameters (``arguments``), by the
+    # mapping's identity, each beside the mapping that keeps it alive.
+    kept: dict[int, tuple[Mapping[str, Any], list[Any]]] = field(
+        default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, statement: ClauseElement, dialect: Dialect) -> Compiled:
@@ -99,6 +108,22 @@ class Compiled:
         return cls(compiled.string, params, positions, results)
 
     def arguments(self, values: Mapping[str, Any]) -> list[Any]:
+        """The driver's positional arguments for ``values``.
+
+        Read-only parameters (a ``MappingProxyType``, which a caller keeps for
+        calls whose parameters are the same, such as a billing period's) are
+        converted once per statement: they cannot change after that.
+        """
+        if values.__class__ is not MappingProxyType:
+            return self._arguments(values)
+        found = self.kept.get(id(values))
+        if found is None or found[0] is not values:
+            if len(self.kept) >= _KEPT_ARGUMENTS:
+                self.kept.clear()
+            found = self.kept[id(values)] = (values, self._arguments(values))
+        return found[1]
+
+    def _arguments(self, values: Mapping[str, Any]) -> list[Any]:
         converted = []
         for name, default, process in self.params:
             value = values.get(name, default)

@@ -11,9 +11,11 @@ answers ``SUM(bigint)`` as numeric, hence the ``int()``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from functools import lru_cache
+from types import MappingProxyType
 from typing import Any
 
 from sqlalchemy import (
@@ -555,7 +557,10 @@ def _period(dialect: str) -> Select[Any]:
 _PERIODS = {dialect: _period(dialect) for dialect in _DIALECTS}
 
 
-def _period_params(account_id: str, start: datetime, end: datetime) -> dict[str, Any]:
+@lru_cache(maxsize=1_024)
+def _period_params(account_id: str, start: datetime, end: datetime) -> Mapping[str, Any]:
+    """A billing period's parameters, read-only: the same for every request in the
+    period, so they are made and converted once (``Compiled.arguments``)."""
     parts = split_range(start, end)
     first, last = parts.days or _NO_DAYS
     params: dict[str, Any] = {
@@ -568,7 +573,7 @@ def _period_params(account_id: str, start: datetime, end: datetime) -> dict[str,
     instants = [*parts.instants, *[_NO_INSTANTS] * (_INSTANT_SLOTS - len(parts.instants))]
     for n, (instant_from, instant_to) in enumerate(instants):
         params[f"from_{n}"], params[f"to_{n}"] = instant_from, instant_to
-    return params
+    return MappingProxyType(params)
 
 
 async def period_usage(

@@ -301,9 +301,34 @@ class LeafFastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         key = (parent_type.name, id(details))
         found = self._entries.get(key)
         if found is None:
-            entry = None if self._middleware else self._new_entry(
-                parent_type, response_name, details)
-            found = self._entries[key] = (details, entry)
+            if self._middleware:
+                found = (details, None)
+            else:
+                found = (details, self._shared_entry(parent_type, response_name, details))
+            self._entries[key] = found
+        return found[1]
+
+    def _shared_entry(
+        self, parent_type: GraphQLObjectType, response_name: str, details: FieldDetailsList
+    ) -> _Entry | None:
+        """The field's entry as every operation with the same nodes (and the same
+        ``@skip``/``@include`` values) has it: made by the first one, as plans are.
+
+        An entry of an object or a list of objects holds the plan of its
+        subfields, which follows those values; an operation whose collection
+        cannot be shared makes its own.
+        """
+        shared = self._shared_key(parent_type, details)
+        if shared is None:
+            return self._new_entry(parent_type, response_name, details)
+        key = (response_name, *shared)
+        found = _SHARED_ENTRIES.get(key)
+        if found is None:
+            if len(_SHARED_ENTRIES) >= _SHARED_SUBFIELDS_LIMIT:
+                _SHARED_ENTRIES.clear()
+            entry = self._new_entry(parent_type, response_name, details)
+            # Kept alive beside the entry, so that no node's identity is reused.
+            found = _SHARED_ENTRIES[key] = (details, entry)
         return found[1]
 
     def _new_entry(
@@ -350,6 +375,9 @@ _SHARED_SUBFIELDS_LIMIT = 4_096
 # operation first completes them.
 _UNPLANNED: Any = object()
 _SHARED_SET_PLANS: dict[int, tuple[GraphQLObjectType, GroupedFieldSet, _Plan | None]] = {}
+# Each field's entry (``_entry``), shared the same way: keyed by the response
+# name and a shared collection's key, with the field's nodes kept alive.
+_SHARED_ENTRIES: dict[tuple[Any, ...], tuple[FieldDetailsList, _Entry | None]] = {}
 
 
 def _collecting(
