@@ -802,13 +802,17 @@ def _groups(rows: Sequence[Sequence[Any]], query: _Query,
         if per_bucket is None:
             per_bucket = groups[key] = [[0, 0, 0, 0, 0] for _ in range(count)]
         if slots:
-            start = query.slot_base + code * query.slot_seconds
-            targets: tuple[tuple[int, int], ...] = ((bisect_right(query.anchors, start) - 1, 1),)
-        elif code >= 0:
-            targets = ((code, 1),)
-        else:
-            targets = corrections[code]
-        for bucket, direction in targets:
+            code = bisect_right(query.anchors, query.slot_base + code * query.slot_seconds) - 1
+        if code >= 0:
+            # A bucket's own row (most rows: a day of a group): added as it is.
+            cell = per_bucket[code]
+            cell[0] += requests
+            cell[1] += tokens_in
+            cell[2] += tokens_out
+            cell[3] += usd
+            cell[4] += nanos
+            continue
+        for bucket, direction in corrections[code]:
             cell = per_bucket[bucket]
             cell[0] += direction * requests
             cell[1] += direction * tokens_in
