@@ -204,7 +204,7 @@ async def _run_document(db: Database, settings: Settings, executor: type[Any], d
 _SCHEMAS: dict[type[Any], Any] = {}
 
 
-async def test_subfields_are_collected_once_per_document_and_directive_values(
+async def test_subfields_and_entries_are_made_once_per_document_and_directive_values(
     db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import graphql.execution.executor as executor
@@ -212,72 +212,43 @@ async def test_subfields_are_collected_once_per_document_and_directive_values(
     from meterql.schema import execution
 
     await seed(db)
-    collected = 0
+    # How often subfields are collected, and how often a field's entry is made.
+    made = {"collections": 0, "entries": 0}
     collect = executor.collect_subfields
-
-    def counting(*args: Any, **kwargs: Any) -> Any:
-        nonlocal collected
-        collected += 1
-        return collect(*args, **kwargs)
-
-    monkeypatch.setattr(executor, "collect_subfields", counting)
-    # What other tests left collected does not count.
-    monkeypatch.setattr(execution, "_SHARED_SUBFIELDS", {})
-
-    async def collections(**variables: Any) -> int:
-        nonlocal collected
-        collected = 0
-        result = await _run_document(db, settings, LeafFastExecutionContext, EVERYTHING_AGAIN,
-                                     **variables)
-        assert result.errors is None
-        return collected
-
-    assert await collections(instance="inst-a", points=True) > 0
-    # A variable no directive reads changes nothing that is collected.
-    assert await collections(instance="inst-b", points=True) == 0
-    # One that a directive reads is collected once for each value.
-    assert await collections(instance="inst-a", points=False) > 0
-    assert await collections(instance="inst-b", points=False) == 0
-
-
-async def test_field_entries_are_made_once_per_document_and_directive_values(
-    db: Database, settings: Settings, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    from meterql.schema import execution
-
-    await seed(db)
-    made = 0
     new_entry = LeafFastExecutionContext._new_entry
 
-    def counting(self: Any, *args: Any) -> Any:
-        nonlocal made
-        made += 1
+    def collecting(*args: Any, **kwargs: Any) -> Any:
+        made["collections"] += 1
+        return collect(*args, **kwargs)
+
+    def entry(self: Any, *args: Any) -> Any:
+        made["entries"] += 1
         return new_entry(self, *args)
 
-    monkeypatch.setattr(LeafFastExecutionContext, "_new_entry", counting)
+    monkeypatch.setattr(executor, "collect_subfields", collecting)
+    monkeypatch.setattr(LeafFastExecutionContext, "_new_entry", entry)
     # What other tests left does not count.
     monkeypatch.setattr(execution, "_SHARED_SUBFIELDS", {})
     monkeypatch.setattr(execution, "_SHARED_ENTRIES", {})
 
-    async def entries(**variables: Any) -> tuple[int, Any]:
-        nonlocal made
-        made = 0
+    async def run(**variables: Any) -> tuple[dict[str, int], Any]:
+        made.update(collections=0, entries=0)
         result = await _run_document(db, settings, LeafFastExecutionContext, EVERYTHING_AGAIN,
                                      **variables)
         assert result.errors is None
-        return made, result.data
+        return dict(made), result.data
 
-    first, with_points = await entries(instance="inst-a", points=True)
-    assert first > 0
-    # The same document again, with a variable no directive reads: nothing new.
-    assert (await entries(instance="inst-b", points=True))[0] == 0
-    # A directive's other value makes the entries of what it changes, once.
-    again, without_points = await entries(instance="inst-a", points=False)
-    assert again > 0
-    assert (await entries(instance="inst-b", points=False))[0] == 0
+    first, with_points = await run(instance="inst-a", points=True)
+    assert first["collections"] > 0 and first["entries"] > 0
+    # A variable no directive reads changes nothing that is worked out.
+    assert (await run(instance="inst-b", points=True))[0] == {"collections": 0, "entries": 0}
+    # One that a directive reads gets its own, once for each value.
+    again, without_points = await run(instance="inst-a", points=False)
+    assert again["collections"] > 0 and again["entries"] > 0
+    assert (await run(instance="inst-b", points=False))[0] == {"collections": 0, "entries": 0}
     # And each operation's answer follows its own directives.
     assert with_points != without_points
-    assert (await entries(instance="inst-a", points=True))[1] == with_points
+    assert (await run(instance="inst-a", points=True))[1] == with_points
 
 
 EVERYTHING_AGAIN = EVERYTHING.replace(
