@@ -101,7 +101,7 @@ async def _measure(url: str, settings: dict[str, Any], headers: dict[str, str],
     # The calls of the request being recorded (none while warming up).
     recording: list[list[Call]] = []
 
-    async def timed_fetch(sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+    async def timed_fetch(sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
         started = time.perf_counter()
         try:
             rows: Sequence[Sequence[Any]] = await fetch(sql, arguments)

@@ -505,7 +505,7 @@ def _vm_steps(path: str, sql: str, arguments: Sequence[Any]) -> int:
     return steps
 
 
-def _compiled(statement: Any, params: dict[str, Any]) -> tuple[str, list[Any]]:
+def _compiled(statement: Any, params: dict[str, Any]) -> tuple[str, Sequence[Any]]:
     from sqlalchemy.dialects.sqlite.aiosqlite import dialect
 
     compiled = Compiled.of(statement, dialect())

@@ -82,7 +82,7 @@ class Compiled:
     results: tuple[Processor, ...]
     # Arguments made from read-only parameters (``arguments``), by the
     # mapping's identity, each beside the mapping that keeps it alive.
-    kept: dict[int, tuple[Mapping[str, Any], list[Any]]] = field(
+    kept: dict[int, tuple[Mapping[str, Any], tuple[Any, ...]]] = field(
         default_factory=dict, compare=False, repr=False)
 
     @classmethod
@@ -107,8 +107,9 @@ class Compiled:
         )
         return cls(compiled.string, params, positions, results)
 
-    def arguments(self, values: Mapping[str, Any]) -> list[Any]:
-        """The driver's positional arguments for ``values``.
+    def arguments(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
+        """The driver's positional arguments for ``values`` (a tuple: a kept one is
+        handed to every call that has the same parameters, and nothing may change it).
 
         Read-only parameters (a ``MappingProxyType``, which a caller keeps for
         calls whose parameters are the same, such as a billing period's) are
@@ -123,12 +124,12 @@ class Compiled:
             found = self.kept[id(values)] = (values, self._arguments(values))
         return found[1]
 
-    def _arguments(self, values: Mapping[str, Any]) -> list[Any]:
+    def _arguments(self, values: Mapping[str, Any]) -> tuple[Any, ...]:
         converted = []
         for name, default, process in self.params:
             value = values.get(name, default)
             converted.append(value if process is None or value is None else process(value))
-        return [converted[n] for n in self.positions]
+        return tuple([converted[n] for n in self.positions])
 
     def rows(self, rows: Sequence[Sequence[Any]]) -> Sequence[Sequence[Any]]:
         """The driver's rows, with the columns that need it converted (only those)."""
@@ -158,7 +159,7 @@ class _Driver(Protocol):
     @property
     def overruns(self) -> int: ...
 
-    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]: ...
+    async def fetch(self, sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]: ...
 
     async def close(self) -> None: ...
 
@@ -312,7 +313,7 @@ class _Sqlite:
         return (time.thread_time() > self._deadline
                 or time.perf_counter() > self._wall_deadline)
 
-    def _run_inline(self, sql: str, arguments: list[Any]) -> list[Any] | None:
+    def _run_inline(self, sql: str, arguments: Sequence[Any]) -> list[Any] | None:
         """The statement's rows, read in this thread; None if not within the budget."""
         skip = self._skips.get(sql)
         if skip is not None and skip[0] > 0:
@@ -376,7 +377,7 @@ class _Sqlite:
             self._busy = [0] * len(opened)
             self._connections = opened
 
-    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+    async def fetch(self, sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
         if self._budget > 0:
             found = self._run_inline(sql, arguments)
             if found is not None:
@@ -530,7 +531,7 @@ class _Postgres:
             wait = self._idle[0][1] + IDLE_LIFETIME_S - time.monotonic()
             self._prune_at = asyncio.get_running_loop().call_later(max(wait, 0.0), self._prune)
 
-    async def fetch(self, sql: str, arguments: list[Any]) -> Sequence[Sequence[Any]]:
+    async def fetch(self, sql: str, arguments: Sequence[Any]) -> Sequence[Sequence[Any]]:
         try:
             connection = await self._take()
         except (TimeoutError, OSError, asyncpg.PostgresError,
