@@ -26,10 +26,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import func, select, text
 
 from meterql.db.engine import Database
-from meterql.db.tables import ApiToken, Base, UsageEvent
+from meterql.db.tables import ApiToken, Base, UsageEvent, UsageInstanceModelHour
 from meterql.importer import ImportFileError, ImportReport, load
 from tests.golden import auth
 
@@ -410,6 +410,42 @@ async def test_an_import_makes_a_fixed_number_of_statements_besides_one_per_batc
     sa_event.remove(db.engine.sync_engine, "before_cursor_execute", count)
     per_batch = 1 if db.dialect == "sqlite" else 0
     assert statements[1] - statements[0] == 4 * per_batch, statements
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_postgresql_sums_the_finest_rollup_by_sorting_and_only_it(
+    db: Database, tmp_path: Path
+) -> None:
+    """The finest rollup has about a row per event, which PostgreSQL hashed at great cost:
+    its statement alone runs with hashing off, which is put back as it was right after."""
+    from sqlalchemy import event as sa_event
+
+    ran: list[tuple[str, Any]] = []
+
+    def note(*args: Any) -> None:
+        ran.append((args[2], args[3]))
+
+    doc = example()
+    doc["usage_events"] = [
+        event(f"s-{n}", "gpt-4o", f"2026-11-20T{n % 20:02d}:00:00Z", 1, 1, instance=f"i-{n // 20}")
+        for n in range(60)
+    ]
+    sa_event.listen(db.engine.sync_engine, "before_cursor_execute", note)
+    try:
+        assert (await load(db, write(tmp_path, doc))).events_accepted == 60
+    finally:
+        sa_event.remove(db.engine.sync_engine, "before_cursor_execute", note)
+    hashing = [n for n, (sql, params) in enumerate(ran)
+               if "set_config" in sql and "enable_hashagg" in str(params)]
+    (finest,) = [n for n, (sql, _) in enumerate(ran)
+                 if sql.startswith("INSERT INTO usage_instance_model_hours")]
+    assert hashing == [finest - 1, finest + 1], ran[finest - 3:finest + 2]
+    assert tuple(ran[finest - 1][1]) == ("enable_hashagg", "off", True)
+    assert tuple(ran[finest + 1][1]) == ("enable_hashagg", "on", True)  # as it was
+    async with db.read() as connection:
+        rows = await connection.execute(select(
+            func.sum(UsageInstanceModelHour.requests), func.count()))
+        assert tuple(rows.one()) == (60, 60)  # 3 instances x 20 hours: a row per event
 
 
 # ---------------------------------------------------------------------------
