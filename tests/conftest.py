@@ -173,8 +173,10 @@ def sql(db: Database) -> Iterator[StatementCounter]:
         if statement.strip().upper() not in {"BEGIN", "BEGIN IMMEDIATE", "COMMIT", "ROLLBACK"}:
             counter.statements.append(statement)
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", on_execute)
+    for engine in db.engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
     db.reads.listeners.append(counter.statements.append)
     yield counter
     db.reads.listeners.remove(counter.statements.append)
-    event.remove(db.engine.sync_engine, "before_cursor_execute", on_execute)
+    for engine in db.engines:
+        event.remove(engine.sync_engine, "before_cursor_execute", on_execute)

@@ -294,7 +294,7 @@ async def test_a_batch_holds_one_connection_while_it_writes(
 
     async def spy(session: Any, *args: Any, **kwargs: Any) -> Any:
         await session.connection()  # a session checks its connection out lazily
-        held.append(db.engine.pool.checkedout())
+        held.append(sum(engine.pool.checkedout() for engine in db.engines))
         return await record_events(session, *args, **kwargs)
 
     monkeypatch.setattr(writes, "record_events", spy)

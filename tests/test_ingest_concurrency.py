@@ -143,13 +143,15 @@ async def test_sqlite_writes_take_the_lock_up_front(
         if statement.startswith("BEGIN"):
             begins.append(statement)
 
-    event.listen(db.engine.sync_engine, "before_cursor_execute", on_execute)
+    for engine in db.engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
     try:
         await client.post("/v1/usage/events", json=_batch("lock", 1),
                           headers=auth(ACME_INGEST_TOKEN))
         await client.get("/v1/metrics/summary", headers=auth())
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", on_execute)
+        for engine in db.engines:
+            event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
     # The ingest transaction; reads begin none (each statement reads its own
     # snapshot on a read-only connection of the read path, never the writer's).
     assert begins == ["BEGIN IMMEDIATE"]
@@ -237,7 +239,8 @@ async def test_every_writer_takes_end_users_before_the_rollups(
     file.write_text(json.dumps({"usage_events": [
         {**e, "event_id": f"file-{e['event_id']}", "account_id": "acme",
          "end_user_id": f"file-{e['end_user_id']}"} for e in events]}))
-    event.listen(db.engine.sync_engine, "before_cursor_execute", on_execute)
+    for engine in db.engines:
+        event.listen(engine.sync_engine, "before_cursor_execute", on_execute)
     try:
         response = await client.post("/v1/usage/events", json=events,
                                      headers=auth(ACME_INGEST_TOKEN))
@@ -248,7 +251,8 @@ async def test_every_writer_takes_end_users_before_the_rollups(
         assert report.events_accepted == 9
         rollups_come_last()
     finally:
-        event.remove(db.engine.sync_engine, "before_cursor_execute", on_execute)
+        for engine in db.engines:
+            event.remove(engine.sync_engine, "before_cursor_execute", on_execute)
 
 
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)

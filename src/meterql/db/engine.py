@@ -16,14 +16,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from sqlalchemy import event
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, make_url
 from sqlalchemy.ext.asyncio import (
     AsyncConnection,
     AsyncEngine,
@@ -36,12 +36,14 @@ from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 from meterql.config import Settings
 from meterql.db.reads import Reads
 from meterql.db.staging import CREATE_BATCH_STAGE
+from meterql.db.writer import Writer, inline_creator
 from meterql.errors import DatabaseUnavailable, said
 
 logger = logging.getLogger("meterql.db")
 
 _WRITE_OPTION = "meterql_write"
 _Handle = TypeVar("_Handle", AsyncConnection, AsyncSession)
+T = TypeVar("T")
 
 
 def is_sqlite(url: str) -> bool:
@@ -54,7 +56,8 @@ def _install_sqlite_hooks(engine: AsyncEngine) -> None:
     # two writers deadlock on the upgrade from shared to reserved lock.
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: ConnectionPoolEntry) -> None:
-        dbapi_connection.isolation_level = None
+        if dbapi_connection.isolation_level is not None:  # the writer's are opened so
+            dbapi_connection.isolation_level = None
         cursor = dbapi_connection.cursor()
         # The busy timeout is sqlite3's ``timeout`` (``create_engine``).
         cursor.execute("PRAGMA journal_mode=WAL")
@@ -106,6 +109,24 @@ def create_engine(settings: Settings) -> AsyncEngine:
     else:
         _install_postgresql_hooks(engine)
     return engine
+
+
+def create_writer(settings: Settings) -> Writer | None:
+    """SQLite on a file: the writer thread live batches are written in (``db/writer.py``)."""
+    url = make_url(settings.database_url)
+    if not is_sqlite(settings.database_url) or url.database in (None, "", ":memory:"):
+        return None  # an in-memory database is its one connection's alone
+    engine = create_async_engine(
+        url,
+        echo=settings.echo_sql,
+        async_creator=inline_creator(
+            url.database, timeout=settings.sqlite_busy_timeout_ms / 1000),
+        # One writer at a time: a second transaction waits for the connection.
+        pool_size=1,
+        max_overflow=0,
+    )
+    _install_sqlite_hooks(engine)
+    return Writer(engine, {_WRITE_OPTION: True})
 
 
 def _install_postgresql_hooks(engine: AsyncEngine) -> None:
@@ -193,9 +214,11 @@ class Database:
 
     def __init__(
         self, engine: AsyncEngine, reads: Reads, *, writers: int | None = None,
-        write_wait_s: float = 10.0,
+        write_wait_s: float = 10.0, writer: Writer | None = None,
     ) -> None:
         self.engine = engine
+        # SQLite: the thread that live batches are written in (``run_write``).
+        self.writer = writer
         # Every read of a request goes this way (``db/reads.py``); the engine
         # serves writes, migrations and tools.
         self.reads = reads
@@ -237,10 +260,41 @@ class Database:
         """
         return self._queued(_guarded(self._write()), account_id)
 
+    @property
+    def write_engine(self) -> AsyncEngine:
+        """The engine live batches are written on (``run_write``)."""
+        return self.writer.engine if self.writer is not None else self.engine
+
+    @property
+    def engines(self) -> tuple[AsyncEngine, ...]:
+        """Every engine statements go through here (the read path aside): for listeners."""
+        return (self.engine,) if self.writer is None else (self.engine, self.writer.engine)
+
+    async def run_write(
+        self, work: Callable[[AsyncSession], Awaitable[T]], account_id: str | None = None
+    ) -> T:
+        """``work(session)`` in one write transaction, queued as :meth:`write`; its result.
+
+        On SQLite the transaction runs in the writer's thread as one call
+        (``db/writer.py``); elsewhere, here, as in :meth:`write`.
+        """
+        if self.writer is None:
+            async with self.write(account_id) as session, session.begin():
+                return await work(session)
+        async with self._turn(account_id):
+            with _unavailable_as_503():
+                return await self.writer.run(work)
+
     @asynccontextmanager
     async def _queued(
         self, opened: AbstractAsyncContextManager[AsyncSession], account_id: str | None
     ) -> AsyncIterator[AsyncSession]:
+        async with self._turn(account_id), opened as session:
+            yield session
+
+    @asynccontextmanager
+    async def _turn(self, account_id: str | None) -> AsyncIterator[None]:
+        """This write's turn: after the queue, holding a write slot (and the account's turn)."""
         async with contextlib.AsyncExitStack() as held:
             self.writes_waiting += 1
             try:
@@ -256,8 +310,7 @@ class Database:
             held.callback(self._writers.release)  # before the account's turn passes on
             self.writes_active += 1
             try:
-                async with opened as session:
-                    yield session
+                yield
             finally:
                 self.writes_active -= 1
 
@@ -268,6 +321,7 @@ class Database:
             Reads.from_settings(settings),
             writers=settings.db_concurrent_writes,
             write_wait_s=settings.db_write_queue_timeout_s,
+            writer=create_writer(settings),
         )
 
     @property
@@ -293,6 +347,8 @@ class Database:
 
     async def dispose(self) -> None:
         await self.reads.close()
+        if self.writer is not None:
+            await self.writer.close()
         await self.engine.dispose()
 
 

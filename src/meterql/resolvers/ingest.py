@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from graphql import GraphQLResolveInfo
+from sqlalchemy.ext.asyncio import AsyncSession
 from strawberry import Info
 
 from meterql import alerts
@@ -85,14 +86,18 @@ async def _counted(
 async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUsageResult:
     # The request holds no read connection (a read takes one for its
     # statement alone), so waiting here for a write slot holds nothing.
-    async with context.db.write(context.account_id) as session, session.begin():
-        result = await writes.record_events(session, records, account_id=context.account_id)
-        if context.account_id in result.budgeted:
+    account_id, now, free = context.account_id, context.now, context.settings.free_plan
+
+    async def write(session: AsyncSession) -> writes.IngestResult:
+        result = await writes.record_events(session, records, account_id=account_id)
+        if account_id in result.budgeted:
             # In the batch's transaction, after its account's row is held:
             # a threshold this batch crosses is recorded by it, once.
             await alerts.after_batch(
-                session, context.account_id,
-                [(r.timestamp, r.instance_id, r.model) for r in records],
-                context.now, context.settings.free_plan,
+                session, account_id,
+                [(r.timestamp, r.instance_id, r.model) for r in records], now, free,
             )
+        return result
+
+    result = await context.db.run_write(write, account_id)
     return RecordUsageResult(accepted=result.accepted, duplicates=result.duplicates)
