@@ -5,7 +5,7 @@ events, its end users, seven rollups, the latest days, the account's data
 version). Through SQLAlchemy's aiosqlite adapter each statement is four
 hand-offs between the event loop and the driver's thread (cursor, execute,
 fetch, close): measured in-process on the 1M-event tenant, a batch of one
-event took 10.7 ms and one of 100 events 14.8 ms, most of it those hand-offs.
+event took 8.7 ms and one of 100 events 13-16 ms, most of it those hand-offs.
 
 Here, as in Datasette's ``execute_write_fn``, the whole transaction is one
 call on a thread of its own, which runs it start to end on its own
@@ -15,8 +15,11 @@ the same session and adapter, but the adapter's driver is
 in the calling thread. The thread runs an event loop of its own, so the
 write code stays the one coroutine both backends share; nothing in it waits
 on anything but the database, so that loop never waits either. One batch of
-one event: 3.7 ms; of 100: 8.7-10 ms. The request's event loop is free
-meanwhile, as it was while aiosqlite's thread ran the statements.
+one event: 4.1 ms; of 100: 9.0-9.5 ms. The request's event loop is free
+meanwhile, as it was while aiosqlite's thread ran the statements, though
+the writer's Python now takes the interpreter's lock from it: under the
+load test's mix, reads' medians rose (the summary's 2.4 to 4.5 ms) while
+the process answered about 40% more requests.
 
 Only live batches come this way (``Database.run_write``); other writes
 (imports, tokens, budgets, webhooks) are rare and keep the engine's own
@@ -132,21 +135,17 @@ class InlineConnection:
     """
 
     def __init__(self, connection: sqlite3.Connection) -> None:
-        # Both names are aiosqlite's: SQLAlchemy's adapter reads ``_connection``
-        # to tell an open connection from a closed one.
-        self._conn: sqlite3.Connection | None = connection
-        self._connection = connection
+        # aiosqlite's name: SQLAlchemy's adapter reads it to tell an open
+        # connection from a closed one (None).
+        self._connection: sqlite3.Connection | None = connection
 
     def cursor(self) -> _Made:
         return _Made(InlineCursor(self._open().cursor()))
 
     def _open(self) -> sqlite3.Connection:
-        if self._conn is None:
+        if self._connection is None:
             raise ValueError("Connection closed")
-        return self._conn
-
-    async def execute(self, sql: str, parameters: Any = None) -> InlineCursor:
-        return await InlineCursor(self._open().cursor()).execute(sql, parameters)
+        return self._connection
 
     async def commit(self) -> None:
         self._open().commit()
@@ -161,18 +160,13 @@ class InlineConnection:
         self.stop()
 
     def stop(self) -> None:
-        if self._conn is not None:
-            self._conn.close()
-            self._conn = None
-            self._connection = None  # type: ignore[assignment]
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
 
     @property
     def isolation_level(self) -> str | None:
         return self._open().isolation_level
-
-    @property
-    def in_transaction(self) -> bool:
-        return self._open().in_transaction
 
 
 def inline_creator(database: str, **options: Any) -> Callable[[], Awaitable[InlineConnection]]:
