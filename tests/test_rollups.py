@@ -496,3 +496,58 @@ async def test_a_batch_locks_its_moving_end_users_by_key_probes_in_key_order(
     # Each probe finds its one row: one loop a user, never the 20,000 rows.
     assert f"rows=1 loops={len(wanted)}" in plan, plan
     assert found == wanted
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+async def test_a_live_batch_claims_and_moves_its_end_users_by_key_probes(
+    db: Database,
+) -> None:
+    """A live batch claims its new end users and moves its earlier ones from its
+    stage, one probe of the key per user: never a scan of the account's other end
+    users, however many; the moved ones come back with their stored instants."""
+    from sqlalchemy import text
+    from sqlalchemy.dialects import postgresql
+
+    from meterql.db.staging import BATCH_STAGE, _statements
+
+    earlier = datetime(2026, 11, 1, tzinfo=UTC)
+    later = earlier + timedelta(hours=1)
+    async with db.write() as session, session.begin():
+        await writes.upsert_account(session, AccountRecord(account_id="acme"))
+        await session.execute(text(
+            "INSERT INTO end_users (account_id, end_user_id, last_seen_at) "
+            "SELECT 'acme', 'user-' || lpad(n::text, 5, '0'), :at "
+            "FROM generate_series(1, 20000) AS n"), {"at": earlier})
+        await session.execute(text("ANALYZE end_users"))
+    # A busy batch's users: about one in twenty of the account's, and two new ones.
+    stored = [f"user-{n:05d}" for n in range(7, 20_001, 21)]
+    users = [*stored, "user-20001", "user-20002"]
+    statements = _statements(BATCH_STAGE, True)
+    plans = {}
+    async with db.write() as session, session.begin():
+        await session.execute(text(
+            "INSERT INTO meterql_batch_stage SELECT n, 'acme', 'e' || n, 'i', 'm', :at, :day, "
+            "0, 0, 1, 1, user_id, NULL, 0, false "
+            "FROM unnest(CAST(:users AS varchar[])) WITH ORDINALITY AS u(user_id, n)"),
+            {"at": later, "day": later.date(), "users": users})
+        raw = await (await session.connection()).get_raw_connection()
+        for name in ("claim_users", "move_earlier_users"):
+            compiled = getattr(statements, name).compile(
+                dialect=postgresql.dialect(), compile_kwargs={"literal_binds": True})
+            await raw.driver_connection.execute("SAVEPOINT plan")
+            plans[name] = "\n".join(row[0] for row in await raw.driver_connection.fetch(
+                f"EXPLAIN (ANALYZE, COSTS OFF) {compiled}"))
+            await raw.driver_connection.execute("ROLLBACK TO SAVEPOINT plan")
+        claimed = (await session.execute(statements.claim_users)).all()
+        moved = (await session.execute(statements.move_earlier_users)).all()
+        again = (await session.execute(statements.move_earlier_users)).all()
+        seen = dict((await session.execute(text(
+            "SELECT end_user_id, last_seen_at FROM end_users WHERE last_seen_at > :at"),
+            {"at": earlier})).all())
+    for plan in plans.values():
+        assert "Seq Scan on end_users" not in plan, plan
+        assert f"rows=1 loops={len(users)}" in plan, plan
+    assert claimed == [("acme", later), ("acme", later)]
+    assert moved == [("acme", earlier, later)] * len(stored)
+    assert again == []  # moved already: nothing earlier is left
+    assert seen == dict.fromkeys(users, later)

@@ -57,6 +57,9 @@ MEASURES = ("requests", "tokens_in", "tokens_out", "cost_usd", "cost_nanos")
 
 Row = Mapping[str, Any]
 Sums = list[int]
+# An end user's move: its account, the instant it was last seen at before
+# (None: a new end user), and the instant it is last seen at now.
+Move = tuple[str, datetime | None, datetime]
 
 
 def _table(model: type[Any]) -> Table:
@@ -237,22 +240,35 @@ async def see_latest(session: AsyncSession, latest: Mapping[tuple[str, str], dat
         # The one writer: every stored instant is read, and nobody else moves it.
         earlier = await _last_seen(session, keys)
         new, written = set(keys) - earlier.keys(), set()
-    days: Counter[tuple[str, date]] = Counter()
-    hours: Counter[tuple[str, int]] = Counter()
+    moves: list[Move] = []
     to_write = []
     for key in keys:
-        account, seen = key[0], latest[key]
+        seen = latest[key]
+        previous = None
         if key not in new:
             previous = earlier.get(key)
             if previous is None or seen <= previous:
                 continue  # seen again, but not later: nothing moves
+        moves.append((key[0], previous, seen))
+        if key not in written:
+            to_write.append(_user_row(key, latest))
+    await _LAST_SEEN.run(session, to_write)
+    await see_moves(session, moves)
+
+
+async def see_moves(session: AsyncSession, moves: Iterable[Move]) -> None:
+    """Move each end user from the day's and hour's count of its previous instant to its new one's.
+
+    The last-seen instants themselves are the caller's to write.
+    """
+    days: Counter[tuple[str, date]] = Counter()
+    hours: Counter[tuple[str, int]] = Counter()
+    for account, previous, seen in moves:
+        if previous is not None:
             days[(account, previous.date())] -= 1
             hours[(account, epoch_hour(previous))] -= 1
         days[(account, seen.date())] += 1
         hours[(account, epoch_hour(seen))] += 1
-        if key not in written:
-            to_write.append(_user_row(key, latest))
-    await _LAST_SEEN.run(session, to_write)
     await _SEEN_DAYS.run(session, _counts(days, "day"))
     await _SEEN_HOURS.run(session, _counts(hours, "hour"))
     # A bucket its last user left is deleted, so the tables hold what a
