@@ -462,23 +462,29 @@ async def test_an_import_gives_the_rollups_ingest_gives(
     assert await _rollup_rows(db) == imported
 
 
+async def _store_end_users(db: Database, count: int, at: datetime) -> None:
+    """PostgreSQL: account ``acme`` with ``count`` end users (user-00001, ...) last seen ``at``."""
+    from sqlalchemy import text
+
+    async with db.write() as session, session.begin():
+        await writes.upsert_account(session, AccountRecord(account_id="acme"))
+        await session.execute(text(
+            "INSERT INTO end_users (account_id, end_user_id, last_seen_at) "
+            "SELECT 'acme', 'user-' || lpad(n::text, 5, '0'), :at "
+            "FROM generate_series(1, :count) AS n"), {"at": at, "count": count})
+        await session.execute(text("ANALYZE end_users"))
+
+
 @pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 async def test_a_batch_locks_its_moving_end_users_by_key_probes_in_key_order(
     db: Database,
 ) -> None:
     """The locked read of the end users a batch moves probes the key per user: it never
     reads the account's other end users, however many, and returns (locks) in key order."""
-    from sqlalchemy import text
     from sqlalchemy.dialects import postgresql
 
     earlier = datetime(2026, 11, 1, tzinfo=UTC)
-    async with db.write() as session, session.begin():
-        await writes.upsert_account(session, AccountRecord(account_id="acme"))
-        await session.execute(text(
-            "INSERT INTO end_users (account_id, end_user_id, last_seen_at) "
-            "SELECT 'acme', 'user-' || lpad(n::text, 5, '0'), :at "
-            "FROM generate_series(1, 20000) AS n"), {"at": earlier})
-        await session.execute(text("ANALYZE end_users"))
+    await _store_end_users(db, 20_000, earlier)
     # A busy batch's users: about one in twenty of the account's.
     wanted = [f"user-{n:05d}" for n in range(7, 20_001, 21)]
     later = earlier + timedelta(hours=1)
@@ -512,13 +518,7 @@ async def test_a_live_batch_claims_and_moves_its_end_users_by_key_probes(
 
     earlier = datetime(2026, 11, 1, tzinfo=UTC)
     later = earlier + timedelta(hours=1)
-    async with db.write() as session, session.begin():
-        await writes.upsert_account(session, AccountRecord(account_id="acme"))
-        await session.execute(text(
-            "INSERT INTO end_users (account_id, end_user_id, last_seen_at) "
-            "SELECT 'acme', 'user-' || lpad(n::text, 5, '0'), :at "
-            "FROM generate_series(1, 20000) AS n"), {"at": earlier})
-        await session.execute(text("ANALYZE end_users"))
+    await _store_end_users(db, 20_000, earlier)
     # A busy batch's users: about one in twenty of the account's, and two new ones.
     stored = [f"user-{n:05d}" for n in range(7, 20_001, 21)]
     users = [*stored, "user-20001", "user-20002"]
