@@ -684,7 +684,7 @@ class _Statements:
         are left out before the insert, so a claim never waits for a batch
         moving one of them, only for one inserting the same user.
         """
-        wanted = self._wanted_users(ordered=True)
+        wanted = self._wanted_users(ordered=False)  # ordered below, once filtered
         w = wanted.c
         # Asked as a value, not as NOT EXISTS: PostgreSQL turns NOT EXISTS
         # into a join, and hashed every end user of the account (20,000
