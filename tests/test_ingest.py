@@ -24,6 +24,7 @@ GraphQL) where the answer must be the same, and on both backends.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -290,16 +291,70 @@ async def test_a_batch_holds_one_connection_while_it_writes(
     connections, every request timed out with a 503).
     """
     held: list[int] = []
-    record_events = writes.record_events
+    record_batches = writes.record_batches
 
     async def spy(session: Any, *args: Any, **kwargs: Any) -> Any:
         await session.connection()  # a session checks its connection out lazily
         held.append(sum(engine.pool.checkedout() for engine in db.engines))
-        return await record_events(session, *args, **kwargs)
+        return await record_batches(session, *args, **kwargs)
 
-    monkeypatch.setattr(writes, "record_events", spy)
+    monkeypatch.setattr(writes, "record_batches", spy)
     assert await door.send([event("n1")]) == {"accepted": 1, "duplicates": 0}
     assert held == [1]
+
+
+async def test_batches_written_as_one_each_count_their_own(db: Database) -> None:
+    """An event repeated across the batches counts for the first that has it; an empty
+    batch, or one of repeats only, accepts nothing; a model without a price is counted."""
+    batches = [["g1", "g2"], ["g2", "g3", "g3"], [], ["g1"], ["g4"]]
+    records = [[UsageEventRecord.model_validate(event(
+        i, model="mystery" if i == "g4" else "gpt-4o")) for i in ids] for ids in batches]
+    async with db.write("acme") as session, session.begin():
+        results = await writes.record_batches(session, records, "acme")
+    assert [(r.accepted, r.duplicates, r.unpriced) for r in results] == [
+        (2, 0, 0), (1, 2, 0), (0, 0, 0), (0, 1, 0), (1, 0, 1)]
+    async with db.read() as session:
+        stored = await session.scalars(select(UsageEvent.event_id).where(
+            UsageEvent.account_id == "acme", UsageEvent.event_id.like("g_")))
+        day = await session.scalar(select(UsageDay.requests).where(
+            UsageDay.account_id == "acme", UsageDay.day == NOW.date().replace(day=20)))
+    assert sorted(stored) == ["g1", "g2", "g3", "g4"]
+    async with db.write("acme") as session, session.begin():  # and again: all known
+        again = await writes.record_batches(session, records, "acme")
+    assert [(r.accepted, r.duplicates) for r in again] == [(0, 2), (0, 3), (0, 0), (0, 1), (0, 1)]
+    async with db.read() as session:
+        assert await session.scalar(select(UsageDay.requests).where(
+            UsageDay.account_id == "acme", UsageDay.day == NOW.date().replace(day=20))) == day
+
+
+async def test_batches_that_wait_for_each_other_are_written_as_one(
+    door: Door, db: Database, client: httpx.AsyncClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While a batch of an account is written, the ones that arrive wait, then go as one
+    transaction; each request still gets its own answer."""
+    groups: list[int] = []
+    record_batches = writes.record_batches
+
+    async def held_first(session: Any, batches: Any, *args: Any, **kwargs: Any) -> Any:
+        groups.append(len(batches))
+        if len(groups) == 1:  # hold the first until the other five wait behind it
+            for _ in range(2_000):
+                if db.batches_waiting == 5:
+                    break
+                await asyncio.sleep(0.005)
+        return await record_batches(session, batches, *args, **kwargs)
+
+    monkeypatch.setattr(writes, "record_batches", held_first)
+    # Each batch repeats an event of the one before it.
+    answers = await asyncio.gather(*(door.send([event(f"w{n}"), event(f"w{n + 1}")])
+                                     for n in range(6)))
+    assert groups == [1, 5]
+    # Which batch came first depends on the requests' race: the sums do not.
+    assert all(a["accepted"] + a["duplicates"] == 2 for a in answers)
+    assert (sum(a["accepted"] for a in answers), sum(a["duplicates"] for a in answers)) == (7, 5)
+    assert db.batches_waiting == 0
+    summary = await get(client, "/v1/metrics/summary?days=90")
+    assert summary["total_requests"] == 7 + 7  # the golden seven and w0..w6, once each
 
 
 @pytest.mark.parametrize("case", sorted(IDEMPOTENCY))

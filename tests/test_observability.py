@@ -244,6 +244,7 @@ async def test_pool_and_write_queue_gauges(
     assert value(samples, "meterql_db_write_slots") == (1 if sqlite else 4)
     assert value(samples, "meterql_db_writes_waiting") == 0
     assert value(samples, "meterql_db_writes_active") == 0
+    assert value(samples, "meterql_db_batches_waiting") == 0
 
 
 @pytest.mark.parametrize(("overrides", "headers", "status"), [

@@ -34,6 +34,7 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.pool import ConnectionPoolEntry, QueuePool
 
 from meterql.config import Settings
+from meterql.db.groups import GROUP_EVENTS, WriteGroups
 from meterql.db.reads import Reads
 from meterql.db.staging import CREATE_BATCH_STAGE
 from meterql.db.writer import Writer, inline_creator
@@ -242,10 +243,18 @@ class Database:
         self._writers = asyncio.Semaphore(writers)
         self._accounts = _Turns()
         self._write_wait_s = write_wait_s
+        # Live batches of one account that wait for each other, written
+        # together (``db/groups.py``), keyed by account.
+        self.groups: WriteGroups[Any, Any] = WriteGroups(GROUP_EVENTS, write_wait_s)
         # Read by the metrics (``meterql.web.instruments``) at scrape time.
         self.write_slots = writers
         self.writes_waiting = 0
         self.writes_active = 0
+
+    @property
+    def batches_waiting(self) -> int:
+        """Live batches waiting to be written with the next group of their account."""
+        return self.groups.waiting
 
     def read(self) -> AbstractAsyncContextManager[AsyncConnection]:
         return _guarded(self.engine.connect())

@@ -20,8 +20,9 @@ few set-based statements finish it:
    each coarser rollup sums those sums.)
 6. two more move each instance's and model's latest day forward.
 
-On PostgreSQL a live batch (:func:`write_batch`) takes the same way through
-a stage its connection keeps, steps 2 to 6: its events are distinct already,
+On PostgreSQL a live batch (:func:`write_batches`: the batches of an account
+that waited for each other, ``db/groups.py``) takes the same way through a
+stage its connection keeps, steps 2 to 6: its events are distinct already,
 and Python summing each rollup and sending the sums cost more than the
 database grouping them.
 
@@ -43,6 +44,7 @@ wait (``docs/decisions.md``, "Writes").
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, date, datetime
 from functools import cache, cached_property
@@ -57,6 +59,7 @@ from sqlalchemy import (
     String,
     Table,
     and_,
+    bindparam,
     case,
     delete,
     exists,
@@ -234,18 +237,22 @@ def _month_starts(months: Iterable[tuple[int, int]]) -> list[datetime]:
     return [datetime(year, month, 1, tzinfo=UTC) for year, month in sorted(months)]
 
 
-async def write_batch(
-    session: AsyncSession, events: Sequence[UsageEventRecord], account_id: str | None
-) -> tuple[int, int]:
-    """PostgreSQL: write a live batch through the connection's stage; ``(accepted, unpriced)``.
+async def write_batches(
+    session: AsyncSession, batches: Sequence[Sequence[UsageEventRecord]], account_id: str | None
+) -> list[tuple[int, int]]:
+    """PostgreSQL: write live batches through the connection's stage, as one.
 
-    ``events`` have distinct keys (the caller keeps the first of each).
-    The same statements as an import's finish it, in the same order, so a
-    batch and an import lock shared rows alike. Python computes each event's
-    keys and cost once; the sums per rollup row are the database's, one
-    grouped statement each, and the batch crosses the wire once, by ``COPY``.
+    Returns ``(accepted, unpriced)`` per batch. No key is in two of the
+    batches, nor twice in one (the caller keeps the first of each). The same
+    statements as an import's finish them, in the same order, so batches
+    and an import lock shared rows alike. Python computes each event's keys
+    and cost once; the sums per rollup row are the database's, one grouped
+    statement each, so a group of batches (``db/groups.py``) writes each
+    rollup row it shares once; and the events cross the wire once, by
+    ``COPY``, each batch's after the one before it, which tells them apart.
     """
     statements = _statements(BATCH_STAGE, True)
+    events = [event for batch in batches for event in batch]
     prices = await read_prices(session, (e.model for e in events))
     rows, months = stage_rows(events, prices, account_id=account_id)
     # The months these events fall in exist before anything is locked.
@@ -253,13 +260,16 @@ async def write_batch(
     await _copy(session, BATCH_STAGE, rows)
     await session.execute(statements.register_instances)
     await session.execute(statements.keep_written)
-    accepted, unpriced = (await session.execute(statements.counts)).one()
-    if accepted:
+    # Where each batch after the first starts in the stage.
+    starts = list(itertools.accumulate(len(batch) for batch in batches[:-1]))
+    counted = {n: (accepted, unpriced) for n, accepted, unpriced in await session.execute(
+        statements.counts_by_batch, {"starts": starts})}
+    if counted:
         await session.execute(statements.insert_events)
         await _see_end_users(session, statements)
         for statement in statements.summing:
             await session.execute(statement)
-    return accepted, unpriced
+    return [counted.get(n, (0, 0)) for n in range(len(batches))]
 
 
 async def _see_end_users(session: AsyncSession, statements: _Statements) -> None:
@@ -550,6 +560,21 @@ class _Statements:
         ).select_from(self.stage)
 
     @cached_property
+    def counts_by_batch(self) -> Any:
+        """PostgreSQL, live batches: :attr:`counts` per batch, by where each starts.
+
+        ``starts`` holds the ``seq`` each batch after the first starts at: a
+        row's batch is how many of them it has reached (``width_bucket``).
+        """
+        s = self.s
+        batch = func.width_bucket(
+            s.seq, bindparam("starts", type_=postgresql.ARRAY(BigInteger))
+        )
+        return select(
+            batch, func.count(), func.sum(case((s.unpriced, 1), else_=0))
+        ).group_by(batch)
+
+    @cached_property
     def unpriced_models(self) -> Any:
         s = self.s
         return select(s.model).where(s.unpriced).distinct().order_by(s.model)
@@ -803,4 +828,4 @@ _K = _KEYS.c
 _I = _INSTANCES.c
 _U = _USERS.c
 
-__all__ = ["BATCH_STAGE", "CREATE_BATCH_STAGE", "StagedEvents", "stage_rows", "write_batch"]
+__all__ = ["BATCH_STAGE", "CREATE_BATCH_STAGE", "StagedEvents", "stage_rows", "write_batches"]

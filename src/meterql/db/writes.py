@@ -259,23 +259,66 @@ async def record_events(
     price changes never rewrite history.
 
     On PostgreSQL the batch goes through the connection's stage, by the
-    import's statements (:func:`meterql.db.staging.write_batch`), where
+    import's statements (:func:`meterql.db.staging.write_batches`), where
     concurrent gateways meet in ``ON CONFLICT``. On SQLite, the one writer,
     the stored keys are looked up, and the rest inserted and summed here.
     """
+    (result,) = await record_batches(session, [events], account_id)
+    return result
+
+
+async def record_batches(
+    session: AsyncSession,
+    batches: Sequence[Sequence[UsageEventRecord]],
+    account_id: str | None = None,
+) -> list[IngestResult]:
+    """:func:`record_events` for each batch, in one transaction; a result per batch.
+
+    An event repeated in the batches counts for the first batch that has
+    it, as if they had come one after the other. On PostgreSQL they are
+    written as one (``db/groups.py``: a gateway's batches that waited for
+    each other); on SQLite one after the other.
+    """
+    if session.get_bind().dialect.name != "postgresql":
+        return [await _record_sqlite(session, events, account_id) for events in batches]
+    seen: set[tuple[str, str]] = set()
+    kept: list[list[UsageEventRecord]] = []
+    for events in batches:
+        kept.append([])
+        for event in events:
+            key = (_owner(event, account_id), event.event_id)
+            if key not in seen:
+                seen.add(key)
+                kept[-1].append(event)
+    if not seen:
+        return [replace(EMPTY_RESULT, duplicates=len(events)) for events in batches]
+    counts = await staging.write_batches(session, kept, account_id)
+    owners = {owner for owner, _ in seen}
+    budgeted = (await touch_accounts(session, owners)
+                if any(accepted for accepted, _ in counts) else frozenset())
+    return [
+        IngestResult(accepted, len(events) - accepted, unpriced,
+                     budgeted if accepted else frozenset())
+        for events, (accepted, unpriced) in zip(batches, counts, strict=True)
+    ]
+
+
+def _owner(event: UsageEventRecord, account_id: str | None) -> str:
+    owner = account_id or getattr(event, "account_id", None)
+    if owner is None:
+        raise ValueError("an event without an account_id needs the account_id argument")
+    return owner
+
+
+async def _record_sqlite(
+    session: AsyncSession, events: Sequence[UsageEventRecord], account_id: str | None
+) -> IngestResult:
     keyed: dict[tuple[str, str], UsageEventRecord] = {}
     for event in events:
-        owner = account_id or getattr(event, "account_id", None)
-        if owner is None:
-            raise ValueError("an event without an account_id needs the account_id argument")
-        keyed.setdefault((owner, event.event_id), event)
+        keyed.setdefault((_owner(event, account_id), event.event_id), event)
     if not keyed:
         return EMPTY_RESULT
     owners = {owner for owner, _ in keyed}
-    if session.get_bind().dialect.name == "postgresql":
-        accepted, unpriced = await staging.write_batch(session, list(keyed.values()), account_id)
-        budgeted = await touch_accounts(session, owners) if accepted else frozenset()
-        return IngestResult(accepted, len(events) - accepted, unpriced, budgeted)
     known = await _stored_keys(session, list(keyed))
     # A duplicate changes nothing at all: it registers no instance either.
     ordered = sorted(((k, e) for k, e in keyed.items() if k not in known), key=lambda ke: ke[0])

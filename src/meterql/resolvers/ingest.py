@@ -86,18 +86,24 @@ async def _counted(
 async def _record(context: Context, records: list[UsageEventRecord]) -> RecordUsageResult:
     # The request holds no read connection (a read takes one for its
     # statement alone), so waiting here for a write slot holds nothing.
+    # Batches of the account that wait for each other are written together,
+    # each with its own answer (``db/groups.py``).
     account_id, now, free = context.account_id, context.now, context.settings.free_plan
 
-    async def write(session: AsyncSession) -> writes.IngestResult:
-        result = await writes.record_events(session, records, account_id=account_id)
-        if account_id in result.budgeted:
-            # In the batch's transaction, after its account's row is held:
-            # a threshold this batch crosses is recorded by it, once.
-            await alerts.after_batch(
-                session, account_id,
-                [(r.timestamp, r.instance_id, r.model) for r in records], now, free,
-            )
-        return result
+    async def write(batches: list[list[UsageEventRecord]]) -> list[writes.IngestResult]:
+        async def work(session: AsyncSession) -> list[writes.IngestResult]:
+            results = await writes.record_batches(session, batches, account_id=account_id)
+            if any(account_id in result.budgeted for result in results):
+                # In the batches' transaction, after their account's row is
+                # held: a threshold they cross is recorded by them, once.
+                await alerts.after_batch(
+                    session, account_id,
+                    [(r.timestamp, r.instance_id, r.model) for batch in batches for r in batch],
+                    now, free,
+                )
+            return results
 
-    result = await context.db.run_write(write, account_id)
+        return await context.db.run_write(work, account_id)
+
+    result = await context.db.groups.write(account_id, records, len(records), write)
     return RecordUsageResult(accepted=result.accepted, duplicates=result.duplicates)

@@ -95,6 +95,9 @@ _QUEUE_GAUGES = (
     ("meterql_db_write_slots", "Write transactions allowed at once.", "write_slots"),
     ("meterql_db_writes_active", "Write transactions running now.", "writes_active"),
     ("meterql_db_writes_waiting", "Write transactions queued for a slot.", "writes_waiting"),
+    ("meterql_db_batches_waiting",
+     "Live batches waiting to be written with the next group of their account.",
+     "batches_waiting"),
 )
 
 
