@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from meterql.db.groups import WriteGroups
+from meterql import ingest
+from meterql.db.groups import GROUP_EVENTS, WriteGroups
 from meterql.errors import DatabaseUnavailable
 
 
@@ -148,3 +149,8 @@ async def test_an_item_taken_into_a_group_is_written_though_its_waiter_left() ->
     await settle()
     assert store.groups == [["a"]]
     assert await groups.write("acme", "b", 1, store.write) == "wrote b"  # the queue goes on
+
+
+def test_a_group_holds_no_more_events_than_the_largest_batch() -> None:
+    # So a group's transaction is never longer than one batch's may be.
+    assert GROUP_EVENTS == ingest.MAX_EVENTS
