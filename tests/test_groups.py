@@ -154,3 +154,20 @@ async def test_an_item_taken_into_a_group_is_written_though_its_waiter_left() ->
 def test_a_group_holds_no_more_events_than_the_largest_batch() -> None:
     # So a group's transaction is never longer than one batch's may be.
     assert GROUP_EVENTS == ingest.MAX_EVENTS
+
+
+async def test_a_write_that_breaks_its_promise_fails_its_items_rather_than_leaving_them() -> None:
+    groups: WriteGroups[str, str] = WriteGroups(most=100, wait_s=5)
+
+    async def short(items: list[str]) -> list[str]:
+        return ["only one"]  # one answer for two items: a bug, not a hang
+
+    store = Store()
+    first = await held_then(groups, store, "acme", ["a"])
+    rest = [asyncio.ensure_future(groups.write("acme", item, 1, short)) for item in ("b", "c")]
+    await settle()
+    store.gate.set()
+    assert await first[0] == "wrote a"
+    answers = await asyncio.wait_for(asyncio.gather(*rest, return_exceptions=True), 2)
+    assert all(isinstance(answer, ValueError) for answer in answers)
+    assert await groups.write("acme", "d", 1, store.write) == "wrote d"  # the queue goes on
