@@ -171,3 +171,14 @@ async def test_a_write_that_breaks_its_promise_fails_its_items_rather_than_leavi
     answers = await asyncio.wait_for(asyncio.gather(*rest, return_exceptions=True), 2)
     assert all(isinstance(answer, ValueError) for answer in answers)
     assert await groups.write("acme", "d", 1, store.write) == "wrote d"  # the queue goes on
+
+
+async def test_a_group_cancelled_with_the_app_cancels_its_items_and_the_queue_goes_on() -> None:
+    groups: WriteGroups[str, str] = WriteGroups(most=100, wait_s=5)
+    store = Store()
+    tasks = await held_then(groups, store, "acme", ["a", "b"])
+    groups._writing["acme"].cancel()  # the app stops while "a" is written
+    store.gate.set()
+    answers = await asyncio.wait_for(asyncio.gather(*tasks, return_exceptions=True), 2)
+    assert isinstance(answers[0], asyncio.CancelledError)
+    assert answers[1] == "wrote b"  # the next group is written

@@ -133,14 +133,13 @@ class WriteGroups(Generic[T, R]):
 
     async def _write_group(self, group: list[_Waiting[T, R]]) -> None:
         write = group[0].write
+        # Cancelled (the app is stopping), the task leaves its answers unset:
+        # ``_next`` cancels them.
         try:
             answers = await write([waiting.item for waiting in group])
-        except asyncio.CancelledError:  # the app is stopping
-            for waiting in group:
-                waiting.answer.cancel()
-            raise
-        except (DatabaseUnavailable, MeterqlError) as error:
-            # Nothing to do with any one batch: the same answer for all.
+        except MeterqlError as error:
+            # Unavailable or overloaded: nothing to do with any one batch, the
+            # same answer for all.
             for waiting in group:
                 _settle(waiting.answer, error=error)
             return
@@ -149,13 +148,9 @@ class WriteGroups(Generic[T, R]):
                 _settle(group[0].answer, error=error)
                 return
             logger.warning("a group of %d batches failed; writing them one by one", len(group))
-            for n, waiting in enumerate(group):
+            for waiting in group:
                 try:
                     (answer,) = await write([waiting.item])
-                except asyncio.CancelledError:
-                    for left in group[n:]:
-                        left.answer.cancel()
-                    raise
                 except Exception as alone:
                     _settle(waiting.answer, error=alone)
                 else:

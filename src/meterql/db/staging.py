@@ -555,9 +555,7 @@ class _Statements:
     @cached_property
     def counts(self) -> Any:
         """The stage's events, and those of them without a price."""
-        return select(
-            func.count(), func.coalesce(func.sum(case((self.s.unpriced, 1), else_=0)), 0)
-        ).select_from(self.stage)
+        return select(*_counted(self.s)).select_from(self.stage)
 
     @cached_property
     def counts_by_batch(self) -> Any:
@@ -570,9 +568,7 @@ class _Statements:
         batch = func.width_bucket(
             s.seq, bindparam("starts", type_=postgresql.ARRAY(BigInteger))
         )
-        return select(
-            batch, func.count(), func.sum(case((s.unpriced, 1), else_=0))
-        ).group_by(batch)
+        return select(batch, *_counted(s)).group_by(batch)
 
     @cached_property
     def unpriced_models(self) -> Any:
@@ -784,6 +780,11 @@ class _Statements:
             set_={"occurred_at": stmt.excluded.occurred_at},
             where=stmt.excluded.occurred_at > _SEEN.c.occurred_at,
         )
+
+
+def _counted(s: Any) -> tuple[Any, Any]:
+    """Stage rows, and those of them without a price."""
+    return func.count(), func.coalesce(func.sum(case((s.unpriced, 1), else_=0)), 0)
 
 
 def _event_sums(s: Any) -> list[Any]:

@@ -291,7 +291,7 @@ async def record_batches(
                 seen.add(key)
                 kept[-1].append(event)
     if not seen:
-        return [replace(EMPTY_RESULT, duplicates=len(events)) for events in batches]
+        return [EMPTY_RESULT for _ in batches]  # every batch was empty
     counts = await staging.write_batches(session, kept, account_id)
     owners = {owner for owner, _ in seen}
     budgeted = (await touch_accounts(session, owners)
