@@ -607,9 +607,24 @@ def test_serve_without_demo_prints_no_token_and_writes_nothing(
     assert isinstance(served[0]["app"], Starlette)
     # One access line per request, ours (meterql.web.access), as JSON.
     assert served[0]["access_log"] is False
+    # Idle connections outlive the clients' and proxies' own idle timeouts
+    # (httpx 5 s, load balancers 60 s): the server is never the one to close
+    # a connection a client is just reusing.
+    assert served[0]["timeout_keep_alive"] == 75
     formatter = served[0]["log_config"]["formatters"]["main"]
     assert formatter == {"()": "meterql.web.logs.JsonFormatter"}
     assert query(env, select(func.count()).select_from(UsageEvent)) == [(0,)]
+    asyncio.run(served[0]["app"].state.services.db.dispose())
+
+
+def test_serve_keeps_idle_connections_as_long_as_told(
+    env: str, capsys: pytest.CaptureFixture[str], served: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("METERQL_KEEP_ALIVE_S", "120")
+    code, _, _ = run(capsys, "serve", "--port", "9000")
+    assert code == 0
+    assert served[0]["timeout_keep_alive"] == 120
     asyncio.run(served[0]["app"].state.services.db.dispose())
 
 

@@ -472,6 +472,50 @@ def test_workers_say_where_they_listen_and_stop_on_sigterm(tmp_path: Path) -> No
             process.wait()
 
 
+def _idle_closed_after(port: int, seconds: float) -> bool:
+    """Whether the server closed a kept-alive connection left idle for ``seconds``."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: meterql\r\n\r\n")
+        answer = b""
+        while b"\r\n\r\n" not in answer or not answer.endswith(b"}"):
+            answer += sock.recv(4096)
+        assert answer.startswith(b"HTTP/1.1 200")
+        time.sleep(seconds)
+        sock.settimeout(0.5)
+        try:
+            return sock.recv(1) == b""
+        except TimeoutError:
+            return False  # still open: nothing to read
+
+
+def test_workers_keep_idle_connections_as_long_as_told(tmp_path: Path) -> None:
+    port = free_port()
+    command, env = _serve_two_workers(tmp_path, port)
+    env["METERQL_KEEP_ALIVE_S"] = "1"
+    process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert process.poll() is None and time.monotonic() < deadline
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            except httpx.TransportError:
+                time.sleep(0.3)
+        # Each connection may reach either worker: both were told.
+        assert not any(_idle_closed_after(port, 0.2) for _ in range(2))
+        assert all(_idle_closed_after(port, 2.0) for _ in range(2))
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+
+
 def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
     import socket
 

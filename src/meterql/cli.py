@@ -327,17 +327,18 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
             # environment the settings came from, and listens on a socket of
             # its own (web/workers.py); their metrics meet in the directory
             # the workers inherit through the environment.
-            where = Listen(args.host, args.port, log_config)
+            where = Listen(args.host, args.port, log_config, settings.keep_alive_s)
             return Workers(where, args.workers).run()
         elif args.workers > 1:
             uvicorn.run(
                 "meterql.app:app_from_environment", factory=True, workers=args.workers,
                 host=args.host, port=args.port, log_config=log_config, access_log=False,
+                timeout_keep_alive=settings.keep_alive_s,
             )
         else:
             uvicorn.run(
-                create_app(settings), host=args.host, port=args.port,
-                log_config=log_config, access_log=False,
+                create_app(settings), host=args.host, port=args.port, log_config=log_config,
+                access_log=False, timeout_keep_alive=settings.keep_alive_s,
             )
     return 0
 

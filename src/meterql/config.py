@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     # seconds of the server starting to read it, else 408: a client
     # trickling its upload must not keep a request open for ever.
     body_timeout_s: float = Field(default=10.0, gt=0)
+    # How long `meterql serve` keeps an idle connection open for the next
+    # request. A client or proxy reusing a connection at the moment the
+    # server closes it gets no answer at all (a reset, a 502), so the server
+    # waits longer than they do: httpx keeps idle connections 5 s (uvicorn's
+    # own default, which made the load test lose a request or two a run),
+    # nginx's upstreams and AWS's load balancers 60 s.
+    keep_alive_s: int = Field(default=75, ge=1)
     # Buckets (times groups) all `usage` answers of one request may return
     # together (meterql.points): 200,000 is a year of hours for 22 groups.
     graphql_max_series_points: int = Field(default=200_000, ge=1)

@@ -30,7 +30,7 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from multiprocessing.process import BaseProcess
 from typing import Any
 
@@ -50,11 +50,13 @@ _APP = "meterql.app:app_from_environment"
 
 @dataclass(frozen=True)
 class Listen:
-    """Where the workers listen, and how uvicorn logs in each of them."""
+    """Where the workers listen, how uvicorn logs in each of them, and how long
+    each keeps an idle connection (``Settings.keep_alive_s``)."""
 
     host: str
     port: int
     log_config: dict[str, Any]
+    keep_alive_s: int
 
 
 def reuse_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
@@ -82,7 +84,7 @@ def _serve_one(where: Listen, listening: Any) -> None:  # pragma: no cover - in 
     sock = reuse_port_socket(where.host, where.port, listen=True)
     listening.set()
     config = uvicorn.Config(_APP, factory=True, host=where.host, port=where.port,
-                            log_config=where.log_config,
+                            log_config=where.log_config, timeout_keep_alive=where.keep_alive_s,
                             # meterql.web.access logs each request, saying more than uvicorn would.
                             access_log=False)
     uvicorn.Server(config).run(sockets=[sock])
@@ -106,7 +108,7 @@ class Workers:
             logger.error("cannot listen on %s:%s: %s", self._where.host, self._where.port,
                          exc.strerror or exc)
             return 1
-        where = Listen(self._where.host, claim.getsockname()[1], self._where.log_config)
+        where = replace(self._where, port=claim.getsockname()[1])
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: self._stop.set())
         workers = [self._start(where) for _ in range(self._count)]
