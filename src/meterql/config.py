@@ -70,7 +70,7 @@ class Settings(BaseSettings):
     sqlite_busy_timeout_ms: int = Field(default=5_000, ge=0)
     # A SQLite read runs in the event loop's thread for at most this much CPU
     # time, then again in a thread of its own (meterql.db.reads); 0: always there.
-    sqlite_inline_budget_ms: float = Field(default=0.5, ge=0)
+    sqlite_inline_budget_ms: float = Field(default=3.0, ge=0)
     # Connection pool for server databases (ignored by SQLite).
     pool_size: int = Field(default=10, ge=1)
     max_overflow: int = Field(default=10, ge=0)

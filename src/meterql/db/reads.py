@@ -245,13 +245,18 @@ class _Sqlite:
 
     A statement first runs in the event loop's own thread, on a connection
     that never waits for a lock, within a budget of CPU time
-    (``sqlite_inline_budget_ms``, 0.5 ms): SQLite's progress handler stops it
-    past that. Most reads of a request fit: the token's lookup takes about
-    15 µs, a ``days=N`` summary or a billing period's totals 0.1–0.3 ms (a
-    day rollup's rows, a few index probes). Handing each to a thread and back
-    cost a request more than that: one worker's requests per second on
-    ``/v1/billing`` rose by 30–40% when it stopped (SQLite, ``wrk -c16``),
-    although its main thread now runs the statement itself.
+    (``sqlite_inline_budget_ms``, 3 ms): SQLite's progress handler stops it
+    past that. Nearly every read fits: the token's lookup takes about 15 µs,
+    a ``days=N`` summary or a billing period's totals 0.1–0.3 ms, the
+    instance list, a page's totals per instance or model and a local-time
+    series 1–3 ms at 1M events. Handing one to a thread and back costs more
+    than the hop: while the thread turns its rows into Python objects it
+    needs the interpreter's lock, which the event loop holds for up to a
+    switch interval at a time. One worker's requests per second on
+    ``/v1/billing`` rose by 30–40% when its 0.3 ms statement stopped going to
+    a thread (``wrk -c16``), and the pages' when the budget went from 0.5 ms
+    to 3 (``docs/decisions.md``). Another request waits at most the budget
+    behind a statement here.
 
     The budget counts the thread's CPU time, not the clock's: waiting for the
     GIL or for a core is not the statement's cost, and counting it made
