@@ -298,7 +298,7 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
     from meterql import demo
     from meterql.app import create_app
     from meterql.web.logs import logging_config
-    from meterql.web.workers import SPREADS_CONNECTIONS, Listen, Workers
+    from meterql.web.workers import APP_FACTORY, SPREADS_CONNECTIONS, Listen, Workers
 
     async def prepare(db: Database) -> str | None:
         if not args.demo:
@@ -321,25 +321,19 @@ def cmd_serve(args: argparse.Namespace, settings: Settings) -> int:
         print(f"GraphiQL: {base}/graphql  (the same token; /v1/docs too)")
     log_format = settings.log_format or ("text" if sys.stderr.isatty() else "json")
     log_config = logging_config(log_format, settings.log_level)
+    where = Listen(args.host, args.port, log_config, settings.keep_alive_s)
     with metrics_directory(shared=args.workers > 1):
         if args.workers > 1 and SPREADS_CONNECTIONS:
             # Each worker process builds its own app (and engine) from the same
             # environment the settings came from, and listens on a socket of
             # its own (web/workers.py); their metrics meet in the directory
             # the workers inherit through the environment.
-            where = Listen(args.host, args.port, log_config, settings.keep_alive_s)
             return Workers(where, args.workers).run()
         elif args.workers > 1:
-            uvicorn.run(
-                "meterql.app:app_from_environment", factory=True, workers=args.workers,
-                host=args.host, port=args.port, log_config=log_config, access_log=False,
-                timeout_keep_alive=settings.keep_alive_s,
-            )
+            uvicorn.run(APP_FACTORY, factory=True, workers=args.workers,
+                        **where.server_options())
         else:
-            uvicorn.run(
-                create_app(settings), host=args.host, port=args.port, log_config=log_config,
-                access_log=False, timeout_keep_alive=settings.keep_alive_s,
-            )
+            uvicorn.run(create_app(settings), **where.server_options())
     return 0
 
 

@@ -45,7 +45,8 @@ SPREADS_CONNECTIONS = sys.platform == "linux" and hasattr(socket, "SO_REUSEPORT"
 _STARTUP_S = 15.0
 # How long stopping workers may take before they are killed.
 _STOP_S = 20.0
-_APP = "meterql.app:app_from_environment"
+# What each worker process imports and calls to build its app.
+APP_FACTORY = "meterql.app:app_from_environment"
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,13 @@ class Listen:
     port: int
     log_config: dict[str, Any]
     keep_alive_s: int
+
+    def server_options(self) -> dict[str, Any]:
+        """uvicorn's options for a server here: the same with one worker or N."""
+        return {"host": self.host, "port": self.port, "log_config": self.log_config,
+                "timeout_keep_alive": self.keep_alive_s,
+                # meterql.web.access logs each request, saying more than uvicorn would.
+                "access_log": False}
 
 
 def reuse_port_socket(host: str, port: int, *, listen: bool) -> socket.socket:
@@ -83,10 +91,7 @@ def _serve_one(where: Listen, listening: Any) -> None:  # pragma: no cover - in 
     # while the app starts.
     sock = reuse_port_socket(where.host, where.port, listen=True)
     listening.set()
-    config = uvicorn.Config(_APP, factory=True, host=where.host, port=where.port,
-                            log_config=where.log_config, timeout_keep_alive=where.keep_alive_s,
-                            # meterql.web.access logs each request, saying more than uvicorn would.
-                            access_log=False)
+    config = uvicorn.Config(APP_FACTORY, factory=True, **where.server_options())
     uvicorn.Server(config).run(sockets=[sock])
 
 
